@@ -1,0 +1,9 @@
+"""minidl: a from-scratch tensor and autograd engine for learning how deep
+networks train, with Batch Normalization derived by hand and proven."""
+from . import functional, ops
+from .backend import (BackendError, DeviceMismatchError, cupy_available, get_backend,
+                      manual_seed, use_backend)
+from .gradcheck import GradcheckError, gradcheck, numerical_grad
+from .tensor import Function, Tensor, detect_anomaly, enable_grad, frozen_state, no_grad
+
+__version__ = "0.1.0"

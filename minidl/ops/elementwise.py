@@ -1,0 +1,202 @@
+"""Elementwise ops. Broadcasting works both ways: each backward reduces its
+gradient back to its input's shape with ``sum_to``."""
+import numpy as np
+
+from ..tensor import Function
+
+
+def sum_to(g, shape):
+    """Sum ``g`` over the axes that broadcasting added or stretched, so the
+    gradient has the input's ``shape`` again."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _broadcast_shape(op, a, b):
+    try:
+        return np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast "
+                         "(trailing axes must be equal or 1)") from None
+
+
+class Add(Function):
+    def forward(self, a, b):
+        _broadcast_shape("add", a, b)
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        _broadcast_shape("mul", a, b)
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        return sum_to(gy * self.b, self.a.shape), sum_to(gy * self.a, self.b.shape)
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """x ** c for a constant exponent c."""
+
+    def __init__(self, c):
+        if not np.isscalar(c):
+            raise TypeError(f"pow: the exponent must be a Python number, got {type(c).__name__}; "
+                            "for a tensor exponent write exp(b * log(a))")
+        self.c = c.item() if isinstance(c, np.generic) else c  # a NumPy scalar would promote float32
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.c
+
+    def backward(self, gy):
+        return gy * self.c * self.x ** (self.c - 1)
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.y = self.xp.exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.log(x)
+
+    def backward(self, gy):
+        return gy / self.x
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.abs(x)
+
+    def backward(self, gy):
+        return gy * self.xp.sign(self.x)
+
+
+class Clip(Function):
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.clip(x, self.lo, self.hi)
+
+    def backward(self, gy):
+        inside = self.xp.ones_like(self.x, dtype=bool)
+        if self.lo is not None:
+            inside &= self.x >= self.lo
+        if self.hi is not None:
+            inside &= self.x <= self.hi
+        return gy * inside
+
+
+class Maximum(Function):
+    """Elementwise max of two tensors; on a tie each side gets half."""
+
+    def forward(self, a, b):
+        _broadcast_shape("maximum", a, b)
+        self.a, self.b = a, b
+        return self.xp.maximum(a, b)
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        wa = ((a > b) + 0.5 * (a == b)).astype(gy.dtype)
+        return sum_to(gy * wa, a.shape), sum_to(gy * (1 - wa), b.shape)
+
+
+class Where(Function):
+    """where(cond, a, b): a where cond holds, else b."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return self.xp.where(self.cond, a, b)
+
+    def backward(self, gy):
+        zero = self.xp.zeros((), dtype=gy.dtype)
+        return (sum_to(self.xp.where(self.cond, gy, zero), self.shapes[0]),
+                sum_to(self.xp.where(self.cond, zero, gy), self.shapes[1]))
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        # tanh form: no overflow warning for large negative x
+        self.y = 0.5 * self.xp.tanh(0.5 * x) + 0.5
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y * (1 - self.y)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)
+
+
+def add(a, b): return Add()(a, b)
+def mul(a, b): return Mul()(a, b)
+def neg(x): return Neg()(x)
+def sub(a, b): return add(a, neg(b))                 # a - b  ==  a + (-b)
+def rsub(a, b): return add(b, neg(a))                # b - a
+def pow(x, c): return Pow(c)(x)                      # noqa: A001  (the op's name)
+
+
+def div(a, b):
+    # a / b  ==  a * b**-1
+    return mul(a, 1.0 / b) if np.isscalar(b) else mul(a, pow(b, -1))
+
+
+def rdiv(a, b): return div(b, a)
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+def sqrt(x): return pow(x, 0.5)                      # sqrt(x)  ==  x ** 0.5
+def abs(x): return Abs()(x)                          # noqa: A001
+def clip(x, lo=None, hi=None): return Clip(lo, hi)(x)
+def maximum(a, b): return Maximum()(a, b)
+def relu(x): return ReLU()(x)
+def sigmoid(x): return Sigmoid()(x)
+def tanh(x): return Tanh()(x)
+
+
+def where(cond, a, b):
+    from ..tensor import Tensor
+    cond = cond.data if isinstance(cond, Tensor) else cond
+    return Where(cond)(a, b)

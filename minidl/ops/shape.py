@@ -1,0 +1,198 @@
+"""Ops that move values around without arithmetic: their backward moves the
+gradient back the same way."""
+import numpy as np
+
+from .. import backend
+from ..tensor import Function, Tensor
+from .elementwise import sum_to
+from .reduce import normalize_axis
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                             f"({x.size} values) into {self.shape}") from None
+
+    def backward(self, gy):
+        return gy.reshape(self.x_shape)
+
+
+class Transpose(Function):
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def forward(self, x):
+        if self.axes is None:
+            self.axes = tuple(reversed(range(x.ndim)))
+        if sorted(a % x.ndim for a in self.axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose: axes {self.axes} are not a permutation of "
+                             f"the {x.ndim} axes of shape {x.shape}")
+        self.axes = tuple(a % x.ndim for a in self.axes)
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        return gy.transpose(np.argsort(self.axes))
+
+
+class GetItem(Function):
+    """x[index]; entries an integer array repeats accumulate their gradients."""
+
+    def __init__(self, index):
+        self.index = _array_index(index)
+
+    def forward(self, x):
+        self.x_shape, self.dtype = x.shape, x.dtype
+        try:
+            return x[self.index]
+        except IndexError as e:
+            raise IndexError(f"getitem: {e} (tensor shape {x.shape})") from None
+
+    def backward(self, gy):
+        gx = self.xp.zeros(self.x_shape, dtype=gy.dtype)
+        backend.scatter_add(gx, self.index, gy)
+        return gx
+
+
+def _array_index(index):
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+class Concatenate(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.axis = normalize_axis("concatenate", self.axis, xs[0].ndim)[0]
+        for x in xs:
+            rest = [n for i, n in enumerate(x.shape) if i != self.axis]
+            ref = [n for i, n in enumerate(xs[0].shape) if i != self.axis]
+            if x.ndim != xs[0].ndim or rest != ref:
+                raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} differ outside "
+                                 f"axis {self.axis}")
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return self.xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        cuts = np.cumsum(self.sizes)[:-1].tolist()
+        return tuple(self.xp.split(gy, cuts, axis=self.axis))
+
+
+class Pad(Function):
+    """Zero (constant) padding, ``pad_width`` as in np.pad."""
+
+    def __init__(self, pad_width, value=0.0):
+        self.pad_width, self.value = pad_width, value
+
+    def forward(self, x):
+        self.width = np.broadcast_to(np.asarray(self.pad_width, dtype=int), (x.ndim, 2))
+        if (self.width < 0).any():
+            raise ValueError(f"pad: negative pad width {self.pad_width}")
+        return self.xp.pad(x, self.width.tolist(), constant_values=self.value)
+
+    def backward(self, gy):
+        return gy[tuple(slice(lo, n - hi) for (lo, hi), n in zip(self.width, gy.shape))]
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        try:
+            return self.xp.broadcast_to(x, self.shape)
+        except ValueError:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} "
+                             f"to {self.shape}") from None
+
+    def backward(self, gy):
+        return sum_to(gy, self.x_shape)
+
+
+class AsType(Function):
+    """A copy in another dtype; the gradient goes back in the original dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.source)
+
+
+class ToDevice(Function):
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, gy):
+        return backend.to_device(gy, self.source)
+
+
+def reshape(x, *shape):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Reshape(tuple(shape))(x)
+
+
+def transpose(x, *axes):
+    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    return Transpose(tuple(axes) if axes else None)(x)
+
+
+def flatten(x, start_axis=1):
+    """Keep the axes before ``start_axis``, merge the rest (the batch stays)."""
+    return reshape(x, x.shape[:start_axis] + (-1,))
+
+
+def getitem(x, index):
+    return GetItem(index)(x)
+
+
+def concatenate(xs, axis=0):
+    return Concatenate(axis)(*xs)
+
+
+def stack(xs, axis=0):
+    # stack  ==  concatenate of each x with a new axis of length 1
+    ndim = xs[0].ndim + 1
+    axis = normalize_axis("stack", axis, ndim)[0]
+    for x in xs:
+        if x.shape != xs[0].shape:
+            raise ValueError(f"stack: all tensors need the same shape, got {[x.shape for x in xs]}")
+    return concatenate([reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
+
+
+def pad(x, pad_width, value=0.0):
+    return Pad(pad_width, value)(x)
+
+
+def broadcast_to(x, shape):
+    return BroadcastTo(shape)(x)
+
+
+def astype(x, dtype):
+    return AsType(dtype)(x)
+
+
+def to_device(x, device):
+    backend.module_for(device)  # unknown device or missing CuPy raises here
+    return ToDevice(device)(x)

@@ -1,0 +1,271 @@
+"""Tensor, the Function base class, and reverse-mode autograd.
+
+A Tensor holds a backend array (``data``) and, after ``backward()``, the
+gradient of a scalar with respect to it (``grad``). Every op is a Function:
+``forward`` computes on arrays, ``backward`` maps the upstream gradient to one
+gradient per input, and ``__call__`` records the graph.
+
+Gradients accumulate. ``loss.backward()`` adds into ``.grad`` of every leaf
+tensor that requires a gradient, exactly as PyTorch does, so two backward calls
+without a ``zero_grad()`` between them give the sum of both. The graph is kept
+after ``backward()``: calling it a second time through the same graph adds the
+same gradients again (PyTorch raises instead, because it frees the graph; we
+keep it so a lesson can backpropagate twice and watch the sum).
+"""
+import contextlib
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module
+
+
+class Config:
+    enable_grad = True      # record the graph (off inside no_grad())
+    freeze_state = False    # layers leave their buffers alone (gradcheck sets it)
+    detect_anomaly = False  # check every op's output for NaN/inf
+
+
+@contextlib.contextmanager
+def _config(name, value):
+    old = getattr(Config, name)
+    setattr(Config, name, value)
+    try:
+        yield
+    finally:
+        setattr(Config, name, old)
+
+
+def no_grad():
+    """``with no_grad():`` ops record no graph (evaluation, parameter updates)."""
+    return _config("enable_grad", False)
+
+
+def enable_grad():
+    return _config("enable_grad", True)
+
+
+def frozen_state():
+    """``with frozen_state():`` layers do not update buffers such as BN running
+    statistics. gradcheck probes under it, so checking a layer never moves it."""
+    return _config("freeze_state", True)
+
+
+def detect_anomaly():
+    """``with detect_anomaly():`` every op checks its output for NaN/inf and
+    raises naming the op that produced it (slower; for debugging)."""
+    return _config("detect_anomaly", True)
+
+
+def _is_array(value):
+    return isinstance(value, np.ndarray) or backend.device_of(value) == "gpu"
+
+
+def as_array(value, dtype=None, xp=None):
+    """Python numbers and lists become float32; arrays keep their dtype."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if _is_array(value):
+        return value.astype(dtype, copy=False) if dtype is not None else value
+    xp = xp or backend.default_module()
+    if dtype is None:
+        arr = np.asarray(value)
+        dtype = arr.dtype if arr.dtype == np.bool_ else np.float32
+    return xp.asarray(value, dtype=dtype)
+
+
+class Tensor:
+    """An array with a gradient. ``Tensor([1, 2])`` is float32; a float64
+    NumPy array stays float64. New tensors live on the current backend."""
+
+    __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if _is_array(data) and backend.device_of(data) != backend.DEVICES[backend.get_backend()]:
+            data = backend.to_device(data, backend.DEVICES[backend.get_backend()])
+        arr = as_array(data, dtype)
+        # a tensor owns its data: updating a parameter never writes into the caller's array
+        self._init(arr.copy() if arr is data else arr, requires_grad)
+
+    def _init(self, data, requires_grad=False, creator=None):
+        if data.dtype.kind == "O":
+            raise TypeError(f"Tensor: cannot hold an object array of shape {data.shape}; "
+                            "expected numbers")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"Tensor: only floating-point tensors can require gradients, "
+                            f"got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.creator = creator
+        self.name = None
+
+    @classmethod
+    def _wrap(cls, data, requires_grad=False, creator=None):
+        """Wrap a backend array as is (no device move, no dtype change)."""
+        t = cls.__new__(cls)
+        t._init(data, requires_grad, creator)
+        return t
+
+    # ---- properties -------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = np.array2string(backend.as_numpy(self.data), precision=4, separator=", ",
+                               prefix="tensor(", threshold=50)
+        extra = f", dtype={self.dtype}"
+        if self.device != "cpu":
+            extra += f", device={self.device!r}"
+        if self.creator is not None:
+            extra += f", grad_fn={type(self.creator).__name__}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # ---- conversions ------------------------------------------------------
+    def numpy(self):
+        """A NumPy array (copied from the GPU where needed)."""
+        return backend.as_numpy(self.data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: only a tensor with one element has an item, "
+                             f"got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def to(self, device):
+        """A copy on "cpu" or "gpu"; gradients flow back to this tensor."""
+        from .ops.shape import to_device
+        return to_device(self, device)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- autograd ---------------------------------------------------------
+    def backward(self, grad=None):
+        """Backpropagate from this tensor; adds into ``.grad`` of every leaf that
+        requires a gradient. ``grad`` is the upstream gradient, needed unless this
+        tensor holds a single value."""
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward: this tensor has shape {self.shape}; backward() without an "
+                    "upstream gradient needs a single value (a loss). Reduce it first "
+                    "(e.g. .sum() or .mean()) or pass grad= of the same shape.")
+            if not bool(xp.isfinite(self.data).all()):
+                raise FloatingPointError(f"backward: the loss is {self.item()}; training has "
+                                         "diverged or an op produced NaN (try a smaller "
+                                         "learning rate, or `with md.detect_anomaly():`)")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = as_array(grad, dtype=self.dtype, xp=xp)
+            backend.check_same_device("backward", self.data, grad)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: upstream gradient has shape {grad.shape}, "
+                                 f"expected the tensor's shape {self.shape}")
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require a gradient: no input "
+                               "had requires_grad=True, or it was computed under no_grad()")
+
+        grads = {id(self): grad}
+        for t in reversed(_topological_order(self)):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if t.creator is None:
+                t.grad = g.copy() if t.grad is None else t.grad + g
+                continue
+            f = t.creator
+            gxs = f.backward(g)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx in zip(f.inputs, gxs):
+                if gx is None or not x.requires_grad:
+                    continue
+                grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+
+
+def _topological_order(root):
+    """Tensors of the graph below ``root``, every input before its outputs.
+    Iterative depth-first search: deep graphs never hit the recursion limit."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t.creator is not None:
+            for x in t.creator.inputs:
+                if x.requires_grad and id(x) not in visited:
+                    stack.append((x, False))
+    return order
+
+
+class Function:
+    """Base class of every op: subclass and write ``forward`` on arrays and,
+    right under it, ``backward`` returning one gradient per input."""
+
+    def __call__(self, *inputs):
+        tensors = _as_tensors(type(self).__name__, inputs)
+        self.xp = get_array_module(*[t.data for t in tensors])
+        y = self.forward(*[t.data for t in tensors])
+        if Config.detect_anomaly and y.dtype.kind == "f" and not bool(self.xp.isfinite(y).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}: produced NaN or inf from inputs of shapes "
+                f"{[t.shape for t in tensors]}")
+        needs_grad = Config.enable_grad and any(t.requires_grad for t in tensors)
+        out = Tensor._wrap(y, requires_grad=needs_grad, creator=self if needs_grad else None)
+        if needs_grad:
+            self.inputs = tensors
+        return out
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+
+def _as_tensors(op, inputs):
+    """Tensors for a Function's inputs. Python numbers take the dtype and
+    device of the tensor inputs (no silent float64 promotion); tensors and arrays
+    must agree on device and floating dtype."""
+    tensors = [x if isinstance(x, Tensor) else Tensor._wrap(x) if _is_array(x) else None
+               for x in inputs]
+    present = [t for t in tensors if t is not None]
+    backend.check_same_device(op, *[t.data for t in present])
+    floats = {t.dtype for t in present if t.dtype.kind == "f"}
+    if len(floats) > 1:
+        raise TypeError(f"{op}: inputs have different float dtypes "
+                        f"({', '.join(sorted(str(d) for d in floats))}); minidl never promotes "
+                        "silently: cast one with .astype()")
+    if any(t is None for t in tensors):
+        xp = get_array_module(*[t.data for t in present]) if present else backend.default_module()
+        dtype = floats.pop() if floats else np.float32
+        tensors = [t if t is not None else Tensor._wrap(xp.asarray(x, dtype=dtype))
+                   for t, x in zip(tensors, inputs)]
+    return tensors
+
+
+def as_tensor(value):
+    return value if isinstance(value, Tensor) else Tensor(value)

@@ -1,0 +1,35 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per available
+backend (CuPy cases skip where CuPy or a GPU is absent)."""
+import numpy as np
+import pytest
+
+import minidl as md
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def backend(request):
+    if request.param == "cupy" and not md.cupy_available():
+        pytest.skip("CuPy with a GPU is not available")
+    before = md.get_backend()
+    md.use_backend(request.param)
+    try:
+        yield request.param
+    finally:
+        md.use_backend(before)
+
+
+def randn(*shape, seed=0, dtype=np.float64, positive=False):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return np.abs(x) + 0.5 if positive else x
+
+
+def check_op(fn, shapes, np_fn=None, positive=False, seed=0, atol=1e-5, rtol=1e-3, **kw):
+    """float64 gradcheck with a random upstream gradient, then (if ``np_fn``)
+    the float32 forward against NumPy, keeping float32."""
+    arrays = [randn(*s, seed=seed + i, positive=positive) for i, s in enumerate(shapes)]
+    md.gradcheck(fn, [md.Tensor(a) for a in arrays], atol=atol, rtol=rtol, **kw)
+    if np_fn is not None:
+        a32 = [a.astype(np.float32) for a in arrays]
+        y = fn(*[md.Tensor(a) for a in a32])
+        assert y.dtype == np.float32, f"float32 inputs gave {y.dtype}"
+        np.testing.assert_allclose(y.numpy(), np_fn(*a32), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,78 @@
+"""Every op: float64 gradcheck with a random upstream gradient (broadcasting
+shapes where the op broadcasts) and its float32 forward against NumPy."""
+import numpy as np
+import pytest
+
+import minidl as md
+import minidl.functional as F
+from conftest import check_op
+
+
+def test_add_broadcast(backend): check_op(lambda a, b: a + b, [(3, 4), (4,)], np.add)
+def test_add_broadcast_other_way(backend): check_op(lambda a, b: a + b, [(3, 1), (1, 4)], np.add)
+def test_sub(backend): check_op(lambda a, b: a - b, [(2, 3, 4), (3, 1)], np.subtract)
+def test_rsub_scalar(backend): check_op(lambda a: 2.0 - a, [(3, 4)], lambda a: 2 - a)
+def test_mul(backend): check_op(lambda a, b: a * b, [(3, 4), (3, 1)], np.multiply)
+def test_div(backend): check_op(lambda a, b: a / b, [(3, 4), (4,)], np.divide, positive=True)
+def test_rdiv_scalar(backend): check_op(lambda a: 3.0 / a, [(3, 4)], lambda a: 3 / a, positive=True)
+def test_pow(backend): check_op(lambda a: a ** 3, [(3, 4)], lambda a: a ** 3)
+def test_pow_fractional(backend): check_op(lambda a: a ** 1.5, [(5,)], lambda a: a ** 1.5, positive=True)
+def test_neg(backend): check_op(lambda a: -a, [(3, 4)], np.negative)
+def test_matmul_2d(backend): check_op(lambda a, b: a @ b, [(3, 4), (4, 5)], np.matmul)
+def test_matmul_batched(backend): check_op(lambda a, b: a @ b, [(2, 3, 4), (4, 5)], np.matmul)
+def test_matmul_batched_both(backend): check_op(lambda a, b: a @ b, [(2, 1, 3, 4), (5, 4, 2)], np.matmul)
+def test_exp(backend): check_op(lambda a: a.exp(), [(3, 4)], np.exp)
+def test_log(backend): check_op(lambda a: a.log(), [(3, 4)], np.log, positive=True)
+def test_sqrt(backend): check_op(lambda a: a.sqrt(), [(3, 4)], np.sqrt, positive=True)
+def test_abs(backend): check_op(lambda a: a.abs(), [(3, 4)], np.abs)
+def test_clip(backend): check_op(lambda a: a.clip(-0.5, 0.5), [(4, 5)], lambda a: np.clip(a, -.5, .5))
+def test_maximum(backend): check_op(F.maximum, [(3, 4), (4,)], np.maximum)
+def test_where(backend): check_op(lambda a, b: F.where(a.data > 0, a, b), [(3, 4), (3, 4)], lambda a, b: np.where(a > 0, a, b))
+def test_sum_axis(backend): check_op(lambda a: a.sum(axis=1), [(3, 4, 2)], lambda a: a.sum(axis=1))
+def test_sum_keepdims(backend): check_op(lambda a: a.sum(axis=(0, 2), keepdims=True), [(3, 4, 2)], lambda a: a.sum(axis=(0, 2), keepdims=True))
+def test_sum_all(backend): check_op(lambda a: a.sum(), [(3, 4)], np.sum)
+def test_mean(backend): check_op(lambda a: a.mean(axis=0), [(3, 4)], lambda a: a.mean(axis=0))
+def test_var(backend): check_op(lambda a: a.var(axis=1), [(3, 4)], lambda a: a.var(axis=1))
+def test_var_unbiased(backend): check_op(lambda a: a.var(axis=0, ddof=1), [(5, 2)], lambda a: a.var(axis=0, ddof=1))
+def test_max(backend): check_op(lambda a: a.max(axis=1), [(3, 4)], lambda a: a.max(axis=1))
+def test_min_keepdims(backend): check_op(lambda a: a.min(axis=0, keepdims=True), [(3, 4)], lambda a: a.min(axis=0, keepdims=True))
+def test_reshape(backend): check_op(lambda a: a.reshape(4, 3), [(3, 4)], lambda a: a.reshape(4, 3))
+def test_transpose(backend): check_op(lambda a: a.transpose(2, 0, 1), [(2, 3, 4)], lambda a: a.transpose(2, 0, 1))
+def test_T(backend): check_op(lambda a: a.T, [(2, 3)], lambda a: a.T)
+def test_flatten(backend): check_op(lambda a: a.flatten(), [(2, 3, 4)], lambda a: a.reshape(2, -1))
+def test_getitem_slice(backend): check_op(lambda a: a[1:, ::2], [(3, 4)], lambda a: a[1:, ::2])
+def test_getitem_repeated(backend): check_op(lambda a: a[np.array([0, 2, 0, 0])], [(3, 4)], lambda a: a[[0, 2, 0, 0]])
+def test_concatenate(backend): check_op(lambda a, b: F.concatenate([a, b], axis=1), [(2, 3), (2, 4)], lambda a, b: np.concatenate([a, b], 1))
+def test_stack(backend): check_op(lambda a, b: F.stack([a, b], axis=1), [(2, 3), (2, 3)], lambda a, b: np.stack([a, b], 1))
+def test_pad(backend): check_op(lambda a: F.pad(a, ((0, 0), (1, 2))), [(2, 3)], lambda a: np.pad(a, ((0, 0), (1, 2))))
+def test_broadcast_to(backend): check_op(lambda a: a.broadcast_to((2, 3, 4)), [(3, 1)], lambda a: np.broadcast_to(a, (2, 3, 4)))
+def test_relu(backend): check_op(lambda a: a.relu(), [(4, 5)], lambda a: np.maximum(a, 0))
+def test_sigmoid(backend): check_op(lambda a: a.sigmoid(), [(4, 5)], lambda a: 1 / (1 + np.exp(-a)))
+def test_tanh(backend): check_op(lambda a: a.tanh(), [(4, 5)], np.tanh)
+def test_softmax(backend): check_op(lambda a: a.softmax(axis=1), [(3, 5)], lambda a: np.exp(a) / np.exp(a).sum(1, keepdims=True))
+def test_log_softmax(backend): check_op(lambda a: a.log_softmax(axis=0), [(3, 5)], lambda a: a - np.log(np.exp(a).sum(0, keepdims=True)))
+def test_cross_entropy(backend): check_op(lambda a: F.cross_entropy(a, np.array([0, 2, 1, 2])), [(4, 3)], lambda a: -np.mean((a - np.log(np.exp(a).sum(1, keepdims=True)))[np.arange(4), [0, 2, 1, 2]]))
+def test_mse_loss(backend): check_op(F.mse_loss, [(4, 3), (4, 3)], lambda a, b: np.mean((a - b) ** 2))
+
+
+def test_log_softmax_is_stable_for_huge_logits(backend):
+    x = md.Tensor([[1e4, 0.0, -1e4], [5e3, 5e3, 0.0]])
+    y = x.log_softmax(axis=1).numpy()
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[0], [0.0, -1e4, -2e4], rtol=1e-6)
+    np.testing.assert_allclose(y[1, :2], [-np.log(2)] * 2, rtol=1e-5)
+    loss = F.cross_entropy(x, np.array([2, 2]))
+    assert np.isfinite(loss.item())
+
+
+def test_getitem_repeated_index_accumulates(backend):
+    x = md.Tensor(np.zeros(3), requires_grad=True)
+    x[np.array([1, 1, 1, 2])].sum().backward()
+    np.testing.assert_array_equal(md.backend.as_numpy(x.grad), [0, 3, 1])
+
+
+def test_astype_sends_gradient_back_in_the_source_dtype(backend):
+    x = md.Tensor(np.arange(3.0), requires_grad=True)
+    (x.astype("float32") * 2.0).sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_array_equal(md.backend.as_numpy(x.grad), [2, 2, 2])
