@@ -1,8 +1,9 @@
 """minidl: a from-scratch tensor and autograd engine for learning how deep
 networks train, with Batch Normalization derived by hand and proven."""
-from . import functional, ops
+from . import data, functional, models, nn, ops, optim
 from .backend import (BackendError, DeviceMismatchError, cupy_available, get_backend,
                       manual_seed, use_backend)
+from .serialize import load, save
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .tensor import Function, Tensor, detect_anomaly, enable_grad, frozen_state, no_grad
 

@@ -1,9 +1,12 @@
 """All ops, and the one table that wires them onto Tensor as operators and methods."""
 from ..tensor import Tensor
-from .elementwise import (abs, add, clip, div, exp, log, maximum, mul, neg, pow, rdiv, relu,
+from .conv import (avg_pool2d, avg_pool2d_reference, conv2d, conv2d_reference, max_pool2d,
+                   max_pool2d_reference)
+from .elementwise import (abs, add, clip, div, dropout, exp, log, maximum, mul, neg, pow, rdiv, relu,
                           rsub, sigmoid, sqrt, sub, tanh, where)
 from .loss import cross_entropy, log_softmax, mse_loss, softmax
-from .matmul import matmul
+from .matmul import linear, matmul
+from .norm import batch_norm, group_norm, instance_norm, layer_norm, normalize
 from .reduce import max, mean, min, sum, var
 from .shape import (astype, broadcast_to, concatenate, flatten, getitem, pad, reshape, stack,
                     transpose)
@@ -45,7 +48,9 @@ Tensor.softmax = softmax
 Tensor.log_softmax = log_softmax
 Tensor.astype = astype
 
-__all__ = ["abs", "add", "astype", "broadcast_to", "clip", "concatenate", "cross_entropy", "div", "exp",
+__all__ = ["abs", "add", "astype", "avg_pool2d", "avg_pool2d_reference", "conv2d",
+           "conv2d_reference", "dropout", "linear", "batch_norm", "group_norm", "instance_norm",
+           "layer_norm", "normalize", "max_pool2d", "max_pool2d_reference", "broadcast_to", "clip", "concatenate", "cross_entropy", "div", "exp",
            "flatten", "getitem", "log", "log_softmax", "matmul", "max", "maximum", "mean", "min",
            "mse_loss", "mul", "neg", "pad", "pow", "relu", "reshape", "sigmoid", "softmax",
            "sqrt", "stack", "sub", "sum", "tanh", "transpose", "var", "where"]

@@ -200,3 +200,16 @@ def where(cond, a, b):
     from ..tensor import Tensor
     cond = cond.data if isinstance(cond, Tensor) else cond
     return Where(cond)(a, b)
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each value with probability p, scale the rest by
+    1/(1-p) so the expectation is unchanged; identity when not training."""
+    from .. import backend
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = backend.rng().random(x.shape) >= p          # NumPy generator: seeded by manual_seed
+    mask = backend.to_device((keep / (1 - p)).astype(x.dtype), x.device)
+    return mul(x, mask)

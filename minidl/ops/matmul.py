@@ -1,6 +1,7 @@
 """Matrix product, 2-D or batched (leading axes broadcast)."""
 from ..tensor import Function
 from .elementwise import sum_to
+from .shape import transpose
 
 
 class MatMul(Function):
@@ -23,3 +24,12 @@ class MatMul(Function):
 
 def matmul(a, b):
     return MatMul()(a, b)
+
+
+def linear(x, W, b=None):
+    """x @ Wᵀ + b with PyTorch's weight layout W (out_features, in_features)."""
+    if x.shape[-1] != W.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
+                         f"weight of shape {W.shape} expects {W.shape[1]}")
+    y = matmul(x, transpose(W))
+    return y if b is None else y + b

@@ -1,0 +1,48 @@
+"""Models used by the lessons."""
+from . import nn
+
+
+class LeNet5(nn.Module):
+    """LeNet-5, the classic CIFAR variant:
+
+        conv 5x5 -> 6, [norm], ReLU, max-pool 2
+        conv 5x5 -> 16, [norm], ReLU, max-pool 2
+        linear 400 -> 120, [norm], ReLU
+        linear 120 -> 84, [norm], ReLU
+        linear 84 -> num_classes
+
+    28x28 inputs (MNIST, Fashion-MNIST) are zero-padded by 2 in the first conv,
+    as LeNet did, so both sizes meet the same 5x5x16 feature map.
+
+    ``norm`` puts a normalization layer after each conv and hidden linear:
+    "batch" (the course's comparison), "group", "layer", "instance", "switch", or
+    a callable ``norm(num_features, num_dims) -> Module``. ``decay`` is the BN
+    running-statistics decay.
+    """
+
+    def __init__(self, in_channels=3, num_classes=10, input_size=32, norm=None, decay=0.9):
+        super().__init__()
+        if input_size not in (28, 32):
+            raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size}")
+        make = nn.norm_factory(norm, decay=decay)
+        self.features = nn.Sequential(
+            *self._block(nn.Conv2d(in_channels, 6, 5, padding=(32 - input_size) // 2), make, 6, 4),
+            nn.MaxPool2d(2),
+            *self._block(nn.Conv2d(6, 16, 5), make, 16, 4),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            *self._block(nn.Linear(16 * 5 * 5, 120), make, 120, 2),
+            *self._block(nn.Linear(120, 84), make, 84, 2),
+            nn.Linear(84, num_classes),
+        )
+
+    @staticmethod
+    def _block(layer, make, features, num_dims):
+        # the layer's bias is kept even under BN (β makes it redundant, not wrong),
+        # so all three runs of the course's comparison share the same initial weights
+        return [layer] + ([make(features, num_dims)] if make else []) + [nn.ReLU()]
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

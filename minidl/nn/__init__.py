@@ -1,0 +1,7 @@
+"""Modules and layers: ``md.nn.Linear``, ``md.nn.Conv2d``, ``md.nn.BatchNorm2d``, ..."""
+from . import init
+from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
+                     Sigmoid, Tanh)
+from .module import Module, Parameter, Sequential
+from .norm import (BatchNorm, BatchNorm1d, BatchNorm2d, GroupNorm, Identity, InstanceNorm2d,
+                   LayerNorm, SwitchNorm2d, norm_factory)

@@ -1,0 +1,165 @@
+"""Module: the base of every layer. Parameters, buffers and sub-modules are
+registered in assignment order (plain dicts keep it), so ``parameters()``,
+``state_dict()`` and optimizer state always line up the same way."""
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains: requires a gradient by default."""
+
+    def __init__(self, data, requires_grad=True, dtype=None):
+        super().__init__(data, requires_grad=requires_grad, dtype=dtype)
+
+
+class Module:
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
+                                 f"assigning attributes (while setting {name!r})")
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, value):
+        """State that is saved and moved with the module but not trained
+        (BatchNorm's running statistics)."""
+        t = value if isinstance(value, Tensor) else Tensor(value)
+        self.__setattr__(name, t)
+        self._buffers[name] = t
+
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ---- traversal --------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def children(self):
+        return list(self._modules.values())
+
+    def _named(self, table):
+        for prefix, m in self.named_modules():
+            for name, t in getattr(m, table).items():
+                yield (f"{prefix}.{name}" if prefix else name), t
+
+    def named_parameters(self):
+        return list(self._named("_parameters"))
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        return list(self._named("_buffers"))
+
+    # ---- modes ------------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (dropout on, BN uses batch statistics). Returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout off, BN uses running statistics). Returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    # ---- state ------------------------------------------------------------
+    def state_dict(self):
+        """Parameters then buffers, name -> NumPy array (a copy)."""
+        state = {name: p.numpy().copy() for name, p in self.named_parameters()}
+        state.update({name: b.numpy().copy() for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        """Copy ``state`` into this module. Missing or unexpected keys (with
+        strict) and every shape mismatch are reported together, by name."""
+        own = dict(self.named_parameters() + self.named_buffers())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"
+                 for k in own if k in state and tuple(np.shape(state[k])) != own[k].shape]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys: {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        if wrong:
+            problems.append("shape mismatch: " + "; ".join(wrong))
+        if problems:
+            raise ValueError(f"load_state_dict: the checkpoint does not fit {type(self).__name__}: "
+                             + " | ".join(problems))
+        for k, t in own.items():
+            if k in state:
+                t.data = backend.to_device(np.asarray(state[k]).astype(t.dtype), t.device)
+        return self
+
+    def to(self, device):
+        """Move every parameter and buffer to "cpu" or "gpu", in place."""
+        for t in self.parameters() + [b for _, b in self.named_buffers()]:
+            t.data = backend.to_device(t.data, device)
+            t.grad = None if t.grad is None else backend.to_device(t.grad, device)
+        return self
+
+    def astype(self, dtype):
+        """Cast every floating parameter and buffer, in place (e.g. "float64" for gradcheck)."""
+        for t in self.parameters() + [b for _, b in self.named_buffers()]:
+            if t.dtype.kind == "f":
+                t.data = t.data.astype(dtype)
+                t.grad = None
+        return self
+
+    # ---- printing ---------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + ")" if not lines else head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Layers applied in order; ``Sequential(a, b)[0] is a``."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, "
+                                "expected a Module")
+            setattr(self, str(i), layer)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)

@@ -1,0 +1,153 @@
+"""Optimizers with PyTorch's update rules (so a user's numbers match), and
+learning-rate schedules. Every update runs on arrays, outside the graph."""
+import math
+
+from . import backend
+from .tensor import Tensor
+
+
+class Optimizer:
+    defaults = {}
+
+    def __init__(self, params, lr, **hyper):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for p in self.params:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"{type(self).__name__}: every parameter must be a Tensor with "
+                                f"requires_grad=True, got {type(p).__name__}")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        self.lr = lr
+        self.hyper = dict(self.defaults, **hyper)
+        self.state = [{} for _ in self.params]   # per parameter, in order
+        self.steps = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.steps += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if not bool(backend.get_array_module(g).isfinite(g).all()):
+                raise FloatingPointError(f"{type(self).__name__}.step: a gradient of shape "
+                                         f"{p.shape} holds NaN or inf; lower the learning rate")
+            if self.hyper.get("weight_decay"):
+                g = g + self.hyper["weight_decay"] * p.data    # L2 penalty, as PyTorch adds it
+            p.data -= self.update(g, p, state)
+
+    def update(self, g, p, state):
+        """The step to subtract from p.data."""
+        raise NotImplementedError
+
+    def state_dict(self):
+        return {"lr": self.lr, "steps": self.steps,
+                "state": {str(i): {k: backend.as_numpy(v) for k, v in s.items()}
+                          for i, s in enumerate(self.state)}}
+
+    def load_state_dict(self, state):
+        saved = state["state"]
+        if len(saved) != len(self.params):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the checkpoint holds state "
+                             f"for {len(saved)} parameters, this optimizer has {len(self.params)}")
+        self.lr, self.steps = float(state["lr"]), int(state["steps"])
+        for i, p in enumerate(self.params):
+            for k, v in saved[str(i)].items():
+                if v.shape != p.shape:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: state {k!r} of "
+                                     f"parameter {i} has shape {v.shape}, the parameter {p.shape}")
+            self.state[i] = {k: backend.to_device(v.astype(p.dtype), p.device)
+                             for k, v in saved[str(i)].items()}
+
+
+class SGD(Optimizer):
+    """p ← p − lr·d, with d = g (plain), the momentum buffer b = μ·b + g, or for
+    Nesterov d = g + μ·b. The first step sets b = g, as PyTorch does."""
+    defaults = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if nesterov and momentum <= 0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0")
+        super().__init__(params, lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay)
+
+    def update(self, g, p, state):
+        mu = self.hyper["momentum"]
+        if mu == 0:
+            return self.lr * g
+        b = state["momentum_buffer"] = g.copy() if "momentum_buffer" not in state \
+            else mu * state["momentum_buffer"] + g
+        return self.lr * (g + mu * b if self.hyper["nesterov"] else b)
+
+
+class Adagrad(Optimizer):
+    """s ← s + g²;  p ← p − lr·g / (√s + eps)."""
+    defaults = {"eps": 1e-10, "weight_decay": 0.0}
+
+    def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0):
+        super().__init__(params, lr, eps=eps, weight_decay=weight_decay)
+
+    def update(self, g, p, state):
+        s = state["sum"] = state.get("sum", 0) + g * g
+        return self.lr * g / (s ** 0.5 + self.hyper["eps"])
+
+
+class RMSprop(Optimizer):
+    """v ← α·v + (1−α)·g²;  p ← p − lr·g / (√v + eps)."""
+    defaults = {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0}
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
+
+    def update(self, g, p, state):
+        a = self.hyper["alpha"]
+        v = state["square_avg"] = a * state.get("square_avg", 0) + (1 - a) * g * g
+        return self.lr * g / (v ** 0.5 + self.hyper["eps"])
+
+
+class Adam(Optimizer):
+    """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    p ← p − lr·m̂ / (√v̂ + eps) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
+    defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def update(self, g, p, state):
+        b1, b2 = self.hyper["betas"]
+        t = self.steps
+        m = state["exp_avg"] = b1 * state.get("exp_avg", 0) + (1 - b1) * g
+        v = state["exp_avg_sq"] = b2 * state.get("exp_avg_sq", 0) + (1 - b2) * g * g
+        # PyTorch's arrangement of the bias corrections, so float32 results match it
+        denom = v ** 0.5 / math.sqrt(1 - b2 ** t) + self.hyper["eps"]
+        return (self.lr / (1 - b1 ** t)) * m / denom
+
+
+class StepLR:
+    """lr = base_lr · gamma^(epoch // step_size); call step() once per epoch."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.base_lr, self.epoch = optimizer.lr, 0
+
+    def step(self):
+        self.epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+
+
+class CosineAnnealingLR:
+    """lr = eta_min + (base_lr − eta_min)·(1 + cos(π·epoch/T_max))/2."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        self.optimizer, self.T_max, self.eta_min = optimizer, T_max, eta_min
+        self.base_lr, self.epoch = optimizer.lr, 0
+
+    def step(self):
+        self.epoch += 1
+        cos = (1 + math.cos(math.pi * min(self.epoch, self.T_max) / self.T_max)) / 2
+        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * cos

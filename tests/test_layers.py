@@ -1,0 +1,227 @@
+"""Layers: fast kernels against their slow references and through gradcheck,
+modules, init, optimizers against PyTorch's published update rules."""
+import math
+
+import numpy as np
+import pytest
+
+import minidl as md
+import minidl.functional as F
+from conftest import check_op, randn
+
+CONV_CASES = [  # (x shape, W shape, stride, padding): strides, padding, non-square kernels
+    ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0),
+    ((2, 2, 8, 7), (3, 2, 3, 2), 2, 1),
+    ((1, 3, 6, 9), (2, 3, 1, 4), (1, 2), (2, 0)),
+]
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", CONV_CASES)
+def test_conv2d_matches_reference_and_gradcheck(backend, xs, ws, stride, padding):
+    check_op(lambda x, W, b: F.conv2d(x, W, b, stride, padding), [xs, ws, (ws[0],)])
+    args = [md.Tensor(randn(*s, seed=i)) for i, s in enumerate([xs, ws, (ws[0],)])]
+    fast = F.conv2d(*args, stride=stride, padding=padding)
+    slow = F.conv2d_reference(*args, stride=stride, padding=padding)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), atol=1e-12)
+    check_op(lambda x, W, b: F.conv2d_reference(x, W, b, stride, padding), [xs, ws, (ws[0],)])
+
+
+def test_conv2d_gradients_match_reference_gradients(backend):
+    xs, ws = (3, 2, 6, 6), (4, 2, 3, 3)
+    grads = []
+    for conv in (F.conv2d, F.conv2d_reference):
+        x, W = md.Tensor(randn(*xs), requires_grad=True), md.Tensor(randn(*ws, seed=1), requires_grad=True)
+        conv(x, W, None, 2, 1).backward(randn(3, 4, 3, 3, seed=2))
+        grads.append((md.backend.as_numpy(x.grad), md.backend.as_numpy(W.grad)))
+    for fast, slow in zip(*grads):
+        np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+def test_conv2d_in_chunks_equals_one_piece(backend, monkeypatch):
+    x, W = md.Tensor(randn(5, 2, 6, 6), requires_grad=True), md.Tensor(randn(3, 2, 3, 3, seed=1))
+    whole = F.conv2d(x, W)
+    whole.backward(randn(*whole.shape, seed=3))
+    g_whole = md.backend.as_numpy(x.grad)
+    monkeypatch.setattr(md.ops.conv, "COL_BYTES", 1)   # one sample per chunk
+    x.zero_grad()
+    chunked = F.conv2d(x, W)
+    chunked.backward(randn(*whole.shape, seed=3))
+    np.testing.assert_allclose(chunked.numpy(), whole.numpy(), atol=1e-12)
+    np.testing.assert_allclose(md.backend.as_numpy(x.grad), g_whole, atol=1e-12)
+
+
+POOL_CASES = [((2, 3, 6, 6), 2, None, 0), ((2, 2, 7, 8), 3, 2, 1), ((1, 2, 5, 7), (2, 3), (1, 2), 0)]
+
+
+@pytest.mark.parametrize("xs, k, s, p", POOL_CASES)
+def test_max_pool2d(backend, xs, k, s, p):
+    check_op(lambda x: F.max_pool2d(x, k, s, p), [xs])
+    x = md.Tensor(randn(*xs))
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p).numpy(),
+                                  F.max_pool2d_reference(x, k, s, p).numpy())
+
+
+@pytest.mark.parametrize("xs, k, s, p", POOL_CASES)
+def test_avg_pool2d(backend, xs, k, s, p):
+    check_op(lambda x: F.avg_pool2d(x, k, s, p), [xs])
+    x = md.Tensor(randn(*xs))
+    np.testing.assert_allclose(F.avg_pool2d(x, k, s, p).numpy(),
+                               F.avg_pool2d_reference(x, k, s, p).numpy(), atol=1e-12)
+
+
+def test_max_pool_tie_gives_gradient_to_first_max_once(backend):
+    x = md.Tensor(np.ones((1, 1, 2, 2)), requires_grad=True)
+    F.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_array_equal(md.backend.as_numpy(x.grad)[0, 0], [[1, 0], [0, 0]])
+
+
+def test_linear_and_global_avg_pool(backend):
+    check_op(F.linear, [(4, 3), (5, 3), (5,)], lambda x, W, b: x @ W.T + b)
+    check_op(lambda x: md.nn.GlobalAvgPool2d()(x), [(2, 3, 4, 5)], lambda x: x.mean(axis=(2, 3)))
+
+
+def test_layer_errors_name_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"Conv2d: expected input \(N, 3, H, W\), got \(2, 1, 8, 8\)"):
+        md.nn.Conv2d(3, 4, 3)(md.Tensor(np.zeros((2, 1, 8, 8), np.float32)))
+    with pytest.raises(ValueError, match=r"conv2d: kernel \(5, 5\) is larger than the padded input"):
+        F.conv2d(md.Tensor(np.zeros((1, 1, 3, 3))), md.Tensor(np.zeros((1, 1, 5, 5))))
+    with pytest.raises(ValueError, match=r"linear: input has 7 features"):
+        md.nn.Linear(3, 2)(md.Tensor(np.zeros((4, 7), np.float32)))
+
+
+def test_dropout_is_reproducible_and_off_in_eval():
+    x = md.Tensor(np.ones((1000,), np.float32))
+    layer = md.nn.Dropout(0.25)
+    md.manual_seed(3)
+    a = layer(x).numpy()
+    md.manual_seed(3)
+    b = layer(x).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) == {0.0, np.float32(1 / 0.75)} and abs(a.mean() - 1) < 0.1
+    np.testing.assert_array_equal(layer.eval()(x).numpy(), x.numpy())
+    check_op(lambda x: (md.manual_seed(0), F.dropout(x, 0.5))[1], [(4, 5)])
+
+
+def test_module_registration_order_state_dict_and_errors():
+    class Net(md.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = md.nn.Linear(2, 3)
+            self.a = md.nn.BatchNorm1d(3)
+
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["b.weight", "b.bias", "a.gamma", "a.beta"]
+    assert list(net.state_dict()) == ["b.weight", "b.bias", "a.gamma", "a.beta",
+                                      "a.running_mean", "a.running_var"]
+    assert not net.eval().a.training and net.train().a.training
+    other = Net()
+    other.load_state_dict(net.state_dict())
+    np.testing.assert_array_equal(other.b.weight.numpy(), net.b.weight.numpy())
+    bad = net.state_dict()
+    bad["b.weight"] = np.zeros((4, 2))
+    del bad["a.beta"]
+    bad["extra"] = np.zeros(1)
+    with pytest.raises(ValueError, match=r"missing keys: \['a.beta'\].*unexpected keys: \['extra'\]"
+                                         r".*b.weight: checkpoint \(4, 2\) vs model \(3, 2\)"):
+        other.load_state_dict(bad)
+
+    class Forgot(md.nn.Module):
+        def __init__(self):
+            self.w = 1
+
+    with pytest.raises(AttributeError, match="call super"):
+        Forgot()
+
+
+def test_init_statistics():
+    md.manual_seed(0)
+    w = md.nn.Parameter(np.zeros((400, 300), np.float32))
+    md.nn.init.kaiming_normal_(w)
+    assert abs(w.numpy().std() - math.sqrt(2 / 300)) < 2e-3
+    md.nn.init.xavier_uniform_(w)
+    assert abs(np.abs(w.numpy()).max() - math.sqrt(6 / 700)) < 1e-3
+    md.nn.init.kaiming_uniform_(w)
+    assert abs(w.numpy().std() - math.sqrt(2 / 300)) < 2e-3
+    md.nn.init.xavier_normal_(w)
+    assert abs(w.numpy().std() - math.sqrt(2 / 700)) < 2e-3
+    lin = md.nn.Linear(50, 10)
+    assert np.abs(lin.weight.numpy()).max() <= 1 / math.sqrt(50)
+    md.manual_seed(1)
+    a = md.nn.Conv2d(3, 4, 3).weight.numpy()
+    md.manual_seed(1)
+    np.testing.assert_array_equal(a, md.nn.Conv2d(3, 4, 3).weight.numpy())
+
+
+def _reference_updates(name, hyper, grads, p0, lr):
+    """The update rules as PyTorch documents them, written out in plain NumPy."""
+    p, state = p0.copy(), {}
+    for t, g in enumerate(grads, 1):
+        g = g + hyper.get("weight_decay", 0) * p
+        if name == "SGD":
+            mu = hyper.get("momentum", 0)
+            if mu:
+                state["b"] = g if t == 1 else mu * state["b"] + g
+                g = g + mu * state["b"] if hyper.get("nesterov") else state["b"]
+            p = p - lr * g
+        elif name == "Adagrad":
+            state["s"] = state.get("s", 0) + g * g
+            p = p - lr * g / (np.sqrt(state["s"]) + 1e-10)
+        elif name == "RMSprop":
+            state["v"] = 0.99 * state.get("v", 0) + 0.01 * g * g
+            p = p - lr * g / (np.sqrt(state["v"]) + 1e-8)
+        elif name == "Adam":
+            state["m"] = 0.9 * state.get("m", 0) + 0.1 * g
+            state["v"] = 0.999 * state.get("v", 0) + 0.001 * g * g
+            m_hat, v_hat = state["m"] / (1 - 0.9 ** t), state["v"] / (1 - 0.999 ** t)
+            p = p - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return p
+
+
+@pytest.mark.parametrize("name, hyper", [
+    ("SGD", {}), ("SGD", {"momentum": 0.9}), ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("SGD", {"momentum": 0.5, "weight_decay": 0.1}), ("Adagrad", {}), ("RMSprop", {}),
+    ("Adam", {}), ("Adam", {"weight_decay": 0.01}),
+])
+def test_optimizers_follow_pytorch_rules(name, hyper):
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(5)
+    grads = [rng.standard_normal(5) for _ in range(4)]
+    p = md.nn.Parameter(p0.copy())
+    opt = getattr(md.optim, name)([p], lr=0.05, **hyper)
+    for g in grads:
+        p.grad = g.copy()
+        opt.step()
+    np.testing.assert_allclose(p.numpy(), _reference_updates(name, hyper, grads, p0, 0.05), rtol=1e-12)
+
+
+def test_optimizer_refuses_nan_gradient_and_schedules():
+    p = md.nn.Parameter(np.zeros(2))
+    opt = md.optim.SGD([p], lr=1.0)
+    p.grad = np.array([np.nan, 0.0])
+    with pytest.raises(FloatingPointError, match=r"SGD.step: a gradient of shape \(2,\) holds NaN"):
+        opt.step()
+    sched = md.optim.StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for _ in range(4):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs == [1.0, 0.5, 0.5, 0.25]
+    cos = md.optim.CosineAnnealingLR(md.optim.SGD([p], lr=1.0), T_max=4)
+    for _ in range(2):
+        cos.step()
+    assert abs(cos.optimizer.lr - 0.5) < 1e-12
+
+
+def test_a_small_network_learns(backend):
+    md.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 2)).astype(np.float32)
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+    net = md.nn.Sequential(md.nn.Linear(2, 16), md.nn.Tanh(), md.nn.Linear(16, 2))
+    opt = md.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(150):
+        loss = F.cross_entropy(net(md.Tensor(x)), md.Tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2
