@@ -237,6 +237,8 @@ class Function:
         out = Tensor._wrap(y, requires_grad=needs_grad, creator=self if needs_grad else None)
         if needs_grad:
             self.inputs = tensors
+            # which inputs want a gradient: a backward may skip the others' work
+            self.needs_grad = tuple(t.requires_grad for t in tensors)
         return out
 
     def forward(self, *xs):

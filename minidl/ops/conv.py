@@ -69,9 +69,11 @@ class Conv2d(Function):
         self.xc = self._pad_channel_major(x)                      # (C, N, Hp, Wp)
         Wm = W.reshape(O, -1)                                     # (O, C·kh·kw)
         y = self.xp.empty((O, N) + self.out, dtype=x.dtype)      # (O, N, OH, OW)
-        for n0, n1 in self._chunks():
+        chunks = self._chunks()
+        for n0, n1 in chunks:
             col = self._im2col(self.xc[:, n0:n1])                 # (C·kh·kw, n·OH·OW)
             y[:, n0:n1] = (Wm @ col).reshape((O, n1 - n0) + self.out)
+        self.col = col if len(chunks) == 1 else None              # reused by backward
         if b is not None:
             y += b.reshape(O, 1, 1, 1)
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
@@ -81,17 +83,20 @@ class Conv2d(Function):
         Wm = self.W.reshape(O, -1)
         gyc = gy.transpose(1, 0, 2, 3)                            # (O, N, OH, OW)
         gW = self.xp.zeros((Wm.shape[1], O), dtype=gy.dtype)     # (C·kh·kw, O)
-        gxc = self.xp.zeros_like(self.xc)                        # (C, N, Hp, Wp)
+        gxc = self.xp.zeros_like(self.xc) if self.needs_grad[0] else None   # (C, N, Hp, Wp)
         for n0, n1 in self._chunks():
             gy_m = gyc[:, n0:n1].reshape(O, -1)                   # (O, n·OH·OW)
-            col = self._im2col(self.xc[:, n0:n1])
+            col = self.col if self.col is not None else self._im2col(self.xc[:, n0:n1])
             gW += col @ gy_m.T                    # dl/dW = dl/dy · colᵀ, kept transposed: faster
+            if gxc is None:                       # the input needs no gradient (the first layer)
+                continue
             gcol = (Wm.T @ gy_m).reshape((C, kh, kw, n1 - n0) + self.out)
             for i in range(kh):                                  # col2im: scatter back, adding overlaps
                 for j in range(kw):
                     gxc[:, n0:n1][window(i, j, self.stride, self.out)] += gcol[:, i, j]
         ph, pw = self.padding
-        gx = gxc[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]].transpose(1, 0, 2, 3)
+        gx = None if gxc is None else \
+            gxc[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]].transpose(1, 0, 2, 3)
         grads = (gx, gW.T.reshape(self.W.shape))
         return grads + ((gyc.sum(axis=(1, 2, 3)),) if self.has_bias else ())
 
@@ -106,11 +111,12 @@ class Conv2d(Function):
         """(C, n, Hp, Wp) -> (C·kh·kw, n·OH·OW): row (c, i, j) holds offset (i, j) of channel c."""
         _, _, kh, kw = self.W.shape
         C, n = xc.shape[:2]
-        col = self.xp.empty((C, kh, kw, n) + self.out, dtype=xc.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                col[:, i, j] = xc[window(i, j, self.stride, self.out)]
-        return col.reshape(C * kh * kw, -1)
+        sC, sN, sH, sW = xc.strides
+        # a view whose element (c, i, j, n, oh, ow) is xc[c, n, oh·s + i, ow·s + j]: the
+        # slices window(i, j) for every offset at once, copied by a single reshape
+        view = self.xp.lib.stride_tricks.as_strided(
+            xc, (C, kh, kw, n) + self.out, (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
+        return view.reshape(C * kh * kw, -1)
 
     def _chunks(self):
         C, N = self.xc.shape[:2]
@@ -159,21 +165,21 @@ class MaxPool2d(Function):
         if ph or pw:
             x = self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
         self.padded_shape = x.shape
-        y = x[window(0, 0, self.stride, self.out)].copy()
-        self.argmax = self.xp.zeros(y.shape, dtype=np.int8)     # which offset won
+        self.x = x
+        self.y = x[window(0, 0, self.stride, self.out)].copy()
         for k in range(1, self.kernel[0] * self.kernel[1]):
-            v = x[window(*divmod(k, self.kernel[1]), self.stride, self.out)]
-            better = v > y
-            self.xp.copyto(y, v, where=better)
-            self.argmax[better] = k
-        return y
+            self.xp.maximum(self.y, x[window(*divmod(k, self.kernel[1]), self.stride, self.out)],
+                            out=self.y)
+        return self.y
 
     def backward(self, gy):
         gx = self.xp.zeros(self.padded_shape, dtype=gy.dtype)
-        zero = self.xp.zeros((), dtype=gy.dtype)
+        taken = self.xp.zeros(self.y.shape, dtype=bool)     # window already gave its gradient
         for k in range(self.kernel[0] * self.kernel[1]):
-            gx[window(*divmod(k, self.kernel[1]), self.stride, self.out)] += \
-                self.xp.where(self.argmax == k, gy, zero)
+            idx = window(*divmod(k, self.kernel[1]), self.stride, self.out)
+            first = (self.x[idx] == self.y) & ~taken          # the first offset holding the max
+            gx[idx] += gy * first
+            taken |= first
         ph, pw = self.padding
         return gx[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]]
 
