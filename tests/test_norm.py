@@ -29,7 +29,9 @@ def as64(layer):
 
 def gradcheck_layer(layer, x_shape, seed=0):
     x = md.Tensor(randn(*x_shape, seed=seed))
-    return md.gradcheck(lambda x, *params: layer(x), [x] + layer.parameters())
+    report = md.gradcheck(lambda x, *params: layer(x), [x] + layer.parameters())
+    assert not any(r.vacuous for r in report.inputs), f"vacuous check:\n{report}"
+    return report
 
 
 SHAPES = [(6, 4), (4, 3, 5, 5)]
@@ -84,8 +86,9 @@ def test_three_batchnorm_backwards_agree_and_gradcheck(backend, axes, shape):
         np.testing.assert_allclose(md.backend.as_numpy(s), md.backend.as_numpy(c), rtol=0, atol=1e-10)
         np.testing.assert_allclose(md.backend.as_numpy(c), md.backend.as_numpy(a), rtol=0, atol=1e-10)
     for form in ("staged", "compact"):
-        md.gradcheck(lambda x, g, b: N.normalize(x, axes, g, b, backward=form)[0],
-                     [md.Tensor(a) for a in (x, gamma, beta)])
+        report = md.gradcheck(lambda x, g, b: N.normalize(x, axes, g, b, backward=form)[0],
+                              [md.Tensor(a) for a in (x, gamma, beta)])
+        assert not report.inputs[0].vacuous
     md.gradcheck(lambda x, g, b: N.batch_norm_autograd(x, g, b, axes=axes),
                  [md.Tensor(a) for a in (x, gamma, beta)])
 

@@ -45,22 +45,31 @@ def _count(shape, axes):
     return m
 
 
+def staged_terms(dy, x, gamma, eps, axes):
+    """Every intermediate of the course's chain rule, by name (the lesson prints them)."""
+    m = _count(x.shape, axes)
+    t = {}
+    t["mu"] = x.mean(axis=axes, keepdims=True)                              # (1, C, 1, 1) for BN
+    t["var"] = x.var(axis=axes, keepdims=True)
+    x_mu = x - t["mu"]                                                       # (N, C, H, W)
+    t["x_hat"] = x_mu / (t["var"] + eps) ** 0.5
+    t["g_beta"] = sum_to(dy, gamma.shape)                                    # dl/dβ
+    t["g_gamma"] = sum_to(dy * t["x_hat"], gamma.shape)                      # dl/dγ
+    t["g_xhat"] = dy * gamma                                                 # dl/dx̂
+    t["g_var"] = ((t["g_xhat"] * x_mu).sum(axis=axes, keepdims=True)
+                  * -0.5 * (t["var"] + eps) ** -1.5)                         # dl/dσ²
+    t["g_mu"] = ((t["g_xhat"] * -(t["var"] + eps) ** -0.5).sum(axis=axes, keepdims=True)
+                 + t["g_var"] * (-2 * x_mu).sum(axis=axes, keepdims=True) / m)   # dl/dμ
+    t["g_x"] = (t["g_xhat"] * (t["var"] + eps) ** -0.5
+                + t["g_var"] * 2 * x_mu / m + t["g_mu"] / m)                 # dl/dx
+    return t
+
+
 def backward_staged(dy, x, gamma, eps, axes):
     """dl/dx, dl/dγ, dl/dβ by the chain rule exactly as the course derives it.
     ``gamma`` broadcasts against x; the returned dl/dγ, dl/dβ have its shape."""
-    m = _count(x.shape, axes)
-    mu = x.mean(axis=axes, keepdims=True)                                  # (1, C, 1, 1) for BN
-    var_ = x.var(axis=axes, keepdims=True)
-    x_mu = x - mu                                                          # (N, C, H, W)
-    x_hat = x_mu / (var_ + eps) ** 0.5
-    g_beta = sum_to(dy, gamma.shape)                                       # dl/dβ
-    g_gamma = sum_to(dy * x_hat, gamma.shape)                              # dl/dγ
-    g_xhat = dy * gamma                                                    # dl/dx̂
-    g_var = (g_xhat * x_mu).sum(axis=axes, keepdims=True) * -0.5 * (var_ + eps) ** -1.5   # dl/dσ²
-    g_mu = ((g_xhat * -(var_ + eps) ** -0.5).sum(axis=axes, keepdims=True)
-            + g_var * (-2 * x_mu).sum(axis=axes, keepdims=True) / m)       # dl/dμ
-    g_x = g_xhat * (var_ + eps) ** -0.5 + g_var * 2 * x_mu / m + g_mu / m  # dl/dx
-    return g_x, g_gamma, g_beta
+    t = staged_terms(dy, x, gamma, eps, axes)
+    return t["g_x"], t["g_gamma"], t["g_beta"]
 
 
 def backward_compact(dy, x_hat, std, gamma, axes):

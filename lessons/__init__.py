@@ -1,0 +1,1 @@
+"""Runnable lessons: ``python -m lessons.<name> --help``."""
