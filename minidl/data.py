@@ -50,7 +50,8 @@ class ArrayDataset:
 
     def split(self, n_holdout, seed=0):
         """Two datasets: the rest and ``n_holdout`` samples held out (for validation),
-        chosen at random with ``seed``. The held-out part has no transform."""
+        chosen at random with ``seed``. The held-out part gets no transform: set
+        its own (normalization without augmentation, typically)."""
         if not 0 < n_holdout < len(self):
             raise ValueError(f"split: cannot hold out {n_holdout} of {len(self)} samples")
         order = np.random.default_rng(seed).permutation(len(self))
