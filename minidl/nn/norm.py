@@ -36,6 +36,16 @@ class _NormBase(Module):
             self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
             self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
 
+    def _check_per_sample_image(self, x):
+        """(N, C, H, W) with H·W > 1: statistics per sample and channel need >1 value."""
+        name = type(self).__name__
+        if x.ndim != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"{name}: expected input of shape (N, {self.num_features}, H, W), "
+                             f"got {x.shape}")
+        if x.shape[2] * x.shape[3] < 2:
+            raise ValueError(f"{name}: expected more than 1 spatial value per channel, got input "
+                             f"of shape {x.shape}")
+
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, decay={self.decay}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
@@ -108,12 +118,7 @@ class InstanceNorm2d(_NormBase):
         super().__init__(num_features, (num_features,), eps, affine)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"InstanceNorm2d: expected input of shape (N, {self.num_features}, "
-                             f"H, W), got {x.shape}")
-        if x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"InstanceNorm2d: expected more than 1 spatial value per channel, "
-                             f"got input of shape {x.shape}")
+        self._check_per_sample_image(x)
         return F.instance_norm(x, self.gamma, self.beta, self.eps)
 
     def extra_repr(self):
@@ -156,12 +161,7 @@ class SwitchNorm2d(_NormBase):
         self.var_weight = Parameter(np.ones(3, dtype=np.float32))
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"SwitchNorm2d: expected input of shape (N, {self.num_features}, "
-                             f"H, W), got {x.shape}")
-        if x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"SwitchNorm2d: expected more than 1 spatial value per channel, "
-                             f"got input of shape {x.shape}")
+        self._check_per_sample_image(x)
         mean_in = x.mean(axis=(2, 3), keepdims=True)                    # (N, C, 1, 1)
         var_in = x.var(axis=(2, 3), keepdims=True)
         second = var_in + mean_in * mean_in                            # E[x²] per (n, c)
