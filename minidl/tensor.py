@@ -268,6 +268,3 @@ def _as_tensors(op, inputs):
                    for t, x in zip(tensors, inputs)]
     return tensors
 
-
-def as_tensor(value):
-    return value if isinstance(value, Tensor) else Tensor(value)

@@ -123,6 +123,8 @@ def test_shape_errors_name_the_op_and_shapes(backend):
         md.functional.mse_loss(md.Tensor(np.ones((4, 1))), np.ones(4))
     with pytest.raises(ValueError, match=r"cross_entropy: targets must lie in \[0, 3\)"):
         md.functional.cross_entropy(md.Tensor(np.ones((2, 3))), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"where: shapes \(2, 3\) and \(4, 3\) do not broadcast"):
+        md.functional.where(np.ones((2, 3), bool), a, b)
     with pytest.raises(ValueError, match="sum: axis 2 is out of range"):
         a.sum(axis=2)
 

@@ -134,6 +134,12 @@ class Where(Function):
         self.cond = cond
 
     def forward(self, a, b):
+        out = _broadcast_shape("where", a, b)
+        try:
+            np.broadcast_shapes(np.shape(self.cond), out)
+        except ValueError:
+            raise ValueError(f"where: condition of shape {np.shape(self.cond)} does not broadcast "
+                             f"with values of shape {out}") from None
         self.shapes = a.shape, b.shape
         return self.xp.where(self.cond, a, b)
 
