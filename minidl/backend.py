@@ -85,6 +85,11 @@ def get_array_module(*arrays):
     return np
 
 
+def module_name(xp):
+    """"numpy" or "cupy": the backend name of an array module."""
+    return "numpy" if xp is np else "cupy"
+
+
 def device_of(array):
     """"cpu" for NumPy arrays and Python values, "gpu" for CuPy arrays."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):

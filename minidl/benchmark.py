@@ -126,7 +126,7 @@ def main(argv=None):
                 print(line, flush=True)
     if md.get_backend() == "numpy":
         print(f"peak memory of one LeNet5+BN training step at batch 1000: {peak_memory_mb():.0f} MB "
-              f"(im2col chunked at {md.ops.conv.COL_BYTES // 2**20} MB)")
+              f"(im2col built in pieces of at most {md.ops.conv.COL_BYTES // 2**20} MB)")
 
 
 if __name__ == "__main__":

@@ -228,17 +228,18 @@ class Function:
     def __call__(self, *inputs):
         tensors = _as_tensors(type(self).__name__, inputs)
         self.xp = get_array_module(*[t.data for t in tensors])
+        # which inputs want a gradient, known before forward: an op may skip
+        # keeping (forward) or computing (backward) what nobody will ask for
+        self.needs_grad = tuple(Config.enable_grad and t.requires_grad for t in tensors)
         y = self.forward(*[t.data for t in tensors])
         if Config.detect_anomaly and y.dtype.kind == "f" and not bool(self.xp.isfinite(y).all()):
             raise FloatingPointError(
                 f"{type(self).__name__}: produced NaN or inf from inputs of shapes "
                 f"{[t.shape for t in tensors]}")
-        needs_grad = Config.enable_grad and any(t.requires_grad for t in tensors)
+        needs_grad = any(self.needs_grad)
         out = Tensor._wrap(y, requires_grad=needs_grad, creator=self if needs_grad else None)
         if needs_grad:
             self.inputs = tensors
-            # which inputs want a gradient: a backward may skip the others' work
-            self.needs_grad = tuple(t.requires_grad for t in tensors)
         return out
 
     def forward(self, *xs):

@@ -151,11 +151,11 @@ class Where(Function):
 
 class ReLU(Function):
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.y = self.xp.maximum(x, 0)
+        return self.y
 
     def backward(self, gy):
-        return gy * self.mask
+        return gy * (self.y > 0)
 
 
 class Sigmoid(Function):
