@@ -13,6 +13,8 @@ CONV_CASES = [  # (x shape, W shape, stride, padding): strides, padding, non-squ
     ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0),
     ((2, 2, 8, 7), (3, 2, 3, 2), 2, 1),
     ((1, 3, 6, 9), (2, 3, 1, 4), (1, 2), (2, 0)),
+    ((2, 2, 5, 6), (3, 2, 2, 3), 1, (1, 2)),     # stride 1: windows over whole padded rows
+    ((2, 2, 4, 3), (2, 2, 2, 3), 1, 0),          # kernel as wide as the input
 ]
 
 

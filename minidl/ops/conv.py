@@ -188,7 +188,7 @@ class MaxPool2d(Function):
         self.x_shape = x.shape
         if ph or pw:
             x = self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-        self.padded_shape = x.shape
+        self.x = x
         y = x[window(0, 0, self.stride, self.out)].copy(order="K")   # keep the memory order
         # argmax = k where window offset k holds the first maximum; kept only for backward.
         # It is the last offset to raise the running max strictly, so the largest k
@@ -204,7 +204,7 @@ class MaxPool2d(Function):
         return y
 
     def backward(self, gy):
-        gx = self.xp.zeros(self.padded_shape, dtype=gy.dtype)
+        gx = self.xp.zeros_like(self.x)     # in x's memory order, for the layers below
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k in range(self.kernel[0] * self.kernel[1]):
             idx = window(*divmod(k, self.kernel[1]), self.stride, self.out)

@@ -73,15 +73,30 @@ def backward_staged(dy, x, gamma, eps, axes):
 
 
 def backward_compact(dy, x_hat, std, gamma, axes):
-    """dl/dx, dl/dγ, dl/dβ by the closed form
-    dl/dx = 1/(m·σ) · (m·dl/dx̂ − Σ dl/dx̂ − x̂·Σ dl/dx̂·x̂), from the forward's x̂ and σ."""
+    """dl/dx, dl/dγ, dl/dβ by the closed form, from the forward's x̂ and σ:
+
+        dl/dx = (dl/dx̂ − mean(dl/dx̂) − x̂ · mean(dl/dx̂ · x̂)) / σ
+
+    (the last line of the derivation, divided through by m): the upstream
+    gradient loses its mean and its component along x̂, then is scaled by 1/σ."""
     m = _count(x_hat.shape, axes)
     g_beta = sum_to(dy, gamma.shape)                                       # dl/dβ
     g_gamma = sum_to(dy * x_hat, gamma.shape)                              # dl/dγ
     g_xhat = dy * gamma                                                    # dl/dx̂
-    g_x = (m * g_xhat - g_xhat.sum(axis=axes, keepdims=True)
-           - x_hat * (g_xhat * x_hat).sum(axis=axes, keepdims=True)) / (m * std)
+    if gamma.shape == _kept_shape(x_hat.shape, axes):
+        # γ is one number per reduced group (BatchNorm): the two sums are
+        # γ·dl/dβ and γ·dl/dγ, already computed
+        mean_g_xhat, mean_g_xhat_xhat = gamma * g_beta / m, gamma * g_gamma / m
+    else:
+        mean_g_xhat = g_xhat.mean(axis=axes, keepdims=True)
+        mean_g_xhat_xhat = (g_xhat * x_hat).mean(axis=axes, keepdims=True)
+    g_x = (g_xhat - mean_g_xhat - x_hat * mean_g_xhat_xhat) / std          # dl/dx
     return g_x, g_gamma, g_beta
+
+
+def _kept_shape(shape, axes):
+    """Shape of a reduction over ``axes`` with keepdims: (1, C, 1, 1) for BN."""
+    return tuple(1 if a in axes else n for a, n in enumerate(shape))
 
 
 class Normalize(Function):
@@ -97,9 +112,10 @@ class Normalize(Function):
         self.axes = normalize_axis("normalize", self.axes, x.ndim)
         self.x = x
         self.mu = x.mean(axis=self.axes, keepdims=True)
-        self.var = x.var(axis=self.axes, keepdims=True)                    # biased, as BN's paper
+        x_mu = x - self.mu
+        self.var = (x_mu * x_mu).mean(axis=self.axes, keepdims=True)        # biased, as BN's paper
         self.std = self.xp.sqrt(self.var + self.eps)
-        self.x_hat = (x - self.mu) / self.std
+        self.x_hat = x_mu / self.std
         self.gamma = gamma if gamma is not None else self.xp.ones((), dtype=x.dtype)
         y = self.x_hat if gamma is None else self.x_hat * gamma
         return y if beta is None else y + beta
@@ -148,11 +164,13 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
     g = None if gamma is None else reshape(gamma, cs)
     b = None if beta is None else reshape(beta, cs)
     if not training:
-        # y = (x − running_mean)/√(running_var + ε)·γ + β: an affine map of x
-        inv_std = Tensor._wrap(((running_var + eps) ** -0.5).reshape(cs).astype(x.dtype))
-        y = mul(sub(x, Tensor._wrap(running_mean.reshape(cs).astype(x.dtype))), inv_std)
-        y = y if g is None else mul(y, g)
-        return y if b is None else add(y, b)
+        # y = (x − running_mean)/√(running_var + ε)·γ + β: an affine map of x,
+        # y = x·scale + shift, so two passes over x
+        scale = Tensor._wrap(((running_var + eps) ** -0.5).reshape(cs).astype(x.dtype))
+        scale = scale if g is None else mul(scale, g)
+        shift = mul(Tensor._wrap(-running_mean.reshape(cs).astype(x.dtype)), scale)
+        shift = shift if b is None else add(shift, b)
+        return add(mul(x, scale), shift)
     axes = batch_axes(x)
     m = _count(x.shape, axes)
     if m < 2:
