@@ -98,8 +98,9 @@ class Conv2d(Function):
         O, C, kh, kw = self.W.shape
         Wm = self.W.reshape(O, -1)
         windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
-        gyc = self.xp.zeros((O,) + windows.shape[3:], dtype=gy.dtype)   # (O, N, OH, Wv)
-        gyc[..., :self.out[1]] = gy.transpose(1, 0, 2, 3)        # dropped columns: zero gradient
+        gyc = self.xp.empty((O,) + windows.shape[3:], dtype=gy.dtype)   # (O, N, OH, Wv)
+        gyc[..., :self.out[1]] = gy.transpose(1, 0, 2, 3)
+        gyc[..., self.out[1]:] = 0                                # dropped columns: zero gradient
         gW = self.xp.zeros((Wm.shape[1], O), dtype=gy.dtype)     # (C·kh·kw, O)
         for n in self._pieces(CACHE_BYTES[module_name(self.xp)]):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
@@ -189,7 +190,7 @@ class MaxPool2d(Function):
         if ph or pw:
             x = self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
         self.x = x
-        y = x[window(0, 0, self.stride, self.out)].copy(order="K")   # keep the memory order
+        y = self.xp.copy(x[window(0, 0, self.stride, self.out)], order="K")   # keep memory order
         # argmax = k where window offset k holds the first maximum; kept only for backward.
         # It is the last offset to raise the running max strictly, so the largest k
         # with x_k > y: a running max of k·[x_k > y].
@@ -204,8 +205,12 @@ class MaxPool2d(Function):
         return y
 
     def backward(self, gy):
-        gx = self.xp.zeros_like(self.x)     # in x's memory order, for the layers below
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
+        tiled = self.stride == self.kernel and \
+            (self.out[0] * self.stride[0], self.out[1] * self.stride[1]) == self.x.shape[2:]
+        # in x's memory order, for the layers below; when the windows tile x, every
+        # pixel is written below and the zeros would be wasted
+        gx = self.xp.empty_like(self.x) if tiled else self.xp.zeros_like(self.x)
         for k in range(self.kernel[0] * self.kernel[1]):
             idx = window(*divmod(k, self.kernel[1]), self.stride, self.out)
             if overlap:       # a pixel can win in two windows: add
