@@ -53,7 +53,8 @@ def test_conv2d_in_chunks_equals_one_piece(backend, monkeypatch):
     np.testing.assert_allclose(md.backend.as_numpy(x.grad), g_whole, atol=1e-12)
 
 
-POOL_CASES = [((2, 3, 6, 6), 2, None, 0), ((2, 2, 7, 8), 3, 2, 1), ((1, 2, 5, 7), (2, 3), (1, 2), 0)]
+POOL_CASES = [((2, 3, 6, 6), 2, None, 0), ((2, 2, 7, 8), 3, 2, 1), ((1, 2, 5, 7), (2, 3), (1, 2), 0),
+              ((2, 2, 7, 5), 2, None, 0)]   # last row and column in no window: zero gradient
 
 
 @pytest.mark.parametrize("xs, k, s, p", POOL_CASES)
