@@ -66,7 +66,7 @@ class Conv2d(Function):
 
     With stride 1 the windows run over all Wp columns of the padded input, not
     just the OW that fit: image rows then follow each other as one long row,
-    and each im2col row copies as one run per sample (2.5x faster than OH runs
+    and each im2col row copies as one run per sample (about 2.4x faster than OH runs
     of OW). The last kw - 1 outputs of each row straddle two image rows; they
     are computed, dropped from y, and get zero gradient."""
 
