@@ -8,7 +8,8 @@ Prints images/s (min / median / max over repeats) for a training step
 (forward, backward, SGD update) and for inference, and the ratio to PyTorch
 measured in the same run. Each library runs its repeats in one block: when
 they alternate, each one's idle BLAS/OpenMP threads spin while the other
-works, and on 2 cores that halves PyTorch's inference speed (measured). Also the peak memory of one batch-1000 training step.
+works, and on 2 cores that halves PyTorch's inference speed (measured).
+Also the peak memory of one batch-1000 training step.
 """
 import argparse
 import os

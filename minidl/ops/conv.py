@@ -4,7 +4,8 @@ from basic ops that the tests compare it with.
 Every kernel walks the kh·kw offsets of the window: for offset (i, j) the input
 pixels it touches form one strided slice, ``x[:, :, i::s, j::s]`` cut to the
 output size. The fast conv gathers those slices into one matrix (im2col) and
-does a single matrix product; the pools take a running max or sum over them.
+does one matrix product per piece of the batch; the pools take a running max
+or sum over them.
 """
 import numpy as np
 
@@ -66,9 +67,9 @@ class Conv2d(Function):
 
     With stride 1 the windows run over all Wp columns of the padded input, not
     just the OW that fit: image rows then follow each other as one long row,
-    and each im2col row copies as one run per sample (about 2.4x faster than OH runs
-    of OW). The last kw - 1 outputs of each row straddle two image rows; they
-    are computed, dropped from y, and get zero gradient."""
+    and each im2col row copies as one run per sample (about 2.4x faster than
+    OH runs of OW). The last kw - 1 outputs of each row straddle two image
+    rows; they are computed, dropped from y, and get zero gradient."""
 
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
@@ -173,23 +174,38 @@ def conv2d_reference(x, W, b=None, stride=1, padding=0):
     return y if b is None else add(y, reshape(b, (1, -1, 1, 1)))
 
 
-class MaxPool2d(Function):
-    """Running max over the kh·kw window offsets, remembering which offset won;
-    the first maximum gets the gradient, as in PyTorch."""
+class _Pool(Function):
+    """What the pools share: the window geometry, padding the input, and
+    cropping the padding off the gradient."""
+    name = "pool"
 
     def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel = _pair(kernel_size, "max_pool2d kernel_size")
-        self.stride = _pair(stride if stride is not None else kernel_size, "max_pool2d stride")
-        self.padding = _pair(padding, "max_pool2d padding")
+        self.kernel = _pair(kernel_size, f"{self.name} kernel_size")
+        self.stride = _pair(stride if stride is not None else kernel_size, f"{self.name} stride")
+        self.padding = _pair(padding, f"{self.name} padding")
+
+    def _pad(self, x, value):
+        """Check x, set the output size, and pad x by ``padding`` with ``value``."""
+        _check_nchw(self.name, x)
+        self.out = out_size(self.name, x.shape, self.kernel, self.stride, self.padding)
+        self.x_shape = x.shape
+        ph, pw = self.padding
+        if not (ph or pw):
+            return x
+        return self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+    def _crop(self, gx):
+        ph, pw = self.padding
+        return gx[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]]
+
+
+class MaxPool2d(_Pool):
+    """Running max over the kh·kw window offsets, remembering which offset won;
+    the first maximum gets the gradient, as in PyTorch."""
+    name = "max_pool2d"
 
     def forward(self, x):
-        _check_nchw("max_pool2d", x)
-        self.out = out_size("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        ph, pw = self.padding
-        self.x_shape = x.shape
-        if ph or pw:
-            x = self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-        self.x = x
+        self.x = x = self._pad(x, -np.inf)
         y = self.xp.copy(x[window(0, 0, self.stride, self.out)], order="K")   # keep memory order
         # argmax = k where window offset k holds the first maximum; kept only for backward.
         # It is the last offset to raise the running max strictly, so the largest k
@@ -217,22 +233,14 @@ class MaxPool2d(Function):
                 gx[idx] += gy * (self.argmax == k)
             else:             # every pixel is in one window at most: write in place
                 self.xp.multiply(gy, self.argmax == k, out=gx[idx])
-        ph, pw = self.padding
-        return gx[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]]
+        return self._crop(gx)
 
 
-class AvgPool2d(Function):
-    def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel = _pair(kernel_size, "avg_pool2d kernel_size")
-        self.stride = _pair(stride if stride is not None else kernel_size, "avg_pool2d stride")
-        self.padding = _pair(padding, "avg_pool2d padding")
+class AvgPool2d(_Pool):
+    name = "avg_pool2d"
 
     def forward(self, x):
-        _check_nchw("avg_pool2d", x)
-        self.out = out_size("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        ph, pw = self.padding
-        self.x_shape = x.shape
-        x = self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        x = self._pad(x, 0.0)
         self.padded_shape = x.shape
         y = self.xp.zeros(x.shape[:2] + self.out, dtype=x.dtype)
         for i in range(self.kernel[0]):
@@ -246,8 +254,7 @@ class AvgPool2d(Function):
         for i in range(self.kernel[0]):
             for j in range(self.kernel[1]):
                 gx[window(i, j, self.stride, self.out)] += g
-        ph, pw = self.padding
-        return gx[:, :, ph:ph + self.x_shape[2], pw:pw + self.x_shape[3]]
+        return self._crop(gx)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):

@@ -83,20 +83,15 @@ def backward_compact(dy, x_hat, std, gamma, axes):
     g_beta = sum_to(dy, gamma.shape)                                       # dl/dβ
     g_gamma = sum_to(dy * x_hat, gamma.shape)                              # dl/dγ
     g_xhat = dy * gamma                                                    # dl/dx̂
-    if gamma.shape == _kept_shape(x_hat.shape, axes):
-        # γ is one number per reduced group (BatchNorm): the two sums are
-        # γ·dl/dβ and γ·dl/dγ, already computed
+    if gamma.shape == std.shape:
+        # γ is one number per reduced group, like σ (BatchNorm): the two sums
+        # are γ·dl/dβ and γ·dl/dγ, already computed
         mean_g_xhat, mean_g_xhat_xhat = gamma * g_beta / m, gamma * g_gamma / m
     else:
         mean_g_xhat = g_xhat.mean(axis=axes, keepdims=True)
         mean_g_xhat_xhat = (g_xhat * x_hat).mean(axis=axes, keepdims=True)
     g_x = (g_xhat - mean_g_xhat - x_hat * mean_g_xhat_xhat) / std          # dl/dx
     return g_x, g_gamma, g_beta
-
-
-def _kept_shape(shape, axes):
-    """Shape of a reduction over ``axes`` with keepdims: (1, C, 1, 1) for BN."""
-    return tuple(1 if a in axes else n for a, n in enumerate(shape))
 
 
 class Normalize(Function):
