@@ -128,26 +128,39 @@ class Adam(Optimizer):
         return (self.lr / (1 - b1 ** t)) * m / denom
 
 
-class StepLR:
-    """lr = base_lr · gamma^(epoch // step_size); call step() once per epoch."""
+class LRScheduler:
+    """Sets the optimizer's lr from the epoch count; call step() once per epoch.
+    Subclasses give the formula, ``lr_at(epoch)``."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
-        self.base_lr, self.epoch = optimizer.lr, 0
+    def __init__(self, optimizer):
+        self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
 
     def step(self):
         self.epoch += 1
-        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def lr_at(self, epoch):
+        raise NotImplementedError
 
 
-class CosineAnnealingLR:
+class StepLR(LRScheduler):
+    """lr = base_lr · gamma^(epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        super().__init__(optimizer)
+        self.step_size, self.gamma = step_size, gamma
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr − eta_min)·(1 + cos(π·epoch/T_max))/2."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.optimizer, self.T_max, self.eta_min = optimizer, T_max, eta_min
-        self.base_lr, self.epoch = optimizer.lr, 0
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = T_max, eta_min
 
-    def step(self):
-        self.epoch += 1
-        cos = (1 + math.cos(math.pi * min(self.epoch, self.T_max) / self.T_max)) / 2
-        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * cos
+    def lr_at(self, epoch):
+        cos = (1 + math.cos(math.pi * min(epoch, self.T_max) / self.T_max)) / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * cos
