@@ -9,6 +9,9 @@ area shrinks the condition number λ_max/λ_min, and gradient descent converges.
 
     python -m lessons.conditioning            # the slide's data, plots in runs/conditioning/
     python -m lessons.conditioning --csv my_houses.csv   # columns: area,price
+
+Default run: about 3 s on a 2-core CPU. As a notebook: `jupytext --to ipynb
+lessons/conditioning.py`, open it in Jupyter; flags go in MINIDL_LESSON_ARGS.
 """
 # %% Settings (flags override them)
 import argparse
@@ -17,7 +20,7 @@ import csv
 import numpy as np
 
 import minidl as md
-from lessons.common import out_dir, write_json, write_text
+from lessons.common import default_out, lesson_args, out_dir, show_figure, write_json, write_text
 
 # The rows the slide shows. Its table is cut after these six of its 17 rows, so our
 # eigenvalues differ from the slide's (printed side by side below).
@@ -25,16 +28,18 @@ AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet²
 PRICE = [567, 345, 141, 167, 287, 227]           # $1000
 W0 = (10.0, 50.0)
 ITERS = 1000
+QUICK_ITERS = 100
 SLIDE_EIGENVALUES = {"area*0.01, price*0.1": (0.004, 1.856), "area*0.0001, price*0.1": (0.4, 18.45)}
 
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--csv", help="your own data: a CSV with columns area,price")
-    p.add_argument("--iters", type=int, default=ITERS)
-    p.add_argument("--out", default="runs/conditioning")
-    p.add_argument("--quick", action="store_true", help="100 iterations (for the tests)")
-    return p.parse_args(argv)
+parser = argparse.ArgumentParser(prog="python -m lessons.conditioning", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--csv", help="your own data: a CSV with columns area,price")
+parser.add_argument("--iters", type=int, default=ITERS)
+parser.add_argument("--out", help="output folder (default runs/conditioning, or runs/conditioning-quick)")
+parser.add_argument("--quick", action="store_true", help=f"{QUICK_ITERS} iterations (for the tests)")
+args = lesson_args(parser)
+iters = QUICK_ITERS if args.quick else args.iters
+out = out_dir(args.out or default_out("conditioning", args.quick))
 
 
 def load_csv(path):
@@ -45,28 +50,72 @@ def load_csv(path):
     return [float(r["area"]) for r in rows], [float(r["price"]) for r in rows]
 
 
+area, price = load_csv(args.csv) if args.csv else (AREA, PRICE)
+print(f"{len(area)} houses" + ("" if args.csv else
+      " (the 6 rows the slide shows; its table is cut after 6 of 17 rows)"))
+
 # %% 1. The cases: the slide's two rescalings and full standardization
-def cases(area, price):
-    area, price = np.asarray(area, float), np.asarray(price, float)
-    return {
-        "area*0.01, price*0.1": (area * 0.01, price * 0.1),
-        "area*0.0001, price*0.1": (area * 0.0001, price * 0.1),
-        "standardized": ((area - area.mean()) / area.std(), (price - price.mean()) / price.std()),
-    }
+a, p = np.asarray(area, float), np.asarray(price, float)
+cases = {
+    "area*0.01, price*0.1": (a * 0.01, p * 0.1),
+    "area*0.0001, price*0.1": (a * 0.0001, p * 0.1),
+    "standardized": ((a - a.mean()) / a.std(), (p - p.mean()) / p.std()),
+}
 
 
 def design(a):
     return np.stack([a, np.ones_like(a)])          # X: 2×n, area row and ones row
 
 
-# %% 2. Gradient descent, with the gradient from backward()
+# %% 2. The Hessian XXᵀ and what its eigenvalues allow
+results = {}
+for name, (a, y) in cases.items():
+    X = design(a)
+    H = X @ X.T
+    lam = np.linalg.eigvalsh(H)                        # ascending
+    w_star = np.linalg.solve(H, X @ y)                 # least squares optimum
+    results[name] = {"eigenvalues": lam.tolist(), "condition_number": lam[-1] / lam[0],
+                     "max_stable_step": 2 / lam[-1], "step": 1.0 / lam[-1],
+                     "w_star": w_star.tolist(),
+                     "optimal_loss": 0.5 * np.sum((X.T @ w_star - y) ** 2)}
+    slide = SLIDE_EIGENVALUES.get(name) if not args.csv else None
+    print(f"\n== {name}")
+    print(f"  eigenvalues of XXᵀ: {lam[0]:.4g}, {lam[1]:.4g}"
+          + (f"   (slide, 17 rows: {slide[0]}, {slide[1]})" if slide else ""))
+    print(f"  condition number λmax/λmin: {lam[-1] / lam[0]:.4g}")
+    print(f"  largest stable step 2/λmax: {2 / lam[-1]:.4g}; step used 1/λmax = {1 / lam[-1]:.4g}"
+          " (half the limit: no direction oscillates, the same rule for every case)")
+    print(f"  the flat direction shrinks by 1 − λmin/λmax = {1 - lam[0] / lam[-1]:.6f} per step: "
+          f"after {iters} steps by {(1 - lam[0] / lam[-1]) ** iters:.3g}")
+if not args.csv:
+    print("\nWhy our eigenvalues differ from the slide's: XXᵀ = [[Σa², Σa], [Σa, n]] sums over "
+          "the rows, and we have the 6 rows the slide shows, not its 17. (For area*0.01 the "
+          "slide's 1.856 is even smaller than Σa² of its own first rows, so it must have scaled "
+          "XXᵀ or the data differently.) Compare condition numbers, the ratio that decides "
+          "convergence: slide 464 vs ours ~3200 for area*0.01, slide 46 vs ours ~44 for "
+          "area*0.0001, and 1 once standardized. The story is the same.")
+
+
+# %% 3. The loss in minidl ops, and its gradient from backward() against the closed form XXᵀw − Xy
 def loss_of(X, y, w):
-    r = X.T @ w - y                                # (n, 1) residuals, minidl ops
+    r = X.T @ w - y                                # (n, 1) residuals
     return 0.5 * (r * r).sum()
 
 
-def descend(X, y, step, iters):
-    Xt, yt = md.Tensor(X), md.Tensor(y.reshape(-1, 1))
+for name, (a, y) in cases.items():
+    X = design(a)
+    w = md.Tensor(np.array(W0).reshape(2, 1), requires_grad=True)
+    loss_of(md.Tensor(X), md.Tensor(y.reshape(-1, 1)), w).backward()
+    closed = X @ X.T @ np.array(W0) - X @ y
+    autograd = w.grad.ravel() if isinstance(w.grad, np.ndarray) else md.backend.as_numpy(w.grad).ravel()
+    assert np.allclose(autograd, closed, rtol=1e-10), (autograd, closed)
+    results[name]["gradient_check"] = "backward() == XXᵀw − Xy at w0"
+    print(f"{name}: gradient from backward() {autograd.round(4).tolist()} == XXᵀw − Xy")
+
+# %% 4. Gradient descent, step 1/λmax, the gradient from backward()
+for name, (a, y) in cases.items():
+    r = results[name]
+    Xt, yt = md.Tensor(design(a)), md.Tensor(y.reshape(-1, 1))
     w = md.Tensor(np.array(W0).reshape(2, 1), requires_grad=True)
     path, losses = [w.numpy().ravel().copy()], []
     for _ in range(iters):
@@ -75,125 +124,63 @@ def descend(X, y, step, iters):
         loss.backward()
         losses.append(loss.item())
         with md.no_grad():
-            w.data -= step * w.grad
+            w.data -= r["step"] * w.grad
         path.append(w.numpy().ravel().copy())
     losses.append(loss_of(Xt, yt, w).item())
-    return np.array(path), np.array(losses)
+    r.update(path=np.array(path), losses=np.array(losses), final_loss=losses[-1],
+             w_final=path[-1].tolist(),
+             distance_to_optimum=float(np.linalg.norm(path[-1] - r["w_star"])))
+    print(f"{name}: final loss {losses[-1]:.6g} (optimum {r['optimal_loss']:.6g}); "
+          f"distance to the optimum ‖w − w*‖ = {r['distance_to_optimum']:.4g}")
 
+# %% 5. Loss curves: the badly conditioned case crawls
+import matplotlib.pyplot as plt  # noqa: E402
 
-def main(argv=None):
-    args = parse_args(argv)
-    iters = 100 if args.quick else args.iters
-    area, price = load_csv(args.csv) if args.csv else (AREA, PRICE)
-    out = out_dir(args.out)
-    print(f"{len(area)} houses" + ("" if args.csv else
-          " (the 6 rows the slide shows; its table is cut after 6 of 17 rows)"))
-    results = {}
-    for name, (a, y) in cases(area, price).items():
-        X = design(a)
-        # %% 3. The Hessian XXᵀ and what its eigenvalues allow
-        H = X @ X.T
-        lam = np.linalg.eigvalsh(H)                        # ascending
-        step = 1.0 / lam[-1]
-        w_star = np.linalg.solve(H, X @ y)                  # least squares optimum
-        f_star = 0.5 * np.sum((X.T @ w_star - y) ** 2)
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, r in results.items():
+    ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-16), label=name)
+ax.set(xlabel="iteration", ylabel="loss − optimal loss", title="Gradient descent: distance to the optimum")
+ax.legend()
+show_figure(fig, f"{out}/loss.png")
 
-        # the gradient from backward() against the closed form XXᵀw − Xy
-        w = md.Tensor(np.array(W0).reshape(2, 1), requires_grad=True)
-        loss_of(md.Tensor(X), md.Tensor(y.reshape(-1, 1)), w).backward()
-        closed = H @ np.array(W0) - X @ y
-        assert np.allclose(w.grad.ravel(), closed, rtol=1e-10), (w.grad.ravel(), closed)
+# %% 6. The descent path over the loss contours: zig-zag across the valley, crawl along it
+fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
+for ax, (name, r) in zip(axes, results.items()):
+    a, y = cases[name]
+    X, W = design(a), r["path"]
+    span = np.abs(W - r["w_star"]).max(axis=0) * 1.3 + 1e-9
+    G0, G1 = np.meshgrid(np.linspace(r["w_star"][0] - span[0], r["w_star"][0] + span[0], 120),
+                         np.linspace(r["w_star"][1] - span[1], r["w_star"][1] + span[1], 120))
+    F = 0.5 * ((X.T @ np.stack([G0.ravel(), G1.ravel()]) - y[:, None]) ** 2).sum(axis=0).reshape(G0.shape)
+    ax.contour(G0, G1, np.log10(F - F.min() + 1e-12), levels=25, cmap="viridis", linewidths=0.7)
+    ax.plot(W[:, 0], W[:, 1], "r.-", ms=2, lw=0.8, label="gradient descent")
+    ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
+    ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)",
+           title=f"{name}\ncondition number {r['condition_number']:.3g}")
+    ax.legend(fontsize=7)
+show_figure(fig, f"{out}/contours.png")
 
-        path, losses = descend(X, y, step, iters)
-        w_end = path[-1]
-        r = {"eigenvalues": lam.tolist(), "condition_number": lam[-1] / lam[0],
-             "max_stable_step": 2 / lam[-1], "step": step, "final_loss": losses[-1],
-             "optimal_loss": f_star, "w_final": w_end.tolist(), "w_star": w_star.tolist(),
-             "distance_to_optimum": float(np.linalg.norm(w_end - w_star)),
-             "gradient_check": "backward() == XXᵀw − Xy at w0",
-             "path": path, "losses": losses}
-        results[name] = r
-        print(f"\n== {name}")
-        print(f"  eigenvalues of XXᵀ: {lam[0]:.4g}, {lam[1]:.4g}"
-              + (f"   (slide, 17 rows: {SLIDE_EIGENVALUES[name][0]}, {SLIDE_EIGENVALUES[name][1]})"
-                 if name in SLIDE_EIGENVALUES and not args.csv else ""))
-        print(f"  condition number λmax/λmin: {r['condition_number']:.4g}")
-        print(f"  largest stable step 2/λmax: {r['max_stable_step']:.4g}; step used 1/λmax = {step:.4g}"
-              " (half the limit: no direction oscillates, the same rule for every case)")
-        print(f"  the flat direction shrinks by 1 − λmin/λmax = {1 - lam[0] / lam[-1]:.6f} per step: "
-              f"after {iters} steps by {(1 - lam[0] / lam[-1]) ** iters:.3g}")
-        print(f"  gradient from backward() matches XXᵀw − Xy: {closed.round(4).tolist()}")
-        print(f"  final loss {losses[-1]:.6g} (optimum {f_star:.6g}); "
-              f"distance to the optimum ‖w − w*‖ = {r['distance_to_optimum']:.4g}")
-    if not args.csv:
-        print("\nWhy our eigenvalues differ from the slide's: XXᵀ = [[Σa², Σa], [Σa, n]] sums over "
-              "the rows, and we have the 6 rows the slide shows, not its 17. (For area*0.01 the "
-              "slide's 1.856 is even smaller than Σa² of its own first rows, so it must have scaled "
-              "XXᵀ or the data differently.) Compare condition numbers, the ratio that decides "
-              "convergence: slide 464 vs ours ~3200 for area*0.01, slide 46 vs ours ~44 for "
-              "area*0.0001, and 1 once standardized. The story is the same.")
+# %% 7. The fitted lines after the same number of steps
+fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
+for ax, (name, r) in zip(axes, results.items()):
+    a, y = cases[name]
+    xs = np.linspace(a.min(), a.max(), 50)
+    ax.scatter(a, y, label="houses")
+    ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after {iters} steps")
+    ax.plot(xs, r["w_star"][0] * xs + r["w_star"][1], "k--", label="least squares")
+    ax.set(xlabel="area (scaled)", ylabel="price (scaled)", title=name)
+    ax.legend(fontsize=7)
+show_figure(fig, f"{out}/fit.png")
 
-    # %% 4. Plots: loss curves, fitted lines, the path over the contours
-    plot(results, area, price, out)
-    write_json(f"{out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
-                                       for k, v in results.items()})
-    rows = "\n".join(f"| {k} | {v['eigenvalues'][0]:.4g}, {v['eigenvalues'][1]:.4g} | "
-                     f"{v['condition_number']:.4g} | {v['step']:.4g} | {v['final_loss']:.4g} | "
-                     f"{v['optimal_loss']:.4g} | {v['distance_to_optimum']:.4g} |" for k, v in results.items())
-    write_text(f"{out}/summary.md", f"# Conditioning: gradient descent on house prices\n\n"
-               f"{len(area)} houses, {iters} steps from w = {W0}, step 1/λmax.\n\n"
-               "| scaling | eigenvalues of XXᵀ | condition number | step | final loss | optimal loss "
-               "| ‖w − w*‖ |\n|---|---|---|---|---|---|---|\n" + rows + "\n\n"
-               "![loss](loss.png) ![path](contours.png) ![fit](fit.png)\n")
-    print(f"\nplots, results.json and summary.md in {out}/")
-    return results
-
-
-def plot(results, area, price, out):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
-        ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-16), label=name)
-    ax.set(xlabel="iteration", ylabel="loss − optimal loss", title="Gradient descent: distance to the optimum")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{out}/loss.png", dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
-    for ax, (name, r) in zip(axes, results.items()):
-        a, y = cases(area, price)[name]
-        X = design(a)
-        W = r["path"]
-        span = np.abs(W - r["w_star"]).max(axis=0) * 1.3 + 1e-9
-        g0 = np.linspace(r["w_star"][0] - span[0], r["w_star"][0] + span[0], 120)
-        g1 = np.linspace(r["w_star"][1] - span[1], r["w_star"][1] + span[1], 120)
-        G0, G1 = np.meshgrid(g0, g1)
-        Wg = np.stack([G0.ravel(), G1.ravel()])
-        F = 0.5 * ((X.T @ Wg - y[:, None]) ** 2).sum(axis=0).reshape(G0.shape)
-        ax.contour(G0, G1, np.log10(F - F.min() + 1e-12), levels=25, cmap="viridis", linewidths=0.7)
-        ax.plot(W[:, 0], W[:, 1], "r.-", ms=2, lw=0.8, label="gradient descent")
-        ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
-        ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)",
-               title=f"{name}\ncondition number {r['condition_number']:.3g}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(f"{out}/contours.png", dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
-    for ax, (name, r) in zip(axes, results.items()):
-        a, y = cases(area, price)[name]
-        xs = np.linspace(a.min(), a.max(), 50)
-        ax.scatter(a, y, label="houses")
-        ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after GD")
-        ax.plot(xs, r["w_star"][0] * xs + r["w_star"][1], "k--", label="least squares")
-        ax.set(xlabel="area (scaled)", ylabel="price (scaled)", title=name)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(f"{out}/fit.png", dpi=110)
-    plt.close(fig)
-
-
-if __name__ == "__main__":
-    main()
+# %% 8. The numbers, written down
+write_json(f"{out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
+                                   for k, v in results.items()})
+rows = "\n".join(f"| {k} | {v['eigenvalues'][0]:.4g}, {v['eigenvalues'][1]:.4g} | "
+                 f"{v['condition_number']:.4g} | {v['step']:.4g} | {v['final_loss']:.4g} | "
+                 f"{v['optimal_loss']:.4g} | {v['distance_to_optimum']:.4g} |" for k, v in results.items())
+write_text(f"{out}/summary.md", f"# Conditioning: gradient descent on house prices\n\n"
+           f"{len(area)} houses, {iters} steps from w = {W0}, step 1/λmax.\n\n"
+           "| scaling | eigenvalues of XXᵀ | condition number | step | final loss | optimal loss "
+           "| ‖w − w*‖ |\n|---|---|---|---|---|---|---|\n" + rows + "\n\n"
+           "![loss](loss.png) ![path](contours.png) ![fit](fit.png)\n")
+print(f"\nplots, results.json and summary.md in {out}/")

@@ -1,9 +1,13 @@
 """Array-module choice: the only file in minidl that imports CuPy.
 
-Every op asks ``get_array_module(x)`` once, at the top of its forward, and
-creates arrays with that module (``xp``). NumPy is the default; CuPy is chosen
-globally with ``use_backend("cupy")`` or ``MINIDL_BACKEND=cupy``, or per tensor
-with ``tensor.to("gpu")``.
+Two words, each with one meaning: a *backend* is the array library new tensors
+are made with, "numpy" or "cupy" (``use_backend``, ``MINIDL_BACKEND``); a
+*device* is where one array lives, "cpu" or "gpu" (``tensor.to``,
+``device_of``, ``to_device``). ``Function.__call__`` asks
+``get_array_module`` once per op for the inputs' module and hands it to
+``forward`` as ``self.xp``; everything an op creates is made with it. CuPy is
+imported on first use, never at import time, and the random generator that
+init, shuffling and dropout draw from (``manual_seed``) is NumPy's.
 """
 import os
 
@@ -60,10 +64,12 @@ def cupy_available():
 
 
 def use_backend(name):
-    """Choose where new tensors live: "numpy" (CPU) or "cupy" (GPU)."""
+    """Choose where new tensors live: backend "numpy" (device "cpu") or "cupy" (device "gpu")."""
     global _default
     if name not in BACKENDS:
-        raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {BACKENDS}")
+        hint = (f" ({name!r} is a device: tensor.to({name!r}) moves one tensor)"
+                if name in DEVICES.values() else "")
+        raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {BACKENDS}{hint}")
     if name == "cupy":
         _load_cupy()
     _default = name
@@ -98,11 +104,14 @@ def device_of(array):
 
 
 def module_for(device):
-    if device in ("cpu", "numpy"):
+    """The array module of a device: numpy for "cpu", cupy for "gpu"."""
+    if device == "cpu":
         return np
-    if device in ("gpu", "cuda", "cupy"):
+    if device == "gpu":
         return _load_cupy()
-    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu'")
+    hint = (f" ({device!r} names a backend: devices are 'cpu' and 'gpu', backends 'numpy' and "
+            "'cupy', chosen with md.use_backend)") if device in BACKENDS else ""
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu'{hint}")
 
 
 def to_device(array, device):

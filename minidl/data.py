@@ -280,8 +280,9 @@ class DataLoader:
     epoch draws a new order from ``seed`` (or from md.manual_seed's generator)."""
 
     def __init__(self, dataset, batch_size=64, shuffle=False, drop_last=False, seed=None):
-        if batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size should be a positive integer value, but got "
+                             f"batch_size={batch_size!r}")
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.rng = np.random.default_rng(seed) if seed is not None else None

@@ -8,16 +8,19 @@ The scalar being differentiated is ``L = sum(u * f(inputs))`` with ``u`` a
 nothing for a normalization layer: there dL/dx is exactly zero whatever the
 backward computes.
 
-Every input is promoted to float64 in place for the duration of the check (so
-closures over layer parameters see the promoted values) and restored after;
-layers do not update running statistics while it probes.
+Every input is promoted to float64 in place for the duration of the check and
+restored after; every op computes in float64 while it probes (so a closure over
+a float32 layer, ``lambda x: bn(x)``, is checked in float64 too); layers do not
+update running statistics while it probes. ``fn`` may be a layer itself:
+
+    md.gradcheck(bn, [x])     # checks x and every parameter of bn, by name
 """
 import warnings
 
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, frozen_state, no_grad
+from .tensor import Tensor, frozen_state, no_grad, promote_float64
 
 
 class GradcheckError(AssertionError):
@@ -133,13 +136,26 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_on_failu
     that table when an element differs by more than ``atol + rtol*|numeric|``.
     """
     inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+    labels = [x.name or f"input{k}" for k, x in enumerate(inputs)]
+    n_args, buffers = len(inputs), []
+    if hasattr(fn, "named_parameters") and hasattr(fn, "named_buffers"):   # a Module
+        for name, p in fn.named_parameters():
+            if all(p is not x for x in inputs):
+                inputs.append(p)
+                labels.append(name)
+        buffers = [b for _, b in fn.named_buffers()]
+    called, fn = fn, (lambda *xs: called(*xs[:n_args]))
     saved = [(x.data, x.grad, x.requires_grad) for x in inputs]
+    saved_buffers = [b.data for b in buffers]
     try:
+        for b in buffers:
+            if b.dtype.kind == "f":
+                b.data = b.data.astype(np.float64)
         for x in inputs:
             if x.dtype.kind == "f":
                 x.data = x.data.astype(np.float64)   # a copy: probing never writes the original
                 x.requires_grad, x.grad = True, None
-        with frozen_state():
+        with frozen_state(), promote_float64():
             upstream = _upstream(fn, inputs, seed)
             y = fn(*inputs)
             y.backward(backend.to_device(upstream, y.device))
@@ -150,11 +166,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_on_failu
                         continue
                     analytic = np.zeros(x.shape) if x.grad is None else backend.as_numpy(x.grad)
                     numeric, kinks = _numeric(fn, inputs, k, upstream, eps)
-                    name = x.name or f"input{k}"
-                    reports.append(InputReport(name, analytic, numeric, atol, rtol, kinks))
+                    reports.append(InputReport(labels[k], analytic, numeric, atol, rtol, kinks))
     finally:
         for x, (data, grad, req) in zip(inputs, saved):
             x.data, x.grad, x.requires_grad = data, grad, req
+        for b, data in zip(buffers, saved_buffers):
+            b.data = data
     report = GradcheckReport(reports)
     kinked = [r.name for r in reports if r.kinks]
     if kinked:

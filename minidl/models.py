@@ -24,6 +24,7 @@ class LeNet5(nn.Module):
         super().__init__()
         if input_size not in (28, 32):
             raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size}")
+        self.in_channels, self.input_size = in_channels, input_size
         make = nn.norm_factory(norm, decay=decay)
         self.features = nn.Sequential(
             *self._block(nn.Conv2d(in_channels, 6, 5, padding=(32 - input_size) // 2), make, 6, 4),
@@ -45,4 +46,13 @@ class LeNet5(nn.Module):
         return [layer] + ([make(features, num_dims)] if make else []) + [nn.ReLU()]
 
     def forward(self, x):
+        expected = (self.in_channels, self.input_size, self.input_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            hint = ""
+            if x.ndim == 4 and x.shape[2] == x.shape[3] and x.shape[2] in (28, 32) \
+                    and x.shape[2] != self.input_size:
+                hint = f": pass input_size={x.shape[2]} to LeNet5"
+            raise ValueError(f"LeNet5: expected input of shape (N, {', '.join(map(str, expected))}) "
+                             f"(in_channels={self.in_channels}, input_size={self.input_size}), "
+                             f"got {tuple(x.shape)}{hint}")
         return self.classifier(self.features(x))

@@ -1,26 +1,49 @@
 """Optimizers with PyTorch's update rules (so a user's numbers match), and
 learning-rate schedules. Every update runs on arrays, outside the graph."""
 import math
+import numbers
 
 from . import backend
 from .tensor import Tensor
 
 
+def _check(name, what, value, low=0.0, high=None, low_open=False):
+    """A hyperparameter is a real number in its range, else PyTorch's "Invalid …" error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or \
+            (value <= low if low_open else value < low) or (high is not None and value >= high):
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{name}: Invalid {what}: {value!r} (expected a number {bound})")
+
+
 class Optimizer:
-    defaults = {}
+    """Holds the parameters (any iterable of Tensors, in order) and their
+    per-parameter state; each subclass gives ``update``, the step for one
+    parameter. Hyperparameters live in ``hyper``, set from the subclass's
+    ``__init__`` arguments (the one place their defaults are written)."""
 
     def __init__(self, params, lr, **hyper):
-        self.params = list(params)
+        name = type(self).__name__
+        if hasattr(params, "parameters") and callable(params.parameters):
+            raise TypeError(f"{name}: got the model ({type(params).__name__}) itself; "
+                            "pass model.parameters()")
+        if isinstance(params, Tensor):
+            raise TypeError(f"{name}: params must be an iterable of Tensors, got a single Tensor; "
+                            "pass a list, e.g. [w]")
+        try:
+            self.params = list(params)
+        except TypeError:
+            raise TypeError(f"{name}: params must be an iterable of Tensors (model.parameters()), "
+                            f"got {type(params).__name__}") from None
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ValueError(f"{name}: got an empty parameter list")
         for p in self.params:
             if not isinstance(p, Tensor) or not p.requires_grad:
-                raise TypeError(f"{type(self).__name__}: every parameter must be a Tensor with "
+                raise TypeError(f"{name}: every parameter must be a Tensor with "
                                 f"requires_grad=True, got {type(p).__name__}")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
-        self.lr = lr
-        self.hyper = dict(self.defaults, **hyper)
+        _check(name, "learning rate", lr, low_open=True)
+        _check(name, "weight_decay value", hyper.get("weight_decay", 0.0))
+        self.lr = float(lr)
+        self.hyper = hyper
         self.state = [{} for _ in self.params]   # per parameter, in order
         self.steps = 0
 
@@ -68,9 +91,8 @@ class Optimizer:
 class SGD(Optimizer):
     """p ← p − lr·d, with d = g (plain), the momentum buffer b = μ·b + g, or for
     Nesterov d = g + μ·b. The first step sets b = g, as PyTorch does."""
-    defaults = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
-
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        _check("SGD", "momentum value", momentum)
         if nesterov and momentum <= 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         super().__init__(params, lr, momentum=momentum, nesterov=nesterov,
@@ -87,9 +109,8 @@ class SGD(Optimizer):
 
 class Adagrad(Optimizer):
     """s ← s + g²;  p ← p − lr·g / (√s + eps)."""
-    defaults = {"eps": 1e-10, "weight_decay": 0.0}
-
     def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0):
+        _check("Adagrad", "epsilon value", eps)
         super().__init__(params, lr, eps=eps, weight_decay=weight_decay)
 
     def update(self, g, p, state):
@@ -99,9 +120,9 @@ class Adagrad(Optimizer):
 
 class RMSprop(Optimizer):
     """v ← α·v + (1−α)·g²;  p ← p − lr·g / (√v + eps)."""
-    defaults = {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0}
-
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        _check("RMSprop", "alpha value", alpha)
+        _check("RMSprop", "epsilon value", eps)
         super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
     def update(self, g, p, state):
@@ -113,9 +134,10 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     p ← p − lr·m̂ / (√v̂ + eps) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
-    defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        for i, beta in enumerate(betas):
+            _check("Adam", f"beta parameter at index {i}", beta, high=1.0)
+        _check("Adam", "epsilon value", eps)
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def update(self, g, p, state):

@@ -24,6 +24,7 @@ class Config:
     enable_grad = True      # record the graph (off inside no_grad())
     freeze_state = False    # layers leave their buffers alone (gradcheck sets it)
     detect_anomaly = False  # check every op's output for NaN/inf
+    promote_float64 = False # ops compute in float64 whatever their inputs (gradcheck sets it)
 
 
 @contextlib.contextmanager
@@ -51,6 +52,14 @@ def frozen_state():
     return _config("freeze_state", True)
 
 
+def promote_float64():
+    """``with promote_float64():`` every op casts its floating inputs to float64
+    first, so a closure over float32 layers computes in float64. gradcheck probes
+    under it: finite differences need float64, and checking ``lambda x: bn(x)``
+    should not first require ``bn.astype("float64")``."""
+    return _config("promote_float64", True)
+
+
 def detect_anomaly():
     """``with detect_anomaly():`` every op checks its output for NaN/inf and
     raises naming the op that produced it (slower; for debugging)."""
@@ -68,10 +77,18 @@ def as_array(value, dtype=None, xp=None):
     if _is_array(value):
         return value.astype(dtype, copy=False) if dtype is not None else value
     xp = xp or backend.default_module()
-    if dtype is None:
+    try:
         arr = np.asarray(value)
+    except ValueError:
+        raise ValueError("Tensor: the nested lists have different lengths (a ragged array); a "
+                         "tensor needs a rectangular block of numbers, every row as long as the "
+                         "others") from None
+    if arr.dtype.kind in "USO":
+        raise TypeError(f"Tensor: expected numbers, got {type(value).__name__} "
+                        f"{str(value)[:40]!r}")
+    if dtype is None:
         dtype = arr.dtype if arr.dtype == np.bool_ else np.float32
-    return xp.asarray(value, dtype=dtype)
+    return xp.asarray(arr, dtype=dtype)
 
 
 class Tensor:
@@ -147,11 +164,6 @@ class Tensor:
         """The same data, cut from the graph."""
         return Tensor._wrap(self.data)
 
-    def to(self, device):
-        """A copy on "cpu" or "gpu"; gradients flow back to this tensor."""
-        from .ops.shape import to_device
-        return to_device(self, device)
-
     def zero_grad(self):
         self.grad = None
 
@@ -223,7 +235,12 @@ def _topological_order(root):
 
 class Function:
     """Base class of every op: subclass and write ``forward`` on arrays and,
-    right under it, ``backward`` returning one gradient per input."""
+    right under it, ``backward`` returning one gradient per input.
+
+    ``__call__`` sets, before ``forward`` runs, ``self.xp`` (numpy or cupy,
+    the inputs' array module: create every array with it) and
+    ``self.needs_grad`` (one bool per input: will anyone ask for its gradient?
+    An op may skip keeping or computing what nobody needs)."""
 
     def __call__(self, *inputs):
         tensors = _as_tensors(type(self).__name__, inputs)
@@ -255,6 +272,11 @@ def _as_tensors(op, inputs):
     must agree on device and floating dtype."""
     tensors = [x if isinstance(x, Tensor) else Tensor._wrap(x) if _is_array(x) else None
                for x in inputs]
+    if Config.promote_float64:
+        # a float64 copy outside the graph: only the inputs gradcheck perturbs
+        # (already float64) need their gradients
+        tensors = [Tensor._wrap(t.data.astype("float64")) if t is not None and t.dtype.kind == "f"
+                   and t.dtype != "float64" else t for t in tensors]
     present = [t for t in tensors if t is not None]
     backend.check_same_device(op, *[t.data for t in present])
     floats = {t.dtype for t in present if t.dtype.kind == "f"}

@@ -1,5 +1,7 @@
 """Shared fixtures: every test that takes ``backend`` runs once per available
 backend (CuPy cases skip where CuPy or a GPU is absent)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,15 @@ def check_op(fn, shapes, np_fn=None, positive=False, seed=0, atol=1e-5, rtol=1e-
         y = fn(*[md.Tensor(a) for a in a32])
         assert y.dtype == np.float32, f"float32 inputs gave {y.dtype}"
         np.testing.assert_allclose(y.numpy(), np_fn(*a32), rtol=1e-5, atol=1e-5)
+
+
+os.environ.setdefault("MINIDL_PROGRESS", "0")    # no progress bars in test logs
+
+try:   # property-based tests: fixed seed and few examples by default, more with --hypothesis-profile=thorough
+    from hypothesis import HealthCheck, settings
+    settings.register_profile("default", max_examples=20, derandomize=True, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("thorough", max_examples=400, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+except ImportError:
+    pass

@@ -1,52 +1,200 @@
-"""Every lesson's --quick mode, as a user runs it, end to end."""
+"""Every lesson's --quick mode, end to end: as a script, as a user runs it, and
+as a Jupyter notebook (jupytext → nbclient on a real IPython kernel), as a
+teacher opens it."""
 import json
 import os
+import runpy
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
-from lessons import batchnorm_backward, conditioning, lenet5_batchnorm
+LESSONS = {  # lesson: files its quick run must write
+    "conditioning": ["loss.png", "contours.png", "fit.png", "results.json", "summary.md"],
+    "batchnorm_backward": ["gradcheck_errors.png", "graph_autograd.dot", "graph_hand_derived.dot",
+                           "results.json", "summary.md"],
+    "lenet5_batchnorm": ["loss.png", "accuracy.png", "running_stats.png", "results.json", "summary.md"],
+}
 
 
-def test_conditioning(tmp_path):
-    r = conditioning.main(["--quick", "--out", str(tmp_path)])
+def run_lesson(name, *argv, monkeypatch):
+    """Run lessons.<name> as `python -m` does, in this process; its globals."""
+    monkeypatch.setattr(sys, "argv", [f"lessons/{name}.py", *argv])
+    return runpy.run_module(f"lessons.{name}", run_name="__main__")
+
+
+@pytest.mark.parametrize("name", sorted(LESSONS))
+def test_lesson_runs_as_a_notebook(name, tmp_path):
+    jupytext = pytest.importorskip("jupytext")
+    nbclient = pytest.importorskip("nbclient")
+    import lessons
+    notebook = jupytext.read(os.path.join(os.path.dirname(lessons.__file__), f"{name}.py"))
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    assert len(code_cells) >= 4, "a lesson is a sequence of cells"
+    assert all(not c.source.startswith((" ", "\t")) for c in code_cells), "a cell is indented"
+    out = tmp_path / "out"
+    os.environ["MINIDL_LESSON_ARGS"] = f"--quick --out {out}"
+    try:
+        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        del os.environ["MINIDL_LESSON_ARGS"]
+    for f in LESSONS[name]:
+        assert (out / f).stat().st_size > 0, f"{name} as a notebook wrote no {f}"
+    errors = [o for c in code_cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_conditioning(tmp_path, monkeypatch):
+    g = run_lesson("conditioning", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    r = g["results"]
     assert r["area*0.01, price*0.1"]["condition_number"] > 1000
     assert r["standardized"]["distance_to_optimum"] < 1e-6
     assert r["area*0.01, price*0.1"]["distance_to_optimum"] > 1
-    for f in ("loss.png", "contours.png", "fit.png", "results.json", "summary.md"):
+    for f in LESSONS["conditioning"]:
         assert (tmp_path / f).stat().st_size > 0
 
 
-def test_conditioning_reads_a_users_csv(tmp_path):
+def test_conditioning_reads_a_users_csv(tmp_path, monkeypatch):
     (tmp_path / "h.csv").write_text("area,price\n1000,100\n2000,210\n3000,290\n")
-    r = conditioning.main(["--quick", "--csv", str(tmp_path / "h.csv"), "--out", str(tmp_path / "o")])
-    assert r["standardized"]["condition_number"] < 1.0001
+    g = run_lesson("conditioning", "--quick", "--csv", str(tmp_path / "h.csv"), "--out",
+                   str(tmp_path / "o"), monkeypatch=monkeypatch)
+    assert g["results"]["standardized"]["condition_number"] < 1.0001
 
 
-def test_batchnorm_backward_grades_a_students_function(tmp_path, monkeypatch):
-    (tmp_path / "student.py").write_text(
-        "import numpy as np\n"
-        "def wrong(dy, x, gamma, beta, eps):\n"
-        "    xh = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)\n"
-        "    return dy * gamma / np.sqrt(x.var(0) + eps), (dy * xh).sum(0), dy.sum(0)\n")
+def test_quick_runs_never_write_into_a_real_runs_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    r = batchnorm_backward.main(["--check", "student:wrong", "--out", str(tmp_path / "o")])
-    assert r["your_backward"] == {"dx": "wrong", "dgamma": "fine", "dbeta": "fine"}
+    run_lesson("conditioning", "--quick", monkeypatch=monkeypatch)
+    assert (tmp_path / "runs" / "conditioning-quick" / "summary.md").exists()
+    assert not (tmp_path / "runs" / "conditioning").exists()
+
+
+def test_batchnorm_backward_lesson(tmp_path, monkeypatch):
+    r = run_lesson("batchnorm_backward", "--out", str(tmp_path), monkeypatch=monkeypatch)["results"]
     assert r["dl/dx max difference"]["staged_vs_autograd"] < 1e-10
     assert r["ones_upstream_max_abs_dx"] < 1e-12
     assert "more than 1 value per channel" in r["single_sample_error"]
+    assert r["ops_in_graph"]["hand_derived"] == 1 and r["ops_in_graph"]["autograd"] > 10
+    assert max(r["gradcheck_worst_relative_error"].values()) < 1e-6
 
 
-def test_lenet5_batchnorm_quick_and_resume(tmp_path, capsys):
+# ---- the homework grader ----------------------------------------------------
+STUDENT = '''import numpy as np
+
+def _stats(x):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return axes, shape
+
+def right(dy, x, gamma, beta, eps):
+    axes, shape = _stats(x)
+    m = x.size // x.shape[1]
+    mu, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
+    xh = (x - mu) / np.sqrt(var + eps)
+    g = dy * gamma.reshape(shape)
+    dx = (m * g - g.sum(axes, keepdims=True) - xh * (g * xh).sum(axes, keepdims=True)) / (m * np.sqrt(var + eps))
+    return dx, (dy * xh).sum(axes), dy.sum(axes)
+
+def right_float32(dy, x, gamma, beta, eps):
+    return tuple(a.astype(np.float32) for a in right(*(a.astype(np.float32) for a in (dy, x, gamma, beta)), eps))
+
+def wrong_dx(dy, x, gamma, beta, eps):
+    axes, shape = _stats(x)
+    xh = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+    return dy * gamma.reshape(shape) / np.sqrt(x.var(axes, keepdims=True) + eps), (dy * xh).sum(axes), dy.sum(axes)
+
+def only_2d(dy, x, gamma, beta, eps):
+    if x.ndim != 2:
+        raise NotImplementedError("only fully connected")
+    return right(dy, x, gamma, beta, eps)
+
+def two_values(dy, x, gamma, beta, eps):
+    return right(dy, x, gamma, beta, eps)[:2]
+
+def kept_shape(dy, x, gamma, beta, eps):
+    dx, dg, db = right(dy, x, gamma, beta, eps)
+    return dx, dg.reshape(1, -1), db[None]
+
+def bad_shape(dy, x, gamma, beta, eps):
+    dx, dg, db = right(dy, x, gamma, beta, eps)
+    return dx.T if x.ndim == 2 else dx[:1], dg, db
+'''
+
+
+def grade(tmp_path, function):
+    (tmp_path / "my_bn.py").write_text(STUDENT)
+    return subprocess.run([sys.executable, "-m", "lessons.batchnorm_backward", "--check",
+                           f"{tmp_path / 'my_bn.py'}:{function}", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_grader_passes_a_correct_backward_and_prints_only_the_grading(tmp_path):
+    r = grade(tmp_path, "right")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "PASS"
+    assert "(N, C, H, W)" in r.stdout and "(N, D)" in r.stdout
+    assert "== 1. forward" not in r.stdout          # no lesson unless --lesson
+    assert "a correct backward computed in float32 lands here" in r.stdout
+
+
+def test_grader_passes_a_correct_float32_backward_in_the_check_band(tmp_path):
+    r = grade(tmp_path, "right_float32")
+    assert r.returncode == 0, r.stdout
+    assert "check (float32)" in r.stdout
+
+
+@pytest.mark.parametrize("function, expected", [
+    ("wrong_dx", "FAIL: dx on (N, D) = (4, 3): relative error"),
+    ("only_2d", "FAIL: your function on (N, C, H, W) = (4, 3, 2, 2): raised NotImplementedError: only fully connected"),
+    ("two_values", "FAIL: your function on (N, D) = (4, 3): returned 2 value(s); expected three"),
+    ("bad_shape", "FAIL: dx on (N, D) = (4, 3): has shape (3, 4), expected (4, 3)"),
+])
+def test_grader_fails_with_a_line_naming_the_gradient_and_exits_1(tmp_path, function, expected):
+    r = grade(tmp_path, function)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith(expected), r.stdout
+    assert "Traceback (most recent call last)" not in r.stderr
+
+
+def test_grader_accepts_gamma_shaped_gradients_and_a_module_name(tmp_path):
+    assert grade(tmp_path, "kept_shape").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "lessons.batchnorm_backward", "--check", "my_bn:right",
+                        "--out", "o"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip().endswith("PASS"), r.stdout + r.stderr
+
+
+def test_grader_says_what_is_missing(tmp_path):
+    r = grade(tmp_path, "nope")
+    assert r.returncode != 0 and "has no function 'nope'" in r.stderr and "right" in r.stderr
+
+
+# ---- LeNet-5: resume only what this run made --------------------------------
+def test_lenet5_batchnorm_quick_and_resume(tmp_path, monkeypatch, capsys):
     out = str(tmp_path)
-    r = lenet5_batchnorm.main(["--quick", "--out", out])
+    r = run_lesson("lenet5_batchnorm", "--quick", "--out", out, monkeypatch=monkeypatch)["results"]
     assert set(r) == {"no BN", "BN decay=0.99", "BN decay=0.9"}
     for h in r.values():
         assert len(h["train_loss"]) == 2 and np.isfinite(h["val_loss"]).all()
     assert r["BN decay=0.9"]["lag_mean"] and not r["no BN"]["lag_mean"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["runs"]["no BN"]["test_acc"] == r["no BN"]["test_acc"]
-    for f in ("loss.png", "accuracy.png", "running_stats.png", "summary.md"):
+    for f in LESSONS["lenet5_batchnorm"]:
         assert os.path.getsize(tmp_path / f) > 0
-    again = lenet5_batchnorm.main(["--quick", "--out", out])      # resumes: nothing left to train
+    again = run_lesson("lenet5_batchnorm", "--quick", "--out", out, monkeypatch=monkeypatch)["results"]
     assert "resumed after epoch 2" in capsys.readouterr().out
     assert again["BN decay=0.9"]["test_acc"] == r["BN decay=0.9"]["test_acc"]
+
+
+def test_lenet5_refuses_to_resume_another_runs_checkpoint(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    run_lesson("lenet5_batchnorm", "--quick", "--out", out, monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        run_lesson("lenet5_batchnorm", "--quick", "--out", out, "--lr", "0.05", "--epochs", "1",
+                   monkeypatch=monkeypatch)
+    message = str(e.value)
+    assert "made by a different run" in message and "--fresh" in message
+    assert "lr: checkpoint 0.01, this run 0.05" in message and "epochs: checkpoint 2, this run 1" in message
+    g = run_lesson("lenet5_batchnorm", "--quick", "--out", out, "--lr", "0.05", "--fresh",
+                   monkeypatch=monkeypatch)
+    assert len(g["results"]["no BN"]["train_loss"]) == 2       # trained afresh, its own numbers

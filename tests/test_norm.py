@@ -74,22 +74,20 @@ def test_three_batchnorm_backwards_agree_and_gradcheck(backend, axes, shape):
     gamma, beta = randn(*cs, seed=2), randn(*cs, seed=3)
     xp = md.backend.get_array_module(md.Tensor(x).data)
     x_, dy_, g_ = (xp.asarray(a) for a in (x, dy, gamma))
-    staged = N.backward_staged(dy_, x_, g_, 1e-5, axes)
-    f = N.Normalize(axes)
-    f.xp = xp
-    f.forward(x_, g_)
-    compact = N.backward_compact(dy_, f.x_hat, f.std, g_, axes)
+    t = N.backward_staged(dy_, x_, g_, 1e-5, axes)
+    staged = (t.g_x, t.g_gamma, t.g_beta)
+    compact = N.backward_compact(dy_, t.x_hat, t.sigma, g_, axes)
     t = [md.Tensor(a, requires_grad=True) for a in (x, gamma, beta)]
-    N.batch_norm_autograd(*t, axes=axes).backward(dy)
+    N.batch_norm_reference(*t, axes=axes).backward(dy)
     auto = tuple(a.grad for a in t)
     for s, c, a in zip(staged, compact, auto):
         np.testing.assert_allclose(md.backend.as_numpy(s), md.backend.as_numpy(c), rtol=0, atol=1e-10)
         np.testing.assert_allclose(md.backend.as_numpy(c), md.backend.as_numpy(a), rtol=0, atol=1e-10)
     for form in ("staged", "compact"):
-        report = md.gradcheck(lambda x, g, b: N.normalize(x, axes, g, b, backward=form)[0],
+        report = md.gradcheck(lambda x, g, b: N.normalize(x, axes, g, b, backward=form),
                               [md.Tensor(a) for a in (x, gamma, beta)])
         assert not report.inputs[0].vacuous
-    md.gradcheck(lambda x, g, b: N.batch_norm_autograd(x, g, b, axes=axes),
+    md.gradcheck(lambda x, g, b: N.batch_norm_reference(x, g, b, axes=axes),
                  [md.Tensor(a) for a in (x, gamma, beta)])
 
 
@@ -139,8 +137,12 @@ def test_batchnorm_errors_explain_themselves():
 
 
 def test_homework_signature_builds_the_matching_layer():
-    assert isinstance(md.nn.BatchNorm(4, 2), md.nn.BatchNorm1d)
-    assert isinstance(md.nn.BatchNorm(4, 4, decay=0.99), md.nn.BatchNorm2d)
+    fc, conv = md.nn.BatchNorm(4, 2), md.nn.BatchNorm(4, 4, decay=0.99)
+    assert isinstance(fc, md.nn.BatchNorm) and conv.decay == 0.99
+    assert fc(md.Tensor(randn(3, 4))).shape == (3, 4)
+    assert conv(md.Tensor(randn(3, 4, 2, 2))).shape == (3, 4, 2, 2)
+    with pytest.raises(ValueError, match=r"BatchNorm: expected input of shape \(N, 4\), got \(3, 4, 2, 2\)"):
+        fc(md.Tensor(randn(3, 4, 2, 2)))
     with pytest.raises(ValueError, match="num_dims must be 2"):
         md.nn.BatchNorm(4, 3)
 
@@ -205,7 +207,7 @@ def test_switch_norm_train_and_eval(backend):
 
 
 def test_lenet_with_each_norm_trains_a_step(backend):
-    for norm in (None, "batch", "group", "layer", "instance", "switch"):
+    for norm in (None, "batch", "group", "layer", "instance", "switch", "sparse_switch"):
         md.manual_seed(0)
         model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
         opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -4,4 +4,5 @@ from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linea
                      Sigmoid, Tanh)
 from .module import Module, Parameter, Sequential
 from .norm import (BatchNorm, BatchNorm1d, BatchNorm2d, GroupNorm, Identity, InstanceNorm2d,
-                   LayerNorm, SwitchNorm2d, norm_factory)
+                   LayerNorm, RadiusSchedule, SparseSwitchNorm1d, SparseSwitchNorm2d, SwitchNorm1d,
+                   SwitchNorm2d, norm_factory)

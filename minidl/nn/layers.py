@@ -3,7 +3,17 @@ import numpy as np
 
 from .. import functional as F
 from . import init
+from ..tensor import Config, Tensor
 from .module import Module, Parameter
+
+
+def _check_input(layer, x, weight):
+    """A layer's input is a Tensor of its parameters' float dtype: say so by the layer's name."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer}: expected a Tensor, got {type(x).__name__}; wrap it: md.Tensor(x)")
+    if x.dtype.kind == "f" and x.dtype != weight.dtype and not Config.promote_float64:
+        raise TypeError(f"{layer}: input is {x.dtype} but the layer's parameters are {weight.dtype}; "
+                        f"cast one: x.astype('{weight.dtype}') or layer.astype('{x.dtype}')")
 
 
 def _empty(*shape):
@@ -21,6 +31,7 @@ class Linear(Module):
         init.default_(self.weight, self.bias)
 
     def forward(self, x):
+        _check_input("Linear", x, self.weight)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -41,8 +52,9 @@ class Conv2d(Module):
         init.default_(self.weight, self.bias)
 
     def forward(self, x):
+        _check_input("Conv2d", x, self.weight)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got {x.shape}")
+            raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
@@ -50,21 +62,28 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}")
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """What the pools share: a window (``kernel_size``), its ``stride`` (the
+    window by default) and ``padding``; each says only which reduction it is."""
+    pool = None
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return type(self).pool(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AvgPool2d(MaxPool2d):
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+class MaxPool2d(_Pool2d):
+    pool = staticmethod(F.max_pool2d)
+
+
+class AvgPool2d(_Pool2d):
+    pool = staticmethod(F.avg_pool2d)
 
 
 class GlobalAvgPool2d(Module):
@@ -77,8 +96,10 @@ class GlobalAvgPool2d(Module):
 
 
 class Flatten(Module):
+    """(N, ...) -> (N, everything else): the batch axis stays."""
+
     def forward(self, x):
-        return x.flatten()
+        return F.flatten(x, 1)
 
 
 class Dropout(Module):

@@ -97,6 +97,15 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy ``state`` into this module. Missing or unexpected keys (with
         strict) and every shape mismatch are reported together, by name."""
+        name = type(self).__name__
+        if not isinstance(state, dict):
+            hint = (f"; load the file first: model.load_state_dict(md.load({state!r}))"
+                    if isinstance(state, (str, bytes)) or hasattr(state, "__fspath__") else "")
+            raise TypeError(f"load_state_dict: expected a dict of arrays (model.state_dict() or "
+                            f"md.load(path)), got {type(state).__name__}{hint}")
+        if "model" in state and isinstance(state["model"], dict) and "model" not in dict(self.named_parameters()):
+            raise ValueError("load_state_dict: this is a whole checkpoint (its keys: "
+                             f"{sorted(state)}); pass its model part: load_state_dict(state['model'])")
         own = dict(self.named_parameters() + self.named_buffers())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]

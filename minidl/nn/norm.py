@@ -1,12 +1,35 @@
-"""Normalization layers. ``_NormBase`` holds what they share (eps, γ/β, running
-buffers); each subclass says only which axes it reduces over (see
-``minidl/ops/norm.py`` for the formula and its hand-derived backward)."""
+r"""Normalization layers. Every one computes the same formula (``minidl/ops/norm.py``)
+
+    y = γ·(x − μ)/√(σ² + ε) + β
+
+and differs only in where μ and σ² come from:
+
+    BatchNorm1d/2d   per channel, over the batch (and space); running statistics in eval
+    LayerNorm        per sample, over its last axes
+    InstanceNorm2d   per sample and channel, over (H, W)
+    GroupNorm        per sample and group of channels
+    SwitchNorm1d/2d  a learned softmax mixture of the IN, LN and BN statistics
+    SparseSwitchNorm1d/2d   the same mixture with SparsestMax weights (one-hot in the end)
+
+``_NormBase`` holds what they share (eps, γ/β, running buffers and their one
+update, ``update_running_stats``).
+
+**The running variance.** Training normalizes with the *biased* batch variance
+(divide by m). What the running average stores differs between conventions:
+PyTorch stores the unbiased one (× m/(m − 1)); the course's homework (seed 002's
+``moving_var``) and CS231n store the biased one. minidl follows PyTorch by
+default; ``unbiased_running_var=False`` gives the homework's. The difference is
+the factor m/(m − 1) in running_var (1.6 % for m = 64), so eval-mode outputs
+differ by up to that factor's square root, about 0.8 %.
+"""
 import numpy as np
 
+from .. import backend
 from .. import functional as F
-from ..tensor import Config
-from .layers import Module
-from .module import Parameter
+from ..ops.norm import update_running_stats
+from ..ops.sparsemax import sparsestmax
+from ..tensor import Config, Tensor
+from .module import Module, Parameter
 
 _MOMENTUM_HELP = (
     "{layer}: there is no momentum= here, because two conventions collide under that name. "
@@ -19,32 +42,50 @@ _MOMENTUM_HELP = (
 class _NormBase(Module):
     """γ (``gamma``, init 1) and β (``beta``, init 0) of ``param_shape`` when
     affine, and, when tracking, ``running_mean`` (init 0) and ``running_var``
-    (init 1) updated as v ← decay·v + (1 − decay)·y."""
+    (init 1), updated as v ← decay·v + (1 − decay)·batch value."""
 
     def __init__(self, num_features, param_shape, eps=1e-5, affine=True,
-                 track_running_stats=False, decay=0.9, momentum=None):
+                 track_running_stats=False, decay=0.9, momentum=None, unbiased_running_var=True):
         super().__init__()
+        name = type(self).__name__
         if momentum is not None:
-            raise TypeError(_MOMENTUM_HELP.format(layer=type(self).__name__))
+            raise TypeError(_MOMENTUM_HELP.format(layer=name))
         if not 0 <= decay < 1:
-            raise ValueError(f"{type(self).__name__}: decay must be in [0, 1), got {decay}")
+            raise ValueError(f"{name}: decay must be in [0, 1), got {decay}")
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be > 0, got {eps}")
         self.num_features, self.eps, self.decay = num_features, eps, decay
         self.affine, self.track_running_stats = affine, track_running_stats
+        self.unbiased_running_var = unbiased_running_var
         self.gamma = Parameter(np.ones(param_shape, dtype=np.float32)) if affine else None
         self.beta = Parameter(np.zeros(param_shape, dtype=np.float32)) if affine else None
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
             self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
 
+    def _check_shape(self, x, dims, doc):
+        if x.ndim not in dims or x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}: expected input of shape "
+                             f"{doc.format(C=self.num_features)}, got {tuple(x.shape)}")
+
     def _check_per_sample_image(self, x):
         """(N, C, H, W) with H·W > 1: statistics per sample and channel need >1 value."""
-        name = type(self).__name__
-        if x.ndim != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"{name}: expected input of shape (N, {self.num_features}, H, W), "
-                             f"got {x.shape}")
+        self._check_shape(x, (4,), "(N, {C}, H, W)")
         if x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"{name}: expected more than 1 spatial value per channel, got input "
-                             f"of shape {x.shape}")
+            raise ValueError(f"{type(self).__name__}: expected more than 1 spatial value per "
+                             f"channel, got input of shape {tuple(x.shape)}")
+
+    def _check_batch(self, x):
+        if x.size // x.shape[1] < 2:
+            raise ValueError(
+                f"{type(self).__name__}: expected more than 1 value per channel when training, "
+                f"got input of shape {tuple(x.shape)}. With one value per channel the batch mean "
+                "is that value and every output would be 0: use a batch of at least 2, or "
+                "call .eval() to use the running statistics")
+
+    def _update_running(self, mu, var, m):
+        update_running_stats(self.running_mean, self.running_var, mu, var, m, self.decay,
+                             self.unbiased_running_var, op=type(self).__name__)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, decay={self.decay}, affine={self.affine}, "
@@ -52,48 +93,46 @@ class _NormBase(Module):
 
 
 class _BatchNorm(_NormBase):
-    expected_dims = ()
+    dims, shape_doc = (), ""
 
     def __init__(self, num_features, eps=1e-5, decay=0.9, affine=True, track_running_stats=True,
-                 *, momentum=None):
+                 *, unbiased_running_var=True, momentum=None):
         super().__init__(num_features, (num_features,), eps, affine, track_running_stats, decay,
-                         momentum)
+                         momentum, unbiased_running_var)
 
     def forward(self, x):
-        if x.ndim not in self.expected_dims or x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected input of shape "
-                             f"{self.shape_doc.format(C=self.num_features)}, got {x.shape}")
+        self._check_shape(x, self.dims, self.shape_doc)
         use_batch = self.training or not self.track_running_stats
-        running = (self.running_mean.data, self.running_var.data) if self.track_running_stats \
-            else (None, None)
-        if use_batch and x.size // x.shape[1] < 2:
-            raise ValueError(
-                f"{type(self).__name__}: expected more than 1 value per channel when training, "
-                f"got input of shape {x.shape}. With one value per channel the batch mean is "
-                "that value and every output would be 0: use a batch of at least 2, or "
-                "call .eval() to use the running statistics")
+        if use_batch:
+            self._check_batch(x)
+        running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
         return F.batch_norm(x, *running, self.gamma, self.beta, training=use_batch,
-                            decay=self.decay, eps=self.eps)
+                            decay=self.decay, eps=self.eps,
+                            unbiased_running_var=self.unbiased_running_var)
 
 
 class BatchNorm1d(_BatchNorm):
     """BatchNorm over (N, C) (one value per neuron, as after a Linear) or (N, C, L)."""
-    expected_dims, shape_doc = (2, 3), "(N, {C}) or (N, {C}, L)"
+    dims, shape_doc = (2, 3), "(N, {C}) or (N, {C}, L)"
 
 
 class BatchNorm2d(_BatchNorm):
     """BatchNorm over (N, C, H, W): one μ and σ² per channel, across batch and space."""
-    expected_dims, shape_doc = (4,), "(N, {C}, H, W)"
+    dims, shape_doc = (4,), "(N, {C}, H, W)"
 
 
-def BatchNorm(num_features, num_dims, eps=1e-5, decay=0.9, *, momentum=None):  # noqa: N802
-    """The homework's signature: num_dims 2 gives BatchNorm1d, 4 gives BatchNorm2d."""
-    if momentum is not None:
-        raise TypeError(_MOMENTUM_HELP.format(layer="BatchNorm"))
-    if num_dims not in (2, 4):
-        raise ValueError(f"BatchNorm: num_dims must be 2 (fully connected) or 4 (convolution), "
-                         f"got {num_dims}")
-    return (BatchNorm1d if num_dims == 2 else BatchNorm2d)(num_features, eps, decay)
+class BatchNorm(_BatchNorm):
+    """The homework's signature, ``BatchNorm(num_features, num_dims)``: num_dims 2
+    for after a Linear layer (N, C), 4 for after a convolution (N, C, H, W)."""
+
+    def __init__(self, num_features, num_dims, eps=1e-5, decay=0.9, *, unbiased_running_var=True,
+                 momentum=None):
+        if num_dims not in (2, 4):
+            raise ValueError(f"BatchNorm: num_dims must be 2 (fully connected) or 4 (convolution), "
+                             f"got {num_dims}")
+        super().__init__(num_features, eps, decay, unbiased_running_var=unbiased_running_var,
+                         momentum=momentum)
+        self.dims, self.shape_doc = (num_dims,), ("(N, {C})" if num_dims == 2 else "(N, {C}, H, W)")
 
 
 class LayerNorm(_NormBase):
@@ -144,56 +183,172 @@ class GroupNorm(_NormBase):
         return f"{self.num_groups}, {self.num_features}, eps={self.eps}, affine={self.affine}"
 
 
-class SwitchNorm2d(_NormBase):
-    """Switchable Normalization (Luo et al., the course's seed 001): μ and σ² are
-    softmax-weighted mixtures of the IN, LN and BN statistics,
+class _SwitchNorm(_NormBase):
+    r"""Switchable Normalization (Luo et al. 2019; the course's seed 001): μ and σ²
+    are learned mixtures of the normalizers' statistics,
 
-        μ = w₁·μ_IN + w₂·μ_LN + w₃·μ_BN,  w = softmax(mean_weight)
-        σ² = v₁·σ²_IN + v₂·σ²_LN + v₃·σ²_BN,  v = softmax(var_weight)
+        μ = Σ_k w_k·μ_k,   σ² = Σ_k v_k·σ²_k,   w = softmax(mean_weight), v = softmax(var_weight)
 
-    with LN and BN statistics computed from the IN ones (σ²_LN = E[σ²_IN + μ_IN²] − μ_LN²).
-    Eval mode uses the BN running statistics for the BN part. Autograd derives
-    the backward (the tests gradcheck it in both modes)."""
+    over k ∈ (IN, LN, BN) for images, (LN, BN) for (N, C) inputs, where IN does
+    not exist. As the authors' code computes them (switchablenorms/
+    Switchable-Normalization, devkit/ops/switchable_norm.py), LN's and BN's
+    statistics come from IN's, through the second moment E[x²] = σ² + μ²:
 
-    def __init__(self, num_features, eps=1e-5, decay=0.9, *, momentum=None):
-        super().__init__(num_features, (num_features,), eps, True, True, decay, momentum)
-        self.mean_weight = Parameter(np.ones(3, dtype=np.float32))   # logits for IN, LN, BN
-        self.var_weight = Parameter(np.ones(3, dtype=np.float32))
+        μ_LN = mean_C μ_IN,   σ²_LN = mean_C (σ²_IN + μ²_IN) − μ²_LN     (BN: the same over N)
+
+    The logits start equal. Only the BN part keeps running statistics (the one
+    update every BN layer uses); in eval mode they replace μ_BN and σ²_BN while
+    IN and LN stay per sample. The mixture is given to the one normalization
+    formula as its statistics, and autograd carries dl/dμ and dl/dσ² back
+    through the mixture. One difference from the authors' code: variances are
+    the biased ones throughout (theirs take PyTorch's unbiased x.var() per
+    instance), so pinning the weights to one normalizer gives exactly that
+    normalizer."""
+
+    normalizers, dims, shape_doc = (), (), ""
+
+    def __init__(self, num_features, eps=1e-5, decay=0.9, *, unbiased_running_var=True,
+                 momentum=None):
+        super().__init__(num_features, (num_features,), eps, True, True, decay, momentum,
+                         unbiased_running_var)
+        k = len(self.normalizers)
+        self.mean_weight = Parameter(np.ones(k, dtype=np.float32))   # logits, one per normalizer
+        self.var_weight = Parameter(np.ones(k, dtype=np.float32))
+
+    def mixture_weights(self):
+        """(w, v): the weights over ``normalizers`` for the means and the variances."""
+        return self.mean_weight.softmax(), self.var_weight.softmax()
+
+    def statistics(self, x):
+        """{normalizer: (μ, σ²)}, each broadcastable against x."""
+        if x.ndim == 2:                                            # (N, C): LN and BN only
+            stats = {"LN": (x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True))}
+            mean_bn, second_bn = x.mean(axis=0, keepdims=True), (x * x).mean(axis=0, keepdims=True)
+            m = x.shape[0]
+        else:
+            mean_in = x.mean(axis=(2, 3), keepdims=True)           # (N, C, 1, 1)
+            var_in = x.var(axis=(2, 3), keepdims=True)
+            second = var_in + mean_in * mean_in                    # E[x²] per (n, c)
+            mean_ln = mean_in.mean(axis=1, keepdims=True)          # (N, 1, 1, 1)
+            stats = {"IN": (mean_in, var_in),
+                     "LN": (mean_ln, second.mean(axis=1, keepdims=True) - mean_ln * mean_ln)}
+            mean_bn, second_bn = mean_in.mean(axis=0, keepdims=True), second.mean(axis=0, keepdims=True)
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+        cs = (1, self.num_features) + (1,) * (x.ndim - 2)
+        if self.training:
+            self._check_batch(x)
+            stats["BN"] = (mean_bn, second_bn - mean_bn * mean_bn)   # (1, C, 1, 1)
+            self._update_running(*stats["BN"], m)
+        else:
+            stats["BN"] = tuple(F.reshape(F.astype(r, x.dtype), cs)
+                                for r in (self.running_mean, self.running_var))
+        return stats
 
     def forward(self, x):
-        self._check_per_sample_image(x)
-        mean_in = x.mean(axis=(2, 3), keepdims=True)                    # (N, C, 1, 1)
-        var_in = x.var(axis=(2, 3), keepdims=True)
-        second = var_in + mean_in * mean_in                            # E[x²] per (n, c)
-        mean_ln = mean_in.mean(axis=1, keepdims=True)                   # (N, 1, 1, 1)
-        var_ln = second.mean(axis=1, keepdims=True) - mean_ln * mean_ln
-        if self.training:
-            mean_bn = mean_in.mean(axis=0, keepdims=True)               # (1, C, 1, 1)
-            var_bn = second.mean(axis=0, keepdims=True) - mean_bn * mean_bn
-            if not Config.freeze_state:
-                m = x.shape[0] * x.shape[2] * x.shape[3]
-                d = self.decay
-                self.running_mean.data = d * self.running_mean.data + \
-                    (1 - d) * mean_bn.data.reshape(-1).astype(self.running_mean.dtype)
-                self.running_var.data = d * self.running_var.data + \
-                    (1 - d) * (var_bn.data * m / (m - 1)).reshape(-1).astype(self.running_var.dtype)
+        if x.ndim == 4:
+            self._check_per_sample_image(x)
         else:
-            cs = (1, self.num_features, 1, 1)
-            mean_bn = self.running_mean.data.reshape(cs).astype(x.dtype)
-            var_bn = self.running_var.data.reshape(cs).astype(x.dtype)
-        w, v = self.mean_weight.softmax(), self.var_weight.softmax()
-        mu = w[0] * mean_in + w[1] * mean_ln + w[2] * mean_bn
-        sigma2 = v[0] * var_in + v[1] * var_ln + v[2] * var_bn
-        x_hat = (x - mu) * (sigma2 + self.eps) ** -0.5
-        cs = (1, self.num_features, 1, 1)
-        return x_hat * self.gamma.reshape(cs) + self.beta.reshape(cs)
+            self._check_shape(x, self.dims, self.shape_doc)
+        stats = self.statistics(x)
+        w, v = self.mixture_weights()
+        mu = sum(w[k] * stats[name][0] for k, name in enumerate(self.normalizers))
+        var = sum(v[k] * stats[name][1] for k, name in enumerate(self.normalizers))
+        return F.normalize(x, (), self.gamma.reshape(stats["BN"][0].shape),
+                           self.beta.reshape(stats["BN"][0].shape), self.eps, mean=mu, var=var)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, decay={self.decay}"
+
+
+class SwitchNorm2d(_SwitchNorm):
+    __doc__ = _SwitchNorm.__doc__
+    normalizers, dims, shape_doc = ("IN", "LN", "BN"), (4,), "(N, {C}, H, W)"
+
+
+class SwitchNorm1d(_SwitchNorm):
+    """Switchable Normalization for (N, C) inputs (after a Linear layer): a mixture
+    of LN and BN only, since one value per sample and channel has no IN."""
+    normalizers, dims, shape_doc = ("LN", "BN"), (2,), "(N, {C})"
+
+
+class _SparseSwitchNorm(_SwitchNorm):
+    """Sparse Switchable Normalization (Shao et al. 2019; the course's seed 001):
+    Switchable Norm with the softmax replaced by SparsestMax
+    (``minidl/ops/sparsemax.py``), whose weights turn one-hot as ``radius``
+    grows from 0 to 1: in the end each layer uses one normalizer alone.
+
+    The caller sets the radius: ``layer.set_radius(r)``, or for a whole model
+    ``RadiusSchedule(model, total_steps).step()`` once per training step (r
+    grows linearly from 0 to 1). Once a layer's weights are one-hot their
+    gradient is zero; the choice is recorded in the buffers ``mean_choice`` and
+    ``var_choice`` (−1 until chosen) and kept from then on, so weight decay
+    shrinking the logits cannot undo it."""
+
+    def __init__(self, num_features, **kwargs):    # Switchable Norm's arguments
+        super().__init__(num_features, **kwargs)
+        self.radius = 0.0
+        self.register_buffer("mean_choice", np.array(-1, dtype=np.int64))
+        self.register_buffer("var_choice", np.array(-1, dtype=np.int64))
+
+    def set_radius(self, radius):
+        if not 0 <= radius <= 1:
+            raise ValueError(f"{type(self).__name__}: radius must be in [0, 1], got {radius}")
+        self.radius = float(radius)
+
+    def mixture_weights(self):
+        out = []
+        for logits, choice in ((self.mean_weight, self.mean_choice), (self.var_weight, self.var_choice)):
+            k = int(choice.item())
+            if k >= 0:                                   # frozen: a constant one-hot
+                one_hot = np.eye(len(self.normalizers), dtype=logits.dtype)[k]
+                out.append(Tensor._wrap(backend.to_device(one_hot, logits.device)))
+                continue
+            p = sparsestmax(logits, self.radius)
+            if self.training and not Config.freeze_state and float(p.max().item()) == 1.0:
+                choice.data[...] = int(p.numpy().argmax())
+            out.append(p)
+        return tuple(out)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, decay={self.decay}, radius={self.radius}"
+
+
+class SparseSwitchNorm2d(_SparseSwitchNorm):
+    __doc__ = _SparseSwitchNorm.__doc__
+    normalizers, dims, shape_doc = ("IN", "LN", "BN"), (4,), "(N, {C}, H, W)"
+
+
+class SparseSwitchNorm1d(_SparseSwitchNorm):
+    """Sparse Switchable Normalization for (N, C) inputs: LN and BN only."""
+    normalizers, dims, shape_doc = ("LN", "BN"), (2,), "(N, {C})"
+
+
+class RadiusSchedule:
+    """SparsestMax's radius for every Sparse Switchable Norm layer of ``model``,
+    growing linearly from 0 to 1 over ``total_steps`` calls of ``step()``."""
+
+    def __init__(self, model, total_steps):
+        if total_steps < 1:
+            raise ValueError(f"RadiusSchedule: total_steps must be >= 1, got {total_steps}")
+        self.layers = [m for m in model.modules() if isinstance(m, _SparseSwitchNorm)]
+        self.total_steps, self.steps = total_steps, 0
+        self._apply()
+
+    def _apply(self):
+        for layer in self.layers:
+            layer.set_radius(min(1.0, self.steps / self.total_steps))
+
+    def step(self):
+        self.steps += 1
+        self._apply()
 
 
 def norm_factory(norm, decay=0.9):
     """A ``make(num_features, num_dims) -> Module`` for a model's norm= argument:
-    None, "batch", "group", "layer", "instance", "switch", or a callable.
-    After Linear layers (num_dims 2), "instance" inserts nothing (one value per
-    sample and channel has no statistics) and "switch" inserts BatchNorm1d."""
+    None, "batch", "group", "layer", "instance", "switch", "sparse_switch", or a
+    callable. After Linear layers (num_dims 2), "instance" inserts nothing (one
+    value per sample and channel has no statistics), and the switchable ones mix
+    LN and BN."""
     if norm is None or callable(norm):
         return norm
     makers = {
@@ -201,7 +356,8 @@ def norm_factory(norm, decay=0.9):
         "group": lambda c, d: GroupNorm(next(g for g in (4, 3, 2, 1) if c % g == 0), c),
         "layer": lambda c, d: GroupNorm(1, c) if d == 4 else LayerNorm(c),
         "instance": lambda c, d: InstanceNorm2d(c, affine=True) if d == 4 else Identity(),
-        "switch": lambda c, d: SwitchNorm2d(c, decay=decay) if d == 4 else BatchNorm1d(c, decay=decay),
+        "switch": lambda c, d: (SwitchNorm2d if d == 4 else SwitchNorm1d)(c, decay=decay),
+        "sparse_switch": lambda c, d: (SparseSwitchNorm2d if d == 4 else SparseSwitchNorm1d)(c, decay=decay),
     }
     if norm not in makers:
         raise ValueError(f"norm must be None, a callable or one of {sorted(makers)}, got {norm!r}")

@@ -9,7 +9,8 @@ from .matmul import linear, matmul
 from .norm import batch_norm, group_norm, instance_norm, layer_norm, normalize
 from .reduce import max, mean, min, sum, var
 from .shape import (astype, broadcast_to, concatenate, flatten, getitem, pad, reshape, stack,
-                    transpose)
+                    to_device, transpose)
+from .sparsemax import sparsemax, sparsestmax
 
 
 # The operator table: every operator and method of Tensor, in one place.
@@ -47,10 +48,11 @@ Tensor.broadcast_to = broadcast_to
 Tensor.softmax = softmax
 Tensor.log_softmax = log_softmax
 Tensor.astype = astype
+Tensor.to = to_device          # a copy on "cpu" or "gpu"; gradients flow back to this tensor
 
 __all__ = ["abs", "add", "astype", "avg_pool2d", "avg_pool2d_reference", "conv2d",
            "conv2d_reference", "dropout", "linear", "batch_norm", "group_norm", "instance_norm",
            "layer_norm", "normalize", "max_pool2d", "max_pool2d_reference", "broadcast_to", "clip", "concatenate", "cross_entropy", "div", "exp",
            "flatten", "getitem", "log", "log_softmax", "matmul", "max", "maximum", "mean", "min",
            "mse_loss", "mul", "neg", "pad", "pow", "relu", "reshape", "sigmoid", "softmax",
-           "sqrt", "stack", "sub", "sum", "tanh", "transpose", "var", "where"]
+           "sparsemax", "sparsestmax", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "var", "where"]

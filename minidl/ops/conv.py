@@ -183,6 +183,10 @@ class _Pool(Function):
         self.kernel = _pair(kernel_size, f"{self.name} kernel_size")
         self.stride = _pair(stride if stride is not None else kernel_size, f"{self.name} stride")
         self.padding = _pair(padding, f"{self.name} padding")
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+            # a window could then lie wholly in the padding: −inf (max) or 0 (avg) from nowhere
+            raise ValueError(f"{self.name}: padding {self.padding} is more than half the kernel "
+                             f"{self.kernel}; pad at most kernel_size // 2")
 
     def _pad(self, x, value):
         """Check x, set the output size, and pad x by ``padding`` with ``value``."""

@@ -1,6 +1,10 @@
 r"""Normalization: one formula, the axes decide which normalizer it is.
 
-    x̂ = (x − μ) / √(σ² + ε),   y = γ·x̂ + β,   μ, σ² = mean, biased variance over `axes`
+    x̂ = (x − μ) / σ,   σ = √(σ² + ε),   y = γ·x̂ + β
+
+μ and σ² are either the batch statistics, mean and *biased* variance over
+``axes`` (training), or given (running statistics in eval mode, the mixtures
+of Switchable Norm):
 
     BatchNorm     (N, C, H, W) over (0, 2, 3)   one μ per channel, across the batch
     LayerNorm     (N, C, H, W) over (1, 2, 3)   one μ per sample
@@ -19,23 +23,32 @@ values each μ averages, and dl/dy the upstream gradient.
     dl/dx  = dl/dx̂ / √(σ² + ε)  +  dl/dσ² · 2(x − μ)/m  +  dl/dμ / m
 
 The second term of dl/dμ is zero (Σ(x − μ) = 0). Substituting dl/dσ² and dl/dμ
-and writing σ for √(σ² + ε) collapses the three terms into one line:
+collapses the three terms of dl/dx into one line:
 
     dl/dx  = 1/(m·σ) · (m·dl/dx̂ − Σ dl/dx̂ − x̂ · Σ dl/dx̂·x̂)
 
 which, for BatchNorm where γ is constant over the reduced axes, is the
 well-known  dx = γ/(m·σ) · (m·dy − Σdy − x̂·Σ(dy·x̂)).
 
-Three versions of the backward live here, side by side: ``backward_staged``
-(the first block, term by term), ``backward_compact`` (the last line, used by
-the layers: fewer passes over the data) and ``batch_norm_autograd`` (the
-forward composed from basic ops, differentiated by the engine). The tests and
-``lessons.batchnorm_backward`` show they agree to 1e-10 in float64.
+With *given* statistics μ and σ² are inputs, not functions of x: dl/dx is the
+first term alone, dl/dx̂/σ, and dl/dμ, dl/dσ² (their first terms) flow back to
+whatever computed them (nothing, for running statistics: then the layer is an
+affine map of x).
+
+Three versions of the batch-statistics backward live here, side by side:
+``backward_staged`` (the first block, term by term), ``backward_compact`` (the
+last line, used by the layers: fewer passes over the data) and
+``batch_norm_reference`` (the forward composed from basic ops, differentiated
+by the engine). The tests and ``lessons.batchnorm_backward`` show they agree to
+1e-10 in float64.
 """
-from ..tensor import Function
+from typing import NamedTuple
+
+from ..backend import get_array_module
+from ..tensor import Config, Function, Tensor
 from .elementwise import add, mul, pow, sub, sum_to
 from .reduce import mean, normalize_axis, var
-from .shape import reshape
+from .shape import astype, reshape
 
 
 def _count(shape, axes):
@@ -45,34 +58,42 @@ def _count(shape, axes):
     return m
 
 
-def staged_terms(dy, x, gamma, eps, axes):
-    """Every intermediate of the course's chain rule, by name (the lesson prints them)."""
+class StagedTerms(NamedTuple):
+    """Every intermediate of the course's chain rule, by its name in the derivation."""
+    mu: object       # μ
+    var: object      # σ² (biased)
+    sigma: object    # σ = √(σ² + ε)
+    x_hat: object    # x̂
+    g_beta: object   # dl/dβ
+    g_gamma: object  # dl/dγ
+    g_xhat: object   # dl/dx̂
+    g_var: object    # dl/dσ²
+    g_mu: object     # dl/dμ
+    g_x: object      # dl/dx
+
+
+def backward_staged(gy, x, gamma, eps, axes):
+    """dl/dx, dl/dγ, dl/dβ by the chain rule exactly as the course derives it, one
+    term a line, returned with the forward's intermediates as ``StagedTerms``.
+    ``gamma`` broadcasts against x; dl/dγ and dl/dβ have its shape. Shapes are
+    BatchNorm's on (N, C, H, W)."""
     m = _count(x.shape, axes)
-    t = {}
-    t["mu"] = x.mean(axis=axes, keepdims=True)                              # (1, C, 1, 1) for BN
-    t["var"] = x.var(axis=axes, keepdims=True)
-    x_mu = x - t["mu"]                                                       # (N, C, H, W)
-    t["x_hat"] = x_mu / (t["var"] + eps) ** 0.5
-    t["g_beta"] = sum_to(dy, gamma.shape)                                    # dl/dβ
-    t["g_gamma"] = sum_to(dy * t["x_hat"], gamma.shape)                      # dl/dγ
-    t["g_xhat"] = dy * gamma                                                 # dl/dx̂
-    t["g_var"] = ((t["g_xhat"] * x_mu).sum(axis=axes, keepdims=True)
-                  * -0.5 * (t["var"] + eps) ** -1.5)                         # dl/dσ²
-    t["g_mu"] = ((t["g_xhat"] * -(t["var"] + eps) ** -0.5).sum(axis=axes, keepdims=True)
-                 + t["g_var"] * (-2 * x_mu).sum(axis=axes, keepdims=True) / m)   # dl/dμ
-    t["g_x"] = (t["g_xhat"] * (t["var"] + eps) ** -0.5
-                + t["g_var"] * 2 * x_mu / m + t["g_mu"] / m)                 # dl/dx
-    return t
+    mu = x.mean(axis=axes, keepdims=True)                                  # (1, C, 1, 1)
+    x_mu = x - mu                                                          # (N, C, H, W)
+    var = (x_mu * x_mu).mean(axis=axes, keepdims=True)                     # (1, C, 1, 1)
+    sigma = (var + eps) ** 0.5                                             # (1, C, 1, 1)
+    x_hat = x_mu / sigma                                                   # (N, C, H, W)
+    g_beta = sum_to(gy, gamma.shape)                                       # γ's shape
+    g_gamma = sum_to(gy * x_hat, gamma.shape)                              # γ's shape
+    g_xhat = gy * gamma                                                    # (N, C, H, W)
+    g_var = (g_xhat * x_mu).sum(axis=axes, keepdims=True) * -0.5 * sigma ** -3   # (1, C, 1, 1)
+    g_mu = ((-g_xhat / sigma).sum(axis=axes, keepdims=True)
+            + g_var * (-2 * x_mu).sum(axis=axes, keepdims=True) / m)       # (1, C, 1, 1)
+    g_x = g_xhat / sigma + g_var * 2 * x_mu / m + g_mu / m                 # (N, C, H, W)
+    return StagedTerms(mu, var, sigma, x_hat, g_beta, g_gamma, g_xhat, g_var, g_mu, g_x)
 
 
-def backward_staged(dy, x, gamma, eps, axes):
-    """dl/dx, dl/dγ, dl/dβ by the chain rule exactly as the course derives it.
-    ``gamma`` broadcasts against x; the returned dl/dγ, dl/dβ have its shape."""
-    t = staged_terms(dy, x, gamma, eps, axes)
-    return t["g_x"], t["g_gamma"], t["g_beta"]
-
-
-def backward_compact(dy, x_hat, std, gamma, axes):
+def backward_compact(gy, x_hat, sigma, gamma, axes):
     """dl/dx, dl/dγ, dl/dβ by the closed form, from the forward's x̂ and σ:
 
         dl/dx = (dl/dx̂ − mean(dl/dx̂) − x̂ · mean(dl/dx̂ · x̂)) / σ
@@ -80,57 +101,87 @@ def backward_compact(dy, x_hat, std, gamma, axes):
     (the last line of the derivation, divided through by m): the upstream
     gradient loses its mean and its component along x̂, then is scaled by 1/σ."""
     m = _count(x_hat.shape, axes)
-    g_beta = sum_to(dy, gamma.shape)                                       # dl/dβ
-    g_gamma = sum_to(dy * x_hat, gamma.shape)                              # dl/dγ
-    g_xhat = dy * gamma                                                    # dl/dx̂
-    if gamma.shape == std.shape:
+    g_beta = sum_to(gy, gamma.shape)                                       # γ's shape
+    g_gamma = sum_to(gy * x_hat, gamma.shape)                              # γ's shape
+    g_xhat = gy * gamma                                                    # (N, C, H, W)
+    if gamma.shape == sigma.shape:
         # γ is one number per reduced group, like σ (BatchNorm): the two sums
         # are γ·dl/dβ and γ·dl/dγ, already computed
         mean_g_xhat, mean_g_xhat_xhat = gamma * g_beta / m, gamma * g_gamma / m
     else:
-        mean_g_xhat = g_xhat.mean(axis=axes, keepdims=True)
+        mean_g_xhat = g_xhat.mean(axis=axes, keepdims=True)                # (1, C, 1, 1)
         mean_g_xhat_xhat = (g_xhat * x_hat).mean(axis=axes, keepdims=True)
-    g_x = (g_xhat - mean_g_xhat - x_hat * mean_g_xhat_xhat) / std          # dl/dx
+    g_x = (g_xhat - mean_g_xhat - x_hat * mean_g_xhat_xhat) / sigma        # (N, C, H, W)
     return g_x, g_gamma, g_beta
 
 
 class Normalize(Function):
-    """y = γ·x̂ + β over ``axes`` with the hand-derived backward (``backward`` is
-    "compact" or "staged"). γ and β are optional and broadcast against x."""
+    """y = γ·x̂ + β over ``axes``, with the hand-derived backward (``backward``
+    is "compact" or "staged"). Inputs: x, then γ and β where ``affine`` says
+    they are given, then μ and σ² where ``given_stats``; all broadcast against x."""
 
-    def __init__(self, axes, eps=1e-5, backward="compact"):
+    def __init__(self, axes, eps=1e-5, backward="compact", affine=(True, True), given_stats=False):
         if backward not in ("compact", "staged"):
             raise ValueError(f"normalize: backward must be 'compact' or 'staged', got {backward!r}")
-        self.axes, self.eps, self.form = axes, eps, backward
+        self.axes, self.eps, self.backward_form = axes, eps, backward
+        self.affine, self.given_stats = affine, given_stats
 
-    def forward(self, x, gamma=None, beta=None):
+    def forward(self, x, *rest):
+        rest = list(rest)
+        gamma = rest.pop(0) if self.affine[0] else None
+        beta = rest.pop(0) if self.affine[1] else None
         self.axes = normalize_axis("normalize", self.axes, x.ndim)
-        self.x = x
-        self.mu = x.mean(axis=self.axes, keepdims=True)
-        x_mu = x - self.mu
-        self.var = (x_mu * x_mu).mean(axis=self.axes, keepdims=True)        # biased, as BN's paper
-        self.std = self.xp.sqrt(self.var + self.eps)
-        self.x_hat = x_mu / self.std
+        if self.given_stats:
+            self.mu, self.var = rest
+            self.sigma = self.xp.sqrt(self.var + self.eps)
+            if not any(self.needs_grad):
+                # nothing to differentiate (inference): y = x·(γ/σ) + (β − μ·γ/σ),
+                # two passes over x instead of four
+                scale = 1 / self.sigma if gamma is None else gamma / self.sigma
+                shift = -self.mu * scale if beta is None else beta - self.mu * scale
+                return x * scale + shift
+            self.x_mu = x - self.mu
+        else:
+            self.x, self.mu = x, x.mean(axis=self.axes, keepdims=True)
+            self.x_mu = x - self.mu
+            self.var = (self.x_mu * self.x_mu).mean(axis=self.axes, keepdims=True)  # biased
+            self.sigma = self.xp.sqrt(self.var + self.eps)
+        self.x_hat = self.x_mu / self.sigma
         self.gamma = gamma if gamma is not None else self.xp.ones((), dtype=x.dtype)
+        self.beta_shape = None if beta is None else beta.shape
         y = self.x_hat if gamma is None else self.x_hat * gamma
         return y if beta is None else y + beta
 
     def backward(self, gy):
-        if self.form == "staged":
-            g_x, g_gamma, g_beta = backward_staged(gy, self.x, self.gamma, self.eps, self.axes)
+        if self.given_stats:
+            g_beta = None if self.beta_shape is None else sum_to(gy, self.beta_shape)
+            g_gamma = sum_to(gy * self.x_hat, self.gamma.shape)
+            g_xhat = gy * self.gamma
+            g_x = g_xhat / self.sigma
+            g_mu = sum_to(-g_x, self.mu.shape) if self.needs_grad[-2] else None
+            g_var = (sum_to(g_xhat * self.x_mu, self.var.shape) * -0.5 * self.sigma ** -3
+                     if self.needs_grad[-1] else None)
+            stats = (g_mu, g_var)
+        elif self.backward_form == "staged":
+            t = backward_staged(gy, self.x, self.gamma, self.eps, self.axes)
+            g_x, g_gamma, g_beta, stats = t.g_x, t.g_gamma, t.g_beta, ()
         else:
-            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.std, self.gamma, self.axes)
-        return g_x, g_gamma, g_beta   # extra entries beyond the inputs given are ignored
+            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
+            stats = ()
+        affine = [g for g, present in zip((g_gamma, g_beta), self.affine) if present]
+        return (g_x, *affine, *stats)
 
 
-def normalize(x, axes, gamma=None, beta=None, eps=1e-5, backward="compact"):
-    """The one normalization formula; every normalizer below only chooses ``axes``."""
-    f = Normalize(axes, eps, backward)
-    args = (x,) if gamma is None else (x, gamma) if beta is None else (x, gamma, beta)
-    return f(*args), f
+def normalize(x, axes, gamma=None, beta=None, eps=1e-5, mean=None, var=None, backward="compact"):
+    """The one normalization formula; every normalizer below only chooses ``axes``
+    (and, for given statistics, ``mean`` and ``var``, which broadcast against x)."""
+    if (mean is None) != (var is None):
+        raise ValueError("normalize: give both mean and var, or neither (batch statistics)")
+    f = Normalize(axes, eps, backward, (gamma is not None, beta is not None), mean is not None)
+    return f(x, *[a for a in (gamma, beta, mean, var) if a is not None])
 
 
-def batch_norm_autograd(x, gamma, beta, eps=1e-5, axes=(0,)):
+def batch_norm_reference(x, gamma, beta, eps=1e-5, axes=(0,)):
     """The same forward built from basic ops, so the engine derives the backward."""
     mu = mean(x, axes, keepdims=True)
     x_hat = mul(sub(x, mu), pow(add(var(x, axes, keepdims=True), eps), -0.5))
@@ -146,44 +197,65 @@ def batch_axes(x):
     return (0,) + tuple(range(2, x.ndim))
 
 
+def update_running_stats(running_mean, running_var, mu, var, m, decay, unbiased=True, op="batch_norm"):
+    """The one running-statistics update, for every layer that keeps them:
+
+        running ← decay·running + (1 − decay)·batch value
+
+    ``var`` is the biased batch variance over m values; stored as is
+    (``unbiased=False``: the course's homework, CS231n) or times m/(m − 1)
+    (``unbiased=True``: PyTorch). Refuses NaN/inf batch statistics rather than
+    poisoning the running ones. Skipped while gradcheck probes."""
+    if running_mean is None or Config.freeze_state:
+        return
+    mu, var = (s.data if isinstance(s, Tensor) else s for s in (mu, var))
+    xp = get_array_module(mu)
+    if not bool(xp.isfinite(mu).all()) or not bool(xp.isfinite(var).all()):
+        raise FloatingPointError(f"{op}: the batch statistics hold NaN or inf; running statistics "
+                                 "were not updated (check the layer's input and the learning rate)")
+    if unbiased:
+        var = var * (m / (m - 1))
+    for running, batch in ((running_mean, mu), (running_var, var)):
+        running.data *= decay
+        running.data += (1 - decay) * batch.reshape(running.shape).astype(running.dtype)
+
+
+def _channel(t, x, cs):
+    """A per-channel tensor (γ, β, a running statistic) shaped to broadcast against x."""
+    return None if t is None else reshape(astype(t, x.dtype) if t.dtype != x.dtype else t, cs)
+
+
 def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, training=True,
-               decay=0.9, eps=1e-5, backward="compact"):
+               decay=0.9, eps=1e-5, unbiased_running_var=True, backward="compact"):
     """BatchNorm over (N, C) or (N, C, ...), per channel.
 
-    Training: batch statistics; running_mean/var (arrays, updated in place unless
-    gradcheck is probing) follow v ← decay·v + (1 − decay)·batch value, with the
-    unbiased variance stored, as PyTorch does. Not training: the running
-    statistics, which makes the layer an affine map."""
-    from ..tensor import Config, Tensor
+    Training: batch statistics, and the running ones (Tensors of shape (C,))
+    updated by ``update_running_stats``. Not training: the running statistics
+    are given to the same formula, which makes the layer an affine map of x."""
     cs = channel_shape(x)
-    g = None if gamma is None else reshape(gamma, cs)
-    b = None if beta is None else reshape(beta, cs)
-    if not training:
-        # y = (x − running_mean)/√(running_var + ε)·γ + β: an affine map of x,
-        # y = x·scale + shift, so two passes over x
-        scale = Tensor._wrap(((running_var + eps) ** -0.5).reshape(cs).astype(x.dtype))
-        scale = scale if g is None else mul(scale, g)
-        shift = mul(Tensor._wrap(-running_mean.reshape(cs).astype(x.dtype)), scale)
-        shift = shift if b is None else add(shift, b)
-        return add(mul(x, scale), shift)
+    g, b = _channel(gamma, x, cs), _channel(beta, x, cs)
     axes = batch_axes(x)
+    if not training:
+        if running_mean is None:
+            raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+        return normalize(x, axes, g, b, eps, _channel(running_mean, x, cs),
+                         _channel(running_var, x, cs))
     m = _count(x.shape, axes)
     if m < 2:
         raise ValueError(
             f"batch_norm: expected more than 1 value per channel when training, got input of "
             f"shape {x.shape}: the batch mean would equal the input and every output would "
             "be 0. Use a batch of at least 2, or eval() mode")
-    y, f = normalize(x, axes, g, b, eps, backward)
-    if running_mean is not None and not Config.freeze_state:
-        xp = f.xp
-        if not bool(xp.isfinite(f.mu).all()) or not bool(xp.isfinite(f.var).all()):
-            raise FloatingPointError(f"batch_norm: the batch statistics of input {x.shape} hold "
-                                     "NaN or inf; running statistics were not updated")
-        running_mean *= decay
-        running_mean += (1 - decay) * f.mu.reshape(running_mean.shape)
-        running_var *= decay
-        running_var += (1 - decay) * (f.var * m / (m - 1)).reshape(running_var.shape)
+    f = Normalize(axes, eps, backward, (g is not None, b is not None))
+    y = f(x, *[a for a in (g, b) if a is not None])
+    update_running_stats(running_mean, running_var, f.mu, f.var, m, decay, unbiased_running_var)
     return y
+
+
+def _per_sample_values(op, shape, axes):
+    if _count(shape, axes) < 2:
+        raise ValueError(f"{op}: expected more than 1 value per statistic, got input of shape "
+                         f"{tuple(shape)} (1 value over axes {axes}): every output would be 0")
 
 
 def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5):
@@ -194,17 +266,17 @@ def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5):
     if tuple(x.shape[x.ndim - k:]) != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end in the normalized "
                          f"shape {normalized_shape}")
-    return normalize(x, tuple(range(x.ndim - k, x.ndim)), gamma, beta, eps)[0]
+    return normalize(x, tuple(range(x.ndim - k, x.ndim)), gamma, beta, eps)
 
 
 def instance_norm(x, gamma=None, beta=None, eps=1e-5):
     """Normalize each sample's each channel over its spatial axes."""
     if x.ndim < 3:
         raise ValueError(f"instance_norm: expected (N, C, H, W) or (N, C, L), got {x.shape}")
+    axes = tuple(range(2, x.ndim))
+    _per_sample_values("instance_norm", x.shape, axes)
     cs = channel_shape(x)
-    return normalize(x, tuple(range(2, x.ndim)),
-                     None if gamma is None else reshape(gamma, cs),
-                     None if beta is None else reshape(beta, cs), eps)[0]
+    return normalize(x, axes, _channel(gamma, x, cs), _channel(beta, x, cs), eps)
 
 
 def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
@@ -214,8 +286,8 @@ def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
         raise ValueError(f"group_norm: {C} channels cannot be split into {num_groups} groups "
                          "(the channel count must be divisible by num_groups)")
     grouped = (N, num_groups, C // num_groups) + tuple(x.shape[2:])     # (N, G, C/G, H, W)
+    axes = tuple(range(2, len(grouped)))
+    _per_sample_values("group_norm", grouped, axes)
     gs = (1, num_groups, C // num_groups) + (1,) * (x.ndim - 2)
-    y = normalize(reshape(x, grouped), tuple(range(2, len(grouped))),
-                  None if gamma is None else reshape(gamma, gs),
-                  None if beta is None else reshape(beta, gs), eps)[0]
+    y = normalize(reshape(x, grouped), axes, _channel(gamma, x, gs), _channel(beta, x, gs), eps)
     return reshape(y, x.shape)

@@ -44,8 +44,9 @@ class Max(Function):
 
     def forward(self, x):
         self.axes = normalize_axis(self.reduce, self.axis, x.ndim)
-        if x.size == 0:
-            raise ValueError(f"{self.reduce}: cannot reduce an empty tensor of shape {x.shape}")
+        if any(x.shape[a] == 0 for a in self.axes):
+            raise ValueError(f"{self.reduce}: cannot reduce over an axis of length 0 (input shape "
+                             f"{x.shape}, axes {self.axes}): an empty {self.reduce} has no value")
         self.x = x
         self.y = getattr(x, self.reduce)(axis=self.axes, keepdims=True)
         return self.y if self.keepdims else self.y.reshape(
@@ -67,12 +68,13 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001
 
 
 def mean(x, axis=None, keepdims=False):
-    # mean  ==  sum / n
+    """sum / n. The mean of no values is NaN, as PyTorch returns (and NumPy, with
+    a warning we do not repeat); sum of no values is 0."""
     axes = normalize_axis("mean", axis, x.ndim)
     n = 1
     for a in axes:
         n *= x.shape[a]
-    return mul(sum(x, axes, keepdims), 1.0 / n)
+    return mul(sum(x, axes, keepdims), 1.0 / n if n else float("nan"))
 
 
 def var(x, axis=None, keepdims=False, ddof=0):

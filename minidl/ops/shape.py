@@ -158,9 +158,12 @@ def transpose(x, *axes):
     return Transpose(tuple(axes) if axes else None)(x)
 
 
-def flatten(x, start_axis=1):
-    """Keep the axes before ``start_axis``, merge the rest (the batch stays)."""
-    return reshape(x, x.shape[:start_axis] + (-1,))
+def flatten(x, start_axis=0):
+    """Keep the axes before ``start_axis``, merge the rest into one: all of them
+    by default, as NumPy's and PyTorch's flatten; ``nn.Flatten`` keeps the batch
+    axis (start_axis=1)."""
+    start = normalize_axis("flatten", start_axis, max(x.ndim, 1))[0]
+    return reshape(x, x.shape[:start] + (-1,))
 
 
 def getitem(x, index):

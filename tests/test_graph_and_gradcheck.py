@@ -1,0 +1,81 @@
+"""md.draw_graph (the computational graph as a picture) and md.gradcheck on a
+layer, the obvious way."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import minidl as md
+import minidl.functional as F
+from conftest import randn
+
+
+def test_draw_graph_shows_every_op_and_tensor_with_shapes_dtypes_and_grad_norms():
+    x = md.Tensor(randn(3, 2), requires_grad=True)
+    w = md.Tensor(randn(2, 4, seed=1), requires_grad=True)
+    y = (x @ w).relu().sum()
+    before = md.draw_graph(y, names={"x": x, "W": w})
+    for op in ("MatMul", "ReLU", "Sum"):
+        assert f'label="{op}"' in before
+    assert "x\\n(3, 2) float64" in before and "W\\n(2, 4) float64" in before
+    assert "grad" not in before
+    y.backward()
+    after = md.draw_graph(y, names={"x": x, "W": w})
+    norm = np.sqrt((x.grad ** 2).sum())
+    assert f"‖grad‖ = {norm:.4g}" in after
+    assert after.count("shape=ellipse") == 3 and after.count("shape=box") == 5
+
+
+def test_draw_graph_of_a_diamond_draws_the_shared_input_once():
+    x = md.Tensor(randn(2), requires_grad=True)
+    g = md.draw_graph(x * x + x)
+    assert g.count(f"t{id(x)} [") == 1 and g.count(f"t{id(x)} -> ") == 3
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_draw_graph_renders_png_and_svg(tmp_path):
+    y = F.normalize(md.Tensor(randn(4, 3), requires_grad=True), (0,))
+    md.draw_graph(y, str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "g.dot").exists()
+    assert "<svg" in md.draw_graph(y)._repr_mimebundle_()["image/svg+xml"]
+
+
+def test_draw_graph_without_dot_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))           # no dot anywhere
+    y = md.Tensor(randn(2), requires_grad=True).exp()
+    with pytest.warns(RuntimeWarning, match="apt-get install graphviz"):
+        assert md.draw_graph(y, str(tmp_path / "g.png")) .startswith("digraph")
+    assert not (tmp_path / "g.png").exists() and (tmp_path / "g.dot").exists()
+    assert "apt-get install graphviz" in md.draw_graph(y)._repr_mimebundle_()["text/plain"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradcheck_of_a_float32_layer_the_obvious_way(dtype):
+    bn = md.nn.BatchNorm2d(3)                           # float32 parameters and buffers
+    x = md.Tensor(randn(4, 3, 2, 2).astype(dtype))
+    running = bn.running_mean.numpy().copy()
+    closure = md.gradcheck(lambda x: bn(x), [x])
+    assert [r.name for r in closure.inputs] == ["input0"]
+    layer = md.gradcheck(bn, [x])
+    assert [r.name for r in layer.inputs] == ["input0", "gamma", "beta"]
+    assert not any(r.vacuous for r in layer.inputs)
+    # everything restored: dtypes, values, no gradients left behind, running statistics untouched
+    assert bn.gamma.dtype == np.float32 and bn.running_var.dtype == np.float32 and x.dtype == dtype
+    assert bn.gamma.grad is None
+    np.testing.assert_array_equal(bn.running_mean.numpy(), running)
+
+
+def test_gradcheck_of_a_whole_model():
+    md.manual_seed(0)
+    model = md.nn.Sequential(md.nn.Linear(3, 4), md.nn.Tanh(), md.nn.Linear(4, 2))
+    report = md.gradcheck(model, [md.Tensor(randn(5, 3))])
+    assert [r.name for r in report.inputs] == ["input0", "0.weight", "0.bias", "2.weight", "2.bias"]
+    assert model[0].weight.dtype == np.float32
+
+
+def test_lenet5_says_which_input_size_to_pass():
+    model = md.models.LeNet5(in_channels=1)
+    with pytest.raises(ValueError, match=r"got \(2, 1, 28, 28\): pass input_size=28 to LeNet5"):
+        model(md.Tensor(np.zeros((2, 1, 28, 28), np.float32)))
+    assert md.models.LeNet5(in_channels=1, input_size=28)(md.Tensor(np.zeros((2, 1, 28, 28), np.float32))).shape == (2, 10)

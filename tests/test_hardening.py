@@ -1,0 +1,206 @@
+"""Every input a student might give: PyTorch's result, or an error that names
+the op or layer, what it got and what it expected."""
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import minidl as md
+import minidl.functional as F
+from conftest import randn
+
+
+# ---- scalars take the tensor's dtype, in every op and both orders -----------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("scalar", [0.5, 2, np.float64(2.0), np.float32(2.0), np.int64(3)])
+def test_scalars_take_the_tensors_dtype_in_both_orders(dtype, scalar):
+    x = md.Tensor(randn(3).astype(dtype))
+    for y in (x + scalar, scalar + x, x - scalar, scalar - x, x * scalar, scalar * x,
+              x / scalar, scalar / x, F.sub(x, scalar), F.add(scalar, x), F.maximum(x, scalar)):
+        assert y.dtype == dtype
+    np.testing.assert_allclose((x - scalar).numpy(), x.numpy() - dtype_of(scalar, dtype), rtol=1e-6)
+
+
+def dtype_of(scalar, dtype):
+    return np.asarray(scalar).astype(dtype)
+
+
+def test_mixing_float_tensors_still_refuses():
+    with pytest.raises(TypeError, match="different float dtypes"):
+        md.Tensor(randn(3)) - md.Tensor(randn(3).astype(np.float32))
+
+
+# ---- numerics ---------------------------------------------------------------
+def test_sigmoid_is_exact_in_both_tails():
+    x = np.array([-800.0, -40.0, -30.0, -21.0, 0.0, 21.0, 40.0, 800.0])
+    exact = np.array([0.0] + [np.exp(v) / (1 + np.exp(v)) for v in x[1:4]] + [0.5]
+                     + [1 / (1 + np.exp(-v)) for v in x[5:7]] + [1.0])
+    y = F.sigmoid(md.Tensor(x)).numpy()
+    np.testing.assert_allclose(y, exact, rtol=1e-15, atol=0)
+    assert y[1] > 0                                   # 4.2e-18, not 0
+    t = md.Tensor(np.array([-40.0, -30.0]), requires_grad=True)
+    F.sigmoid(t).sum().backward()
+    np.testing.assert_allclose(t.grad, exact[1:3] * (1 - exact[1:3]), rtol=1e-15)
+
+
+def test_power_zero_has_zero_gradient_at_zero():
+    x = md.Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
+# ---- empty tensors, flatten -------------------------------------------------
+def test_empty_reductions():
+    assert np.isnan(md.Tensor(np.zeros(0)).mean().item())          # PyTorch's answer, no warning
+    assert md.Tensor(np.zeros(0)).sum().item() == 0
+    assert md.Tensor(np.zeros((0, 1))).max(axis=1).shape == (0,)   # well defined: nothing reduced empty
+    with pytest.raises(ValueError, match=r"max: cannot reduce over an axis of length 0 \(input shape \(0, 1\)"):
+        md.Tensor(np.zeros((0, 1))).max(axis=0)
+
+
+def test_flatten_is_numpys_and_the_layer_keeps_the_batch():
+    assert md.Tensor(randn(3)).flatten().shape == (3,)
+    assert md.Tensor(randn(2, 3, 4)).flatten().shape == (24,)
+    assert md.nn.Flatten()(md.Tensor(randn(2, 3, 4))).shape == (2, 12)
+
+
+# ---- layers refuse what PyTorch refuses --------------------------------------
+@pytest.mark.parametrize("pool", [md.nn.MaxPool2d, md.nn.AvgPool2d])
+def test_pool_padding_at_most_half_the_kernel(pool):
+    with pytest.raises(ValueError, match=r"padding \(2, 2\) is more than half the kernel \(2, 2\)"):
+        pool(2, padding=2)(md.Tensor(randn(1, 1, 4, 4)))
+    assert pool(3, stride=1, padding=1)(md.Tensor(randn(1, 1, 4, 4))).shape == (1, 1, 4, 4)
+
+
+def test_pools_share_a_base_not_each_other():
+    assert not isinstance(md.nn.AvgPool2d(2), md.nn.MaxPool2d)
+    assert isinstance(md.nn.BatchNorm(3, 2), md.nn.BatchNorm)
+
+
+def test_functional_norms_refuse_one_value_per_statistic():
+    with pytest.raises(ValueError, match=r"instance_norm: expected more than 1 value per statistic.*\(2, 3, 1, 1\)"):
+        F.instance_norm(md.Tensor(randn(2, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"group_norm: expected more than 1 value per statistic"):
+        F.group_norm(md.Tensor(randn(1, 4)), 4)
+
+
+def test_layers_name_themselves_for_wrong_inputs():
+    lin = md.nn.Linear(4, 2)
+    with pytest.raises(TypeError, match=r"Linear: expected a Tensor, got list"):
+        lin([1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(TypeError, match=r"Linear: input is float64 but the layer's parameters are float32"):
+        lin(md.Tensor(randn(3, 4)))
+    with pytest.raises(TypeError, match=r"Conv2d: input is float64"):
+        md.nn.Conv2d(1, 2, 3)(md.Tensor(randn(1, 1, 5, 5)))
+
+
+def test_tensor_from_bad_python_values():
+    with pytest.raises(ValueError, match="Tensor: the nested lists have different lengths"):
+        md.Tensor([[1, 2], [3]])
+    with pytest.raises(TypeError, match="Tensor: expected numbers, got str"):
+        md.Tensor("0.5")
+
+
+# ---- optimizers, DataLoader ---------------------------------------------------
+def test_optimizers_validate_their_arguments_with_pytorchs_words():
+    params = md.nn.Linear(2, 2).parameters()
+    with pytest.raises(TypeError, match=r"Adam: got the model \(LeNet5\) itself; pass model.parameters\(\)"):
+        md.optim.Adam(md.models.LeNet5())
+    with pytest.raises(ValueError, match=r"SGD: Invalid learning rate: '0.01'"):
+        md.optim.SGD(params, lr="0.01")
+    with pytest.raises(ValueError, match=r"SGD: Invalid momentum value: -0.9"):
+        md.optim.SGD(params, lr=0.1, momentum=-0.9)
+    with pytest.raises(ValueError, match=r"Adam: Invalid beta parameter at index 1: 1.0"):
+        md.optim.Adam(params, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"RMSprop: Invalid weight_decay value: -1"):
+        md.optim.RMSprop(params, weight_decay=-1)
+    with pytest.raises(TypeError, match="got a single Tensor"):
+        md.optim.SGD(params[0], lr=0.1)
+    opt = md.optim.SGD((p for p in params), lr=0.1)           # any iterable
+    assert len(opt.params) == 2
+
+
+def test_dataloader_batch_size_must_be_a_positive_integer():
+    ds = md.data.ArrayDataset(np.zeros((4, 1, 2, 2), np.uint8), np.zeros(4))
+    for bad in (32.0, 0, True, "8"):
+        with pytest.raises(ValueError, match=f"batch_size should be a positive integer value, but got batch_size={bad!r}"):
+            md.data.DataLoader(ds, batch_size=bad)
+
+
+# ---- checkpoints ----------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda ps: md.optim.SGD(ps, lr=0.1), lambda ps: md.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: md.optim.Adagrad(ps), lambda ps: md.optim.RMSprop(ps), lambda ps: md.optim.Adam(ps)])
+def test_any_optimizer_state_round_trips_before_and_after_a_step(tmp_path, make):
+    model = md.nn.Linear(3, 2)
+    opt = make(model.parameters())
+    md.save({"optimizer": opt.state_dict()}, tmp_path / "before.npz")      # no state yet: empty dicts
+    assert md.load(tmp_path / "before.npz")["optimizer"]["state"] == {"0": {}, "1": {}}
+    F.mse_loss(model(md.Tensor(randn(4, 3).astype(np.float32))), np.zeros((4, 2), np.float32)).backward()
+    opt.step()
+    md.save({"optimizer": opt.state_dict()}, tmp_path / "after.npz")
+    again = make(model.parameters())
+    again.load_state_dict(md.load(tmp_path / "after.npz")["optimizer"])
+    for a, b in zip(opt.state, again.state):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_load_says_what_a_file_is_and_never_unpickles(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "t.txt").write_text("hello\n")
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:               # torch.save's layout
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    (tmp_path / "p.pkl").write_bytes(b"\x80\x04\x95")
+    for name, what in (("a.npy", "a single NumPy array"), ("t.txt", "a text file"),
+                       ("model.pt", "a PyTorch checkpoint"), ("p.pkl", "a Python pickle")):
+        with pytest.raises(ValueError, match=f"is not a minidl checkpoint: it is {what}"):
+            md.load(tmp_path / name)
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="never unpickles"):
+        md.load(tmp_path / "objects.npz")
+
+
+def test_load_state_dict_given_a_path_or_a_whole_checkpoint(tmp_path):
+    model = md.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=r"got str; load the file first: model.load_state_dict\(md.load\('file.npz'\)\)"):
+        model.load_state_dict("file.npz")
+    md.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "c.npz")
+    with pytest.raises(ValueError, match=r"pass its model part: load_state_dict\(state\['model'\]\)"):
+        model.load_state_dict(md.load(tmp_path / "c.npz"))
+
+
+def test_device_and_backend_words_are_not_interchangeable():
+    with pytest.raises(ValueError, match="'cupy' names a backend"):
+        md.Tensor([1.0]).to("cupy")
+    with pytest.raises(ValueError, match=r"'gpu' is a device"):
+        md.use_backend("gpu")
+
+
+LAYERS = {  # a module may import only from these parts of minidl (STYLE.md's one-way flow)
+    "backend": set(), "tensor": {"backend"}, "ops": {"backend", "tensor", "ops"},
+    "nn": {"backend", "tensor", "ops", "functional", "nn"}, "optim": {"backend", "tensor"},
+    "data": {"backend", "tensor"}, "gradcheck": {"backend", "tensor"}, "graph": {"backend", "tensor"},
+    "serialize": {"backend", "tensor"},
+}
+
+
+def test_imports_flow_one_way_with_no_cycle():
+    import ast
+    import pathlib
+    root = pathlib.Path(md.__file__).parent
+    for path in root.rglob("*.py"):
+        part = path.relative_to(root).parts[0].removesuffix(".py")
+        if part not in LAYERS:
+            continue
+        package = path.relative_to(root).parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = list(package[:len(package) - node.level + 1])
+                target = (base + (node.module or "").split("."))[0] if (base or node.module) else ""
+                names = [target] if node.module or base else [a.name for a in node.names]
+                for t in names:
+                    assert t in LAYERS[part] | {""}, f"{path.name} imports minidl.{t} (a layer above it)"
