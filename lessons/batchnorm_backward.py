@@ -129,7 +129,7 @@ reports["autograd of the forward"] = md.gradcheck(
 # a layer is checked the obvious way: its parameters come along, in float64,
 # and its running statistics stay untouched
 bn = md.nn.BatchNorm1d(args.features)
-bn.gamma.data[:], bn.beta.data[:] = gamma, beta
+bn.load_state_dict({**bn.state_dict(), "gamma": gamma, "beta": beta})   # the same γ, β as above
 reports["BatchNorm1d layer, train mode"] = md.gradcheck(bn, [md.Tensor(x)])
 bn(md.Tensor(x.astype(np.float32)))           # one training step fills the running statistics
 bn.eval()

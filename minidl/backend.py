@@ -34,7 +34,13 @@ class DeviceMismatchError(RuntimeError):
     """An op received arrays living on different devices."""
 
 
+CTK_HINT = ("CuPy is installed but cannot compile its kernels: the CUDA libraries are missing. "
+            "Install the wheel that brings them: `pip install \"cupy-cuda12x[ctk]\"` (or "
+            "`pip install \"minidl[gpu]\"`), or install the CUDA toolkit.")
+
+
 def _load_cupy():
+    """Import CuPy and prove it can run one small kernel; three failures, three fixes."""
     global _cupy
     if _cupy is not None:
         return _cupy
@@ -46,10 +52,16 @@ def _load_cupy():
     try:
         n_gpus = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken
-        raise BackendError(f"CuPy is installed but no usable GPU was found ({e}). "
-                           + CUPY_INSTALL_HINT) from None
+        raise BackendError(f"CuPy is installed but no usable GPU or driver was found ({e}). "
+                           "Check `nvidia-smi`; on a machine without an NVIDIA GPU use the numpy "
+                           "backend.") from None
     if n_gpus == 0:
-        raise BackendError("CuPy is installed but no GPU is visible. " + CUPY_INSTALL_HINT)
+        raise BackendError("CuPy is installed but no GPU is visible (check `nvidia-smi` and "
+                           "CUDA_VISIBLE_DEVICES).")
+    try:
+        (cupy.arange(3, dtype=cupy.float32) * 2).sum().item()     # compiles and runs a kernel
+    except Exception as e:
+        raise BackendError(f"{CTK_HINT} ({type(e).__name__}: {e})") from None
     _cupy = cupy
     return cupy
 
@@ -80,8 +92,16 @@ def get_backend():
 
 
 def default_module():
-    """The array module new tensors are created with."""
+    """The array module new tensors are created with. With MINIDL_BACKEND=cupy
+    where CuPy cannot run, this is where the error says why (import never fails)."""
+    if _default not in BACKENDS:
+        raise BackendError(f"MINIDL_BACKEND={_default!r}: expected one of {BACKENDS}")
     return _load_cupy() if _default == "cupy" else np
+
+
+def default_device():
+    """"cpu" or "gpu": where new tensors are made (the current backend's device)."""
+    return "cpu" if default_module() is np else "gpu"
 
 
 def get_array_module(*arrays):
@@ -143,25 +163,76 @@ def check_same_device(op_name, *arrays):
 _rng = np.random.default_rng()
 
 
+_seed = None
+_device_rng = None
+
+
 def manual_seed(seed):
-    """Make init, data shuffling and dropout reproducible run to run."""
-    global _rng
-    _rng = np.random.default_rng(seed)
+    """Make init, data shuffling and dropout reproducible run to run. Dropout on
+    the GPU draws its masks on the device from CuPy's generator seeded with the
+    same seed: reproducible too, but a different stream from the CPU's."""
+    global _rng, _seed, _device_rng
+    _rng, _seed, _device_rng = np.random.default_rng(seed), seed, None
 
 
 def rng():
     return _rng
 
 
-_env = os.environ.get("MINIDL_BACKEND")
-if _env:
-    use_backend(_env.lower())
+def device_rng():
+    """CuPy's generator, seeded by manual_seed (drawn on the device: no copies)."""
+    global _device_rng
+    if _device_rng is None:
+        seed = None if _seed is None else int(np.random.SeedSequence(_seed).generate_state(1)[0])
+        _device_rng = _load_cupy().random.default_rng(seed)
+    return _device_rng
 
 
 def scatter_add(target, index, values):
-    """target[index] += values, accumulating repeated indices (np.add.at)."""
-    if device_of(target) == "gpu":
-        import cupyx
-        cupyx.scatter_add(target, index, values)
+    """target[index] += values, accumulating repeated indices (add.at on either device)."""
+    get_array_module(target).add.at(target, index, values)
+
+
+def synchronize():
+    """Wait for the GPU to finish its queued work (a no-op on the CPU): timings need it."""
+    if _cupy is not None:
+        _cupy.cuda.runtime.deviceSynchronize()
+
+
+# ---- checks that cost no synchronization -----------------------------------
+# Reading a GPU value on the host (bool(), float(), .item()) waits for the device.
+# A check that needs a value (is the loss finite? are the targets in range?) is
+# made on the device and queued; check_pending() reads all of them at once, one
+# synchronization per training step (the optimizer's step calls it). On the CPU
+# nothing waits, so every check raises at once, where it was made.
+_pending = []
+
+
+def defer_check(failed, error, message):
+    """Raise ``error(message)`` if ``failed`` (a 0-d boolean array) is true: now
+    on the CPU, at the next ``check_pending()`` on the GPU."""
+    if device_of(failed) == "cpu":
+        if bool(failed):
+            raise error(message)
     else:
-        np.add.at(target, index, values)
+        _pending.append((failed, error, message))
+        if len(_pending) > 1024:          # nobody calls step(): do not grow without bound
+            check_pending()
+
+
+def check_pending():
+    """Read every queued check in one synchronization; raise the first that failed."""
+    if not _pending:
+        return
+    queued = list(_pending)
+    _pending.clear()
+    xp = get_array_module(queued[0][0])
+    if bool(xp.stack([f for f, _, _ in queued]).any()):
+        for failed, error, message in queued:
+            if bool(failed):
+                raise error(message)
+
+
+_env = os.environ.get("MINIDL_BACKEND", "").lower()
+if _env:
+    _default = _env      # checked, and CuPy loaded, on first use: importing minidl never fails

@@ -52,14 +52,24 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        for p in self.params:
+            if p.grad is not None and backend.device_of(p.grad) != p.device:
+                raise backend.DeviceMismatchError(
+                    f"{type(self).__name__}.step: a parameter of shape {p.shape} lives on "
+                    f"{p.device} but its gradient on {backend.device_of(p.grad)}")
+            if p.grad is not None:
+                backend.defer_check(~backend.get_array_module(p.grad).isfinite(p.grad).all(),
+                                    FloatingPointError, f"{type(self).__name__}.step: a gradient of "
+                                    f"shape {p.shape} holds NaN or inf; lower the learning rate")
+        backend.check_pending()     # the step's one synchronization on a GPU: every check at once
         self.steps += 1
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
             g = p.grad
-            if not bool(backend.get_array_module(g).isfinite(g).all()):
-                raise FloatingPointError(f"{type(self).__name__}.step: a gradient of shape "
-                                         f"{p.shape} holds NaN or inf; lower the learning rate")
+            for k, v in state.items():   # the model moved (model.to("gpu")): its state follows
+                if backend.device_of(v) != p.device:
+                    state[k] = backend.to_device(v, p.device)
             if self.hyper.get("weight_decay"):
                 g = g + self.hyper["weight_decay"] * p.data    # L2 penalty, as PyTorch adds it
             p.data -= self.update(g, p, state)

@@ -100,8 +100,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        if _is_array(data) and backend.device_of(data) != backend.DEVICES[backend.get_backend()]:
-            data = backend.to_device(data, backend.DEVICES[backend.get_backend()])
+        if _is_array(data) and backend.device_of(data) != backend.default_device():
+            data = backend.to_device(data, backend.default_device())
         arr = as_array(data, dtype)
         # a tensor owns its data: updating a parameter never writes into the caller's array
         self._init(arr.copy() if arr is data else arr, requires_grad)
@@ -179,14 +179,17 @@ class Tensor:
                     f"backward: this tensor has shape {self.shape}; backward() without an "
                     "upstream gradient needs a single value (a loss). Reduce it first "
                     "(e.g. .sum() or .mean()) or pass grad= of the same shape.")
-            if not bool(xp.isfinite(self.data).all()):
-                raise FloatingPointError(f"backward: the loss is {self.item()}; training has "
-                                         "diverged or an op produced NaN (try a smaller "
-                                         "learning rate, or `with md.detect_anomaly():`)")
+            backend.defer_check(~xp.isfinite(self.data).all(), FloatingPointError,
+                                "backward: the loss is NaN or inf; training has diverged or an op "
+                                "produced NaN (try a smaller learning rate, or `with "
+                                "md.detect_anomaly():`)")
             grad = xp.ones_like(self.data)
         else:
+            if isinstance(grad, Tensor):
+                grad = grad.data
+            if _is_array(grad) and backend.device_of(grad) != self.device:
+                grad = backend.to_device(grad, self.device)     # a host gradient for a GPU tensor
             grad = as_array(grad, dtype=self.dtype, xp=xp)
-            backend.check_same_device("backward", self.data, grad)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: upstream gradient has shape {grad.shape}, "
                                  f"expected the tensor's shape {self.shape}")
@@ -287,7 +290,9 @@ def _as_tensors(op, inputs):
     if any(t is None for t in tensors):
         xp = get_array_module(*[t.data for t in present]) if present else backend.default_module()
         dtype = floats.pop() if floats else np.float32
-        tensors = [t if t is not None else Tensor._wrap(xp.asarray(x, dtype=dtype))
-                   for t, x in zip(tensors, inputs)]
+        # a number becomes xp.full, not xp.asarray: on a GPU a fill kernel, not a copy from the host
+        tensors = [t if t is not None else Tensor._wrap(
+                   xp.full((), x, dtype=dtype) if isinstance(x, (int, float, np.number))
+                   else xp.asarray(x, dtype=dtype)) for t, x in zip(tensors, inputs)]
     return tensors
 

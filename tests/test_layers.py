@@ -193,7 +193,7 @@ def test_optimizers_follow_pytorch_rules(name, hyper):
     p = md.nn.Parameter(p0.copy())
     opt = getattr(md.optim, name)([p], lr=0.05, **hyper)
     for g in grads:
-        p.grad = g.copy()
+        p.grad = md.backend.to_device(g, p.device)
         opt.step()
     np.testing.assert_allclose(p.numpy(), _reference_updates(name, hyper, grads, p0, 0.05), rtol=1e-12)
 
@@ -201,7 +201,7 @@ def test_optimizers_follow_pytorch_rules(name, hyper):
 def test_optimizer_refuses_nan_gradient_and_schedules():
     p = md.nn.Parameter(np.zeros(2))
     opt = md.optim.SGD([p], lr=1.0)
-    p.grad = np.array([np.nan, 0.0])
+    p.grad = md.backend.to_device(np.array([np.nan, 0.0]), p.device)
     with pytest.raises(FloatingPointError, match=r"SGD.step: a gradient of shape \(2,\) holds NaN"):
         opt.step()
     sched = md.optim.StepLR(opt, step_size=2, gamma=0.5)

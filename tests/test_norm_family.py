@@ -10,7 +10,7 @@ import pytest
 import minidl as md
 import minidl.functional as F
 from minidl.ops import norm as N
-from conftest import randn
+from conftest import randn, host
 from test_norm import as64, gradcheck_layer, np_normalize
 
 
@@ -26,7 +26,8 @@ def test_switch_norm_pinned_to_one_normalizer_is_that_normalizer(k, axes):
     sn = md.nn.SwitchNorm2d(3).astype("float64")
     pinned = np.full(3, -50.0)
     pinned[k] = 50.0                      # softmax weight of the others: e^-100
-    sn.mean_weight.data[:] = sn.var_weight.data[:] = pinned
+    sn.mean_weight.data = md.backend.to_device(pinned, sn.mean_weight.device)
+    sn.var_weight.data = md.backend.to_device(pinned, sn.var_weight.device)
     x = randn(4, 3, 3, 3)
     np.testing.assert_allclose(sn(md.Tensor(x)).numpy(), np_normalize(x, axes), atol=1e-10)
 
@@ -40,8 +41,8 @@ def test_batchnorm_dx_is_orthogonal_to_ones_and_to_xhat():
         t = md.Tensor(x, requires_grad=True)
         N.normalize(t, (0,), eps=eps).backward(gy)
         x_hat = np_normalize(x, (0,), eps)
-        np.testing.assert_allclose(t.grad.sum(axis=0), 0, atol=1e-12)
-        along_xhat = np.abs((t.grad * x_hat).sum(axis=0)).max()
+        np.testing.assert_allclose(host(t.grad).sum(axis=0), 0, atol=1e-12)
+        along_xhat = np.abs((host(t.grad) * x_hat).sum(axis=0)).max()
         if tol is not None:
             assert along_xhat < tol
         else:   # ε > 0: x̂ is no longer exactly what the projection removes
@@ -110,6 +111,7 @@ def test_every_running_statistics_layer_refuses_nan_the_same_way(layer):
     name = "batch_norm" if isinstance(layer, md.nn.BatchNorm1d) else type(layer).__name__
     with pytest.raises(FloatingPointError, match=f"{name}: the batch statistics hold NaN"):
         layer(md.Tensor(np.array([[np.nan, 1.0], [0.0, 2.0], [1.0, 1.0]], np.float32)))
+        md.backend.check_pending()         # on a GPU: read at the step's one synchronization
     np.testing.assert_array_equal(layer.running_mean.numpy(), [0, 0])
     np.testing.assert_array_equal(layer.running_var.numpy(), [1, 1])
 
@@ -120,6 +122,7 @@ def test_switch_norm_2d_refuses_nan():
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="SwitchNorm2d: the batch statistics hold NaN"):
         sn(md.Tensor(x))
+        md.backend.check_pending()
     np.testing.assert_array_equal(sn.running_mean.numpy(), [0, 0])
 
 
@@ -176,14 +179,14 @@ def test_sparsestmax_on_an_edge_and_at_a_vertex_has_zero_gradient():
     for r in (0.6, 1.0):     # [0.3, 0.1, -0.05] is pushed onto an edge at 0.6, to a vertex at 1
         z = md.Tensor(np.array([0.3, 0.1, -0.05]), requires_grad=True)
         F.sparsestmax(z, r).backward(np.array([1.0, -2.0, 0.5]))
-        np.testing.assert_allclose(z.grad, 0, atol=1e-12)
+        np.testing.assert_allclose(host(z.grad), 0, atol=1e-12)
 
 
 # ---- Sparse Switchable Norm -------------------------------------------------
 def test_sparse_switch_norm_at_radius_zero_is_sparsemax_weighted_and_gradchecks():
     ssn = as64(md.nn.SparseSwitchNorm2d(3))
-    ssn.mean_weight.data[:] = [0.9, 0.1, 0.5]      # sparsemax (0.7, 0, 0.3): away from its kinks
-    ssn.var_weight.data[:] = [0.1, 0.6, 0.3]
+    ssn.mean_weight.data[:] = md.Tensor([0.9, 0.1, 0.5], dtype="float64").data   # sparsemax (0.7, 0, 0.3): away from its kinks
+    ssn.var_weight.data[:] = md.Tensor([0.1, 0.6, 0.3], dtype="float64").data
     w, v = ssn.mixture_weights()
     assert (w.numpy() >= 0).all() and abs(w.numpy().sum() - 1) < 1e-12
     gradcheck_layer(ssn, (4, 3, 3, 3))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minidl as md
+from conftest import host
 import minidl.functional as F
 
 finite = st.floats(-3, 3, allow_nan=False, width=64)
@@ -105,16 +106,18 @@ def test_max_and_var(case):
 # ---- non-contiguous inputs: the same numbers as contiguous ones ---------------
 @given(arrays((4, 6)), st.sampled_from(["transpose", "every_other_row", "reversed_columns"]))
 def test_non_contiguous_inputs_give_contiguous_results(x, view):
-    a = {"transpose": x.T, "every_other_row": x[::2], "reversed_columns": x[:, ::-1]}[view]
+    base = md.backend.to_device(x, md.backend.default_device())
+    xp = md.backend.get_array_module(base)
+    a = {"transpose": base.T, "every_other_row": base[::2], "reversed_columns": base[:, ::-1]}[view]
     assert not a.flags.c_contiguous
     upstream = np.random.default_rng(0).standard_normal(a.shape[:1] + (3,))
     w = np.random.default_rng(1).standard_normal((a.shape[1], 3))
     results = []
-    for arr in (a, np.ascontiguousarray(a)):
+    for arr in (a, xp.ascontiguousarray(a)):
         t = md.Tensor._wrap(arr, requires_grad=True)                      # the array as it is
         y = ((t @ md.Tensor(w)).tanh() * 2 + t.sum(axis=1, keepdims=True)).relu()
         y.backward(upstream)
-        results.append((y.numpy(), t.grad))
+        results.append((y.numpy(), host(t.grad)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
 
@@ -129,7 +132,7 @@ def test_integer_indexing_accumulates_repeated_entries(x, index):
     t[index].backward(upstream)
     expected = np.zeros_like(x)
     np.add.at(expected, index, upstream)
-    np.testing.assert_allclose(t.grad, expected, rtol=1e-12)
+    np.testing.assert_allclose(host(t.grad), expected, rtol=1e-12)
 
 
 # ---- convolution and pooling against their slow references ---------------------
@@ -152,7 +155,7 @@ def same_forward_and_backward(fast, slow, *xs):
     for y in ys:
         y.backward(upstream)
     for a, b in zip(*ts):
-        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(host(a.grad), host(b.grad), rtol=1e-10, atol=1e-12)
 
 
 @given(window_case(), st.integers(1, 3), st.booleans())

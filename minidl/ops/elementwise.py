@@ -227,6 +227,7 @@ def dropout(x, p=0.5, training=True):
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    keep = backend.rng().random(x.shape) >= p          # NumPy generator: seeded by manual_seed
-    mask = backend.to_device((keep / (1 - p)).astype(x.dtype), x.device)
-    return mul(x, mask)
+    # drawn where x lives (no host-to-device copy per call); both generators follow manual_seed
+    draw = backend.rng() if x.device == "cpu" else backend.device_rng()
+    keep = draw.random(x.shape, dtype=np.float32) >= p
+    return mul(x, (keep / (1 - p)).astype(x.dtype))

@@ -48,9 +48,9 @@ def log_softmax(x, axis=-1):
 
 
 def _check_finite(op, loss):
-    if not bool(backend.get_array_module(loss.data).isfinite(loss.data).all()):
-        raise FloatingPointError(f"{op}: the loss is {loss.item()} (NaN or inf); check the "
-                                 "inputs for NaN and the learning rate for divergence")
+    backend.defer_check(~backend.get_array_module(loss.data).isfinite(loss.data).all(),
+                        FloatingPointError, f"{op}: the loss is NaN or inf; check the inputs for "
+                        "NaN and the learning rate for divergence")
     return loss
 
 
@@ -58,8 +58,9 @@ def cross_entropy(logits, targets):
     """Mean negative log-likelihood of integer class ``targets`` (N,) under
     ``logits`` (N, C)."""
     t = targets.data if isinstance(targets, Tensor) else targets
-    t = np.asarray(t) if isinstance(t, (list, tuple)) else t
-    backend.check_same_device("cross_entropy", logits.data, t)
+    t = np.asarray(t) if isinstance(t, (list, tuple, int, np.integer)) else t
+    if backend.device_of(t) != logits.device:
+        t = backend.to_device(t, logits.device)      # host targets for GPU logits: one copy
     xp = backend.get_array_module(logits.data)
     if logits.ndim != 2 or t.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: expected logits (N, C) and targets (N,), got "
@@ -67,9 +68,10 @@ def cross_entropy(logits, targets):
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype "
                         f"{t.dtype}")
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
-        raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}), got "
-                         f"values from {int(t.min())} to {int(t.max())}")
+    if t.size:
+        backend.defer_check(((t < 0) | (t >= logits.shape[1])).any(), ValueError,
+                            f"cross_entropy: targets must be class indices in [0, {logits.shape[1]}) "
+                            f"for logits of shape {logits.shape}; some are outside")
     # -mean_i log softmax(logits_i)[t_i]
     picked = getitem(log_softmax(logits, axis=1), (xp.arange(len(t)), t))
     return _check_finite("cross_entropy", neg(mean(picked)))
@@ -82,6 +84,8 @@ def mse_loss(pred, target):
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
                          f"{tuple(target_shape)}; they must match (an (N, 1) against (N,) "
                          "would silently broadcast to (N, N))")
+    if not isinstance(target, Tensor) and backend.device_of(target) != pred.device:
+        target = backend.to_device(np.asarray(target, dtype=pred.dtype), pred.device)   # host target
     return _check_finite("mse_loss", mean(pow(sub(pred, target), 2)))
 
 

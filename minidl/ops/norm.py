@@ -44,6 +44,9 @@ by the engine). The tests and ``lessons.batchnorm_backward`` show they agree to
 """
 from typing import NamedTuple
 
+import numpy as np
+
+from .. import backend
 from ..backend import get_array_module
 from ..tensor import Config, Function, Tensor
 from .elementwise import add, mul, pow, sub, sum_to
@@ -210,14 +213,16 @@ def update_running_stats(running_mean, running_var, mu, var, m, decay, unbiased=
         return
     mu, var = (s.data if isinstance(s, Tensor) else s for s in (mu, var))
     xp = get_array_module(mu)
-    if not bool(xp.isfinite(mu).all()) or not bool(xp.isfinite(var).all()):
-        raise FloatingPointError(f"{op}: the batch statistics hold NaN or inf; running statistics "
-                                 "were not updated (check the layer's input and the learning rate)")
+    finite = xp.isfinite(mu).all() & xp.isfinite(var).all()
+    backend.defer_check(~finite, FloatingPointError,
+                        f"{op}: the batch statistics hold NaN or inf; running statistics were not "
+                        "updated (check the layer's input and the learning rate)")
     if unbiased:
         var = var * (m / (m - 1))
     for running, batch in ((running_mean, mu), (running_var, var)):
-        running.data *= decay
-        running.data += (1 - decay) * batch.reshape(running.shape).astype(running.dtype)
+        new = decay * running.data + (1 - decay) * batch.reshape(running.shape).astype(running.dtype)
+        # on the GPU the check above is read later: keep the old values where it fails
+        running.data = new if xp is np else xp.where(finite, new, running.data)
 
 
 def _channel(t, x, cs):

@@ -38,7 +38,7 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return gy.transpose(np.argsort(self.axes))
+        return gy.transpose(tuple(int(a) for a in np.argsort(self.axes)))
 
 
 class GetItem(Function):
@@ -49,10 +49,32 @@ class GetItem(Function):
 
     def forward(self, x):
         self.x_shape, self.dtype = x.shape, x.dtype
+        if backend.device_of(x) == "gpu":
+            self.index = self._on_device(x)
         try:
             return x[self.index]
         except IndexError as e:
             raise IndexError(f"getitem: {e} (tensor shape {x.shape})") from None
+
+    def _on_device(self, x):
+        """The index for a GPU tensor: host index arrays copied over, and integer
+        arrays bounds-checked. NumPy raises on an out-of-range index; CuPy wraps it
+        around silently, so check (on the device: no synchronization) for NumPy's error."""
+        single = not isinstance(self.index, tuple)
+        parts = (self.index,) if single else self.index
+        axes_known = not any(p is Ellipsis or p is None for p in parts)
+        moved = []
+        for axis, p in enumerate(parts):
+            if isinstance(p, np.ndarray):
+                p = backend.to_device(p, "gpu")
+            if axes_known and backend.device_of(p) == "gpu" and p.dtype.kind in "iu" and p.size \
+                    and axis < x.ndim:
+                n = x.shape[axis]
+                backend.defer_check(((p < -n) | (p >= n)).any(), IndexError,
+                                    f"getitem: an index array holds values outside [-{n}, {n}) "
+                                    f"for axis {axis} of a tensor of shape {x.shape}")
+            moved.append(p)
+        return moved[0] if single else tuple(moved)
 
     def backward(self, gy):
         gx = self.xp.zeros(self.x_shape, dtype=gy.dtype)
@@ -64,7 +86,7 @@ def _array_index(index):
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(_array_index(i) if isinstance(i, (Tensor, list)) else i for i in index)
     if isinstance(index, list):
         return np.asarray(index)
     return index
