@@ -6,6 +6,7 @@ import shlex
 import sys
 
 import matplotlib
+import numpy as np
 
 import minidl as md
 
@@ -87,7 +88,7 @@ def check_resume(path, saved, wanted):
     """Refuse to resume ``path`` when the run that saved it (``saved``, the JSON
     string stored in the checkpoint, None if it stored none) differs from this
     one (``wanted``), naming every difference."""
-    saved = {} if saved is None else json.loads(str(saved))
+    saved = {} if saved is None else (json.loads(str(saved)) or {})
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {wanted.get(k)!r}"
              for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
     if diffs:
@@ -95,3 +96,97 @@ def check_resume(path, saved, wanted):
             f"{path} was made by a different run, so resuming it would report its numbers as "
             "this run's:\n  " + "\n  ".join(diffs) +
             "\nStart afresh with --fresh (overwrites it), or choose another folder with --out.")
+
+
+# ---- data and training shared by the comparison lessons ---------------------
+def synthetic_images(n, seed):
+    """Ten classes of 1x28x28 images, each a noisy copy of its own random template
+    (the --quick stand-in for Fashion-MNIST: learnable in seconds, no download)."""
+    templates = np.random.default_rng(0).random((10, 1, 28, 28))   # shared by train and test
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = np.clip(templates[y] + 0.35 * rng.standard_normal((n, 1, 28, 28)), 0, 1)
+    return md.data.ArrayDataset((x * 255).astype(np.uint8), y)
+
+
+def fashion_mnist(quick, train_size, test_size, seed=0):
+    """(name, train, test): Fashion-MNIST subsets (normalized with the training
+    part's statistics), or synthetic images in quick mode."""
+    if quick:
+        train, test, name = synthetic_images(train_size, 1), synthetic_images(test_size, 2), "synthetic"
+    else:
+        train = md.data.FashionMNIST(None, train=True).subset(train_size, seed=seed)
+        test = md.data.FashionMNIST(None, train=False).subset(test_size, seed=seed)
+        name = "fashion-mnist"
+    norm = md.data.Normalize(*md.data.channel_stats(train))
+    train.transform = test.transform = norm
+    return name, train, test
+
+
+def evaluate(model, dataset, batch_size=500):
+    """(mean cross-entropy, accuracy %) in eval mode."""
+    import minidl.functional as F
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with md.no_grad():
+        for x, y in md.data.DataLoader(dataset, batch_size):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y).item() * len(y)
+            correct += int((logits.numpy().argmax(1) == y.numpy()).sum())
+    model.train()
+    return loss_sum / len(dataset), 100.0 * correct / len(dataset)
+
+
+def train_classifier(model, train, epochs, batch_size, lr, seed, momentum=0.9, weight_decay=5e-4,
+                     desc=None, after_step=None):
+    """SGD with momentum on cross-entropy, the data order fixed by ``seed``.
+    ``after_step(step, model)`` runs after every update (a probe, a schedule).
+    Returns the training loss of every step."""
+    import minidl.functional as F
+    opt = md.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    loader = md.data.DataLoader(train, batch_size, shuffle=True, drop_last=True)
+    losses, step = [], 0
+    for epoch in range(epochs):
+        loader.rng = np.random.default_rng([seed, epoch])
+        bar = progress(loader, desc=desc, leave=False)
+        for x, y in bar:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if not np.isfinite(losses[-1]):
+                break
+            if after_step is not None:
+                after_step(step, model)
+            step += 1
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    return losses
+
+
+class RunStore:
+    """Finished runs of a lesson, kept in ``<out>/runs.json`` with the identity
+    of the lesson run that made them: an interrupted lesson resumes at the first
+    unfinished run, and a changed setting refuses to mix old runs with new ones
+    (--fresh starts over)."""
+
+    def __init__(self, out, identity, fresh=False):
+        self.path, self.identity = os.path.join(out, "runs.json"), identity
+        self.runs = {}
+        if os.path.exists(self.path) and not fresh:
+            with open(self.path) as f:
+                saved = json.load(f)
+            check_resume(self.path, json.dumps(saved.get("identity")), identity)
+            self.runs = saved["runs"]
+            if self.runs:
+                print(f"resuming: {len(self.runs)} finished run(s) in {self.path}")
+
+    def __contains__(self, key):
+        return key in self.runs
+
+    def __getitem__(self, key):
+        return self.runs[key]
+
+    def __setitem__(self, key, result):
+        self.runs[key] = result
+        write_json(self.path, {"identity": self.identity, "runs": self.runs})

@@ -15,6 +15,10 @@ LESSONS = {  # lesson: files its quick run must write
     "batchnorm_backward": ["gradcheck_errors.png", "graph_autograd.dot", "graph_hand_derived.dot",
                            "results.json", "summary.md"],
     "lenet5_batchnorm": ["loss.png", "accuracy.png", "running_stats.png", "results.json", "summary.md"],
+    "normalizers": ["cube.png", "switch_weights.png", "ssn_radius.png", "bn_backward_geometry.png",
+                    "results.json", "summary.md"],
+    "batch_size": ["error_vs_batch.png", "bn_modes.png", "results.json", "summary.md"],
+    "bn_placement": ["placement.png", "results.json", "summary.md"],
 }
 
 
@@ -198,3 +202,37 @@ def test_lenet5_refuses_to_resume_another_runs_checkpoint(tmp_path, monkeypatch)
     g = run_lesson("lenet5_batchnorm", "--quick", "--out", out, "--lr", "0.05", "--fresh",
                    monkeypatch=monkeypatch)
     assert len(g["results"]["no BN"]["train_loss"]) == 2       # trained afresh, its own numbers
+
+
+# ---- the second wave: what each lesson's numbers must show ---------------------
+def test_normalizers_lesson(tmp_path, monkeypatch):
+    g = run_lesson("normalizers", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    assert max(g["results"]["meta_normalization_max_difference"].values()) < 1e-10
+    exact = g["results"]["geometry"]["0.0"]
+    assert exact["|P² − P|"] < 1e-12 and abs(exact["x̂·dl/dx"]) < 1e-12 and abs(exact["1·dl/dx"]) < 1e-12
+    assert g["results"]["geometry"]["0.1"]["|P² − P|"] > 1e-3
+    for layer, (w, v) in g["store"]["sparse_switch"]["weights"].items():   # radius reached 1: one-hot
+        assert max(w) == 1.0 and max(v) == 1.0, layer
+    assert {k.split(" ")[0] for k in g["store"]["switch"]["weights"]} == {
+        "features.1", "features.5", "classifier.2", "classifier.5"}
+
+
+def test_batch_size_lesson_resumes_its_finished_runs(tmp_path, monkeypatch, capsys):
+    args = ("--quick", "--out", str(tmp_path))
+    first = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
+    assert set(first) == {f"{n}/{b}" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none") for b in (2, 8, 32)}
+    assert all("test_error_batch_statistics" in first[f"BatchNorm/{b}"] for b in (2, 8, 32))
+    assert first["BatchNorm/8"]["lr"] == 0.01 * 8 / 32
+    again = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
+    assert "resuming: 12 finished run(s)" in capsys.readouterr().out and again == first
+    with pytest.raises(SystemExit, match="lr_per_32: checkpoint 0.01, this run 0.02"):
+        run_lesson("batch_size", *args, "--lr-per-32", "0.02", monkeypatch=monkeypatch)
+
+
+def test_bn_placement_lesson(tmp_path, monkeypatch):
+    g = run_lesson("bn_placement", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    assert set(g["summary"]) == set(g["VARIANTS"]) and all(len(v["runs"]) == 2 for v in g["summary"].values())
+    model = g["lenet5"]("after", False, "tanh")
+    kinds = [type(m).__name__ for m in model.children()]
+    assert kinds[:3] == ["Conv2d", "Tanh", "BatchNorm2d"] and model[2].gamma is None
+    assert all("resolved at 2 standard errors" in line for line in g["lines"])
