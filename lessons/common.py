@@ -141,26 +141,30 @@ def train_classifier(model, train, epochs, batch_size, lr, seed, momentum=0.9, w
                      desc=None, after_step=None):
     """SGD with momentum on cross-entropy, the data order fixed by ``seed``.
     ``after_step(step, model)`` runs after every update (a probe, a schedule).
-    Returns the training loss of every step."""
+    Returns the training loss of every step; a run that diverges stops there,
+    its last loss NaN."""
     import minidl.functional as F
     opt = md.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loader = md.data.DataLoader(train, batch_size, shuffle=True, drop_last=True)
     losses, step = [], 0
-    for epoch in range(epochs):
-        loader.rng = np.random.default_rng([seed, epoch])
-        bar = progress(loader, desc=desc, leave=False)
-        for x, y in bar:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if not np.isfinite(losses[-1]):
-                break
-            if after_step is not None:
-                after_step(step, model)
-            step += 1
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    with np.errstate(over="ignore", invalid="ignore"):    # divergence is reported as a NaN loss
+        for epoch in range(epochs):
+            loader.rng = np.random.default_rng([seed, epoch])
+            bar = progress(loader, desc=desc, leave=False)
+            for x, y in bar:
+                try:
+                    loss = F.cross_entropy(model(x), y)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                except FloatingPointError:       # the loss or a gradient is no longer finite
+                    losses.append(float("nan"))
+                    return losses
+                losses.append(loss.item())
+                if after_step is not None:
+                    after_step(step, model)
+                step += 1
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     return losses
 
 

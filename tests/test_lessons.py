@@ -19,6 +19,10 @@ LESSONS = {  # lesson: files its quick run must write
                     "results.json", "summary.md"],
     "batch_size": ["error_vs_batch.png", "bn_modes.png", "results.json", "summary.md"],
     "bn_placement": ["placement.png", "results.json", "summary.md"],
+    "deep_signal": ["plain_mlp.png", "residual_init.png", "training.png", "results.json", "summary.md"],
+    "smoothness": ["landscape.png", "noisy_bn.png", "results.json", "summary.md"],
+    "weight_init": ["weight_init.png", "results.json", "summary.md"],
+    "bn_regularization": ["ablation.png", "results.json", "summary.md"],
 }
 
 
@@ -236,3 +240,41 @@ def test_bn_placement_lesson(tmp_path, monkeypatch):
     kinds = [type(m).__name__ for m in model.children()]
     assert kinds[:3] == ["Conv2d", "Tanh", "BatchNorm2d"] and model[2].gamma is None
     assert all("resolved at 2 standard errors" in line for line in g["lines"])
+
+
+def test_deep_signal_lesson(tmp_path, monkeypatch):
+    g = run_lesson("deep_signal", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    ratios = g["results"]["residual_variance_ratio"]
+    assert ratios["x + F(x)"][-1] > 50 * ratios["RescaleNet, c = L"][-1]      # doubling vs flat
+    assert 0.5 < ratios["RescaleNet, c = L"][-1] < 4
+    grads = g["results"]["gradient_norm_squared"]
+    assert grads["rescale c=L"][-1] / grads["rescale c=L"][0] < grads["plain"][-1] / grads["plain"][0]
+    dead = g["results"]["plain_mlp"]["no_bias"]["dead_fraction"]
+    assert len(dead) == 12 and all(0 <= d <= 1 for d in dead)
+    with_m = g["ResidualMLP"](4, 8, "rescale", multipliers=True)
+    assert "m" in dict(with_m.named_parameters())
+
+
+def test_smoothness_lesson(tmp_path, monkeypatch):
+    g = run_lesson("smoothness", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    for key in ("no BN/0.01", "BN/0.01", "no BN/0.05", "BN/0.05"):
+        probes = g["store"][key]["probes"]
+        assert probes and all(p["loss_range"] >= 0 and p["beta_smoothness"] > 0 for p in probes)
+    snaps = g["store"]["noise/noisy BN"]["snapshots"]
+    assert len(snaps) >= 2 and len(snaps[0]["values"]) > 10
+
+
+def test_weight_init_lesson(tmp_path, monkeypatch):
+    g = run_lesson("weight_init", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    assert len(g["store"].runs) == 6
+    # without BN a small std starves the last layer; BN rescales it back to unit size
+    # (not at 1e-4: there the pre-BN variance falls below BN's ε, and ε sets the scale)
+    assert g["init_stats"][(False, 1e-2)][1] < 1e-6 < 0.1 < g["init_stats"][(True, 1e-2)][1]
+
+
+def test_bn_regularization_lesson(tmp_path, monkeypatch):
+    g = run_lesson("bn_regularization", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    for label in ("no BN", "BN"):
+        curve = g["summary"][label]["mean_curve"]
+        assert len(curve) == 5 and curve[0] == g["summary"][label]["intact_acc"]
+    assert "robust to channel ablation here" in g["answer"]
