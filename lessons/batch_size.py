@@ -8,7 +8,7 @@ GroupNorm, LayerNorm and no normalization, at batch sizes 2 to 128: every run
 sees the same images the same number of times from the same initial weights,
 with the learning rate scaled linearly with the batch size, as Wu & He do.
 
-    python -m lessons.batch_size             # 28 runs, about 9 minutes on a 2-core CPU
+    python -m lessons.batch_size             # 28 runs, 5 minutes measured on a 2-core CPU
     python -m lessons.batch_size --quick     # seconds, synthetic images
 
 Beside ours, the seed's numbers: ImageNet ResNet-50 top-1 accuracy at 32, 16,
@@ -17,12 +17,11 @@ on 12,000 Fashion-MNIST images for one epoch, so compare the shapes of the
 curves, not the accuracies.
 """
 # %% Settings (flags override them)
-import argparse
 
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, default_out, evaluate, fashion_mnist, lesson_args, out_dir,
+from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
                             run_identity, show_figure, train_classifier, write_json, write_text)
 
 BATCH_SIZES = [2, 4, 8, 16, 32, 64, 128]
@@ -34,20 +33,15 @@ SEED_FIGURE = {"batch": [32, 16, 8, 4, 2], "BatchNorm": [76.4, 76.3, 75.2, 72.7,
                "GroupNorm": [75.9, 75.8, 76.0, 75.8, 75.9]}    # ImageNet ResNet-50 top-1 (%)
 QUICK = dict(train=192, test=200, batch_sizes=[2, 8, 32])
 
-parser = argparse.ArgumentParser(prog="python -m lessons.batch_size", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("batch_size", __doc__, "synthetic images, three batch sizes", seed=SEED)
 parser.add_argument("--train-size", type=int, default=TRAIN)
 parser.add_argument("--epochs", type=int, default=EPOCHS)
 parser.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES)
 parser.add_argument("--lr-per-32", type=float, default=LR_PER_32)
-parser.add_argument("--seed", type=int, default=SEED)
-parser.add_argument("--out", help="output folder (default runs/batch_size, or runs/batch_size-quick)")
-parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
-parser.add_argument("--quick", action="store_true", help="synthetic images, three batch sizes (for the tests)")
 args = lesson_args(parser)
 if args.quick:
     args.train_size, args.batch_sizes = QUICK["train"], QUICK["batch_sizes"]
-out = out_dir(args.out or default_out("batch_size", args.quick))
+out = args.out
 
 # %% 1. Data: a fixed subset, the same for every run
 dataset, train, test = fashion_mnist(args.quick, args.train_size, QUICK["test"] if args.quick else TEST,

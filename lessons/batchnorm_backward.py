@@ -22,29 +22,25 @@ It prints the grading only (add --lesson for the lesson too), ends with PASS or
 FAIL naming the gradient, and exits 1 on FAIL.
 """
 # %% Settings (flags override them)
-import argparse
 
 import numpy as np
 
 import minidl as md
 from minidl.ops import norm as N
 from lessons import grader
-from lessons.common import default_out, lesson_args, out_dir, show_figure, write_json, write_text
+from lessons.common import lesson_args, lesson_parser, show_figure, write_json, write_text
 
 BATCH, FEATURES, EPS, SEED = 4, 3, 1e-5, 7
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
 
-parser = argparse.ArgumentParser(prog="python -m lessons.batchnorm_backward", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("batchnorm_backward", __doc__, "the same lesson (it takes seconds anyway)", fresh_help=None)
 parser.add_argument("--check", metavar="FILE.py:FUNCTION",
                     help="grade your own backward (a file path or a module, then :function)")
 parser.add_argument("--lesson", action="store_true", help="with --check: run the lesson too")
 parser.add_argument("--batch", type=int, default=BATCH)
 parser.add_argument("--features", type=int, default=FEATURES)
-parser.add_argument("--out", help="output folder (default runs/batchnorm_backward)")
-parser.add_argument("--quick", action="store_true", help="the same lesson (it takes seconds anyway)")
 args = lesson_args(parser)
-out = out_dir(args.out or default_out("batchnorm_backward", args.quick))
+out = args.out
 
 if args.check:
     passed, verdict = grader.grade(grader.load_function(args.check))

@@ -1,5 +1,7 @@
-"""What every lesson shares: where its flags come from, its output folder,
-JSON/Markdown writers, progress bars, and the identity of a run it resumes."""
+"""What every lesson shares: its flags and where they come from, its output folder,
+JSON/Markdown writers, progress bars, the identity of a run it resumes, and the
+data and training loop the comparison lessons use."""
+import argparse
 import json
 import os
 import shlex
@@ -24,12 +26,30 @@ if not in_notebook():
     matplotlib.use("Agg")   # a script saves PNGs and needs no display; a notebook keeps its inline backend
 
 
+def lesson_parser(name, doc, quick_help, seed=None, fresh_help="ignore finished runs in --out"):
+    """The flags every lesson has (--out, --quick, and --fresh, --seed where it
+    resumes or draws); the lesson adds its own."""
+    p = argparse.ArgumentParser(prog=f"python -m lessons.{name}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(lesson_name=name)
+    p.add_argument("--out", help=f"output folder (default runs/{name}, or runs/{name}-quick with --quick)")
+    p.add_argument("--quick", action="store_true", help=f"{quick_help} (the tests run this)")
+    if fresh_help:
+        p.add_argument("--fresh", action="store_true", help=fresh_help)
+    if seed is not None:
+        p.add_argument("--seed", type=int, default=seed)
+    return p
+
+
 def lesson_args(parser):
     """The lesson's flags: from the command line when it runs as a script, from
     the environment variable MINIDL_LESSON_ARGS when it runs as a notebook
-    (a kernel's own argv is not the lesson's), e.g. MINIDL_LESSON_ARGS="--quick"."""
+    (a kernel's own argv is not the lesson's), e.g. MINIDL_LESSON_ARGS="--quick".
+    ``args.out`` is the output folder, made: runs/<lesson>, or runs/<lesson>-quick."""
     argv = shlex.split(os.environ.get(ARGS_VARIABLE, "")) if in_notebook() else sys.argv[1:]
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.out = out_dir(args.out or default_out(args.lesson_name, args.quick))
+    return args
 
 
 def out_dir(path):

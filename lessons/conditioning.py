@@ -14,13 +14,12 @@ Default run: about 3 s on a 2-core CPU. As a notebook: `jupytext --to ipynb
 lessons/conditioning.py`, open it in Jupyter; flags go in MINIDL_LESSON_ARGS.
 """
 # %% Settings (flags override them)
-import argparse
 import csv
 
 import numpy as np
 
 import minidl as md
-from lessons.common import default_out, lesson_args, out_dir, show_figure, write_json, write_text
+from lessons.common import lesson_args, lesson_parser, show_figure, write_json, write_text
 
 # The rows the slide shows. Its table is cut after these six of its 17 rows, so our
 # eigenvalues differ from the slide's (printed side by side below).
@@ -31,15 +30,12 @@ ITERS = 1000
 QUICK_ITERS = 100
 SLIDE_EIGENVALUES = {"area*0.01, price*0.1": (0.004, 1.856), "area*0.0001, price*0.1": (0.4, 18.45)}
 
-parser = argparse.ArgumentParser(prog="python -m lessons.conditioning", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("conditioning", __doc__, f"{QUICK_ITERS} iterations", fresh_help=None)
 parser.add_argument("--csv", help="your own data: a CSV with columns area,price")
 parser.add_argument("--iters", type=int, default=ITERS)
-parser.add_argument("--out", help="output folder (default runs/conditioning, or runs/conditioning-quick)")
-parser.add_argument("--quick", action="store_true", help=f"{QUICK_ITERS} iterations (for the tests)")
 args = lesson_args(parser)
 iters = QUICK_ITERS if args.quick else args.iters
-out = out_dir(args.out or default_out("conditioning", args.quick))
+out = args.out
 
 
 def load_csv(path):

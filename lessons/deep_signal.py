@@ -14,21 +14,20 @@
    eq. 10): the largest stable learning rate of each, then each trained at the
    rate BN does best with.
 
-    python -m lessons.deep_signal            # about 3 minutes on a 2-core CPU
+    python -m lessons.deep_signal            # 37 s measured on a 2-core CPU
     python -m lessons.deep_signal --quick    # seconds, synthetic images
 
 The seed's ImageNet ResNet-50 tables are printed beside ours; a 16-block MLP on
 Fashion-MNIST can show the variance and the stability, not those accuracies.
 """
 # %% Settings (flags override them)
-import argparse
 import math
 
 import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, default_out, evaluate, fashion_mnist, lesson_args, out_dir,
+from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
                             run_identity, show_figure, train_classifier, write_json, write_text)
 
 WIDTH, PLAIN_DEPTH, PROBE = 256, 30, 1000     # the plain MLP and the batch that probes it
@@ -47,20 +46,15 @@ SEED_TABLES = {
 QUICK = dict(train=400, test=200, epochs=1, width=64, depth=12, probe=200, res_depths=[1, 4, 8],
              blocks=4, lr_grid=[0.01, 0.1, 1.0], stability_steps=10)
 
-parser = argparse.ArgumentParser(prog="python -m lessons.deep_signal", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("deep_signal", __doc__, "synthetic images, small nets", seed=SEED)
 parser.add_argument("--multipliers", action="store_true",
                     help="RescaleNet with learnable scalars m_k/√L on each branch (eq. 10)")
-parser.add_argument("--seed", type=int, default=SEED)
-parser.add_argument("--out", help="output folder (default runs/deep_signal, or runs/deep_signal-quick)")
-parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
-parser.add_argument("--quick", action="store_true", help="synthetic images, small nets (for the tests)")
 args = lesson_args(parser)
 q = args.quick
 width, depth, probe_n = (QUICK["width"], QUICK["depth"], QUICK["probe"]) if q else (WIDTH, PLAIN_DEPTH, PROBE)
 res_depths, blocks = (QUICK["res_depths"], QUICK["blocks"]) if q else (RES_DEPTHS, TRAIN_BLOCKS)
 lr_grid, stability_steps = (QUICK["lr_grid"], QUICK["stability_steps"]) if q else (LR_GRID, STABILITY_STEPS)
-out = out_dir(args.out or default_out("deep_signal", q))
+out = args.out
 dataset, train, test = fashion_mnist(q, QUICK["train"] if q else TRAIN, QUICK["test"] if q else TEST, args.seed)
 x_probe = md.Tensor(train.get_batch(np.arange(min(probe_n, len(train))))[0].reshape(-1, 784))
 results = {}

@@ -23,7 +23,6 @@ identical either way; eval outputs differ by about √(m/(m − 1)) − 1, 0.8% 
 m = 64 values per channel: pass --biased-running-var for the homework's.
 """
 # %% Settings (flags override them)
-import argparse
 import json
 import os
 import time
@@ -32,8 +31,8 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (check_resume, default_out, lesson_args, out_dir, progress, run_identity,
-                            show_figure, write_json, write_text)
+from lessons.common import (check_resume, evaluate, lesson_args, lesson_parser, progress, run_identity,
+                            show_figure, synthetic_images, write_json, write_text)
 
 DATASET = None          # None: CIFAR-10 where present or downloadable, else Fashion-MNIST
 DATA_ROOT = "data"
@@ -48,8 +47,7 @@ COURSE = {"no BN": 74.33, "BN decay=0.99": 78.16, "BN decay=0.9": 78.26}
 PROBES_PER_EPOCH = 10   # running-statistics lag measurements per epoch
 QUICK = dict(epochs=2, batch_size=32, train=600, test=200, validation=100)
 
-parser = argparse.ArgumentParser(prog="python -m lessons.lenet5_batchnorm", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("lenet5_batchnorm", __doc__, f"tiny synthetic data, {QUICK['epochs']} epochs", seed=SEED, fresh_help="ignore (and overwrite) checkpoints in --out")
 parser.add_argument("--dataset", choices=["cifar10", "fashion-mnist"], default=DATASET)
 parser.add_argument("--data-root", default=DATA_ROOT, help="folder holding cifar-10-batches-py")
 parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -59,33 +57,18 @@ parser.add_argument("--subset", type=int, default=None, help="train on this many
 parser.add_argument("--biased-running-var", action="store_true",
                     help="store the biased batch variance in running_var, as the course's homework does")
 parser.add_argument("--backend", choices=["numpy", "cupy"], default=None)
-parser.add_argument("--seed", type=int, default=SEED)
-parser.add_argument("--out", help="output folder (default runs/lenet5_batchnorm, or "
-                                  "runs/lenet5_batchnorm-quick with --quick)")
-parser.add_argument("--fresh", action="store_true", help="ignore (and overwrite) checkpoints in --out")
-parser.add_argument("--quick", action="store_true",
-                    help=f"tiny synthetic data, {QUICK['epochs']} epochs (for the tests)")
 args = lesson_args(parser)
 if args.backend:
     md.use_backend(args.backend)
 if args.quick:
     args.epochs, args.batch_size = min(args.epochs, QUICK["epochs"]), QUICK["batch_size"]
-out = out_dir(args.out or default_out("lenet5_batchnorm", args.quick))
+out = args.out
 
 
 # %% 1. Data: the same held-out split and data order for all three runs
-def synthetic(n, seed):
-    """Ten classes of 1x28x28 images, each a noisy copy of its own random template."""
-    templates = np.random.default_rng(0).random((10, 1, 28, 28))   # shared by train and test
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    x = np.clip(templates[y] + 0.35 * rng.standard_normal((n, 1, 28, 28)), 0, 1)
-    return md.data.ArrayDataset((x * 255).astype(np.uint8), y)
-
-
 dataset, augment = args.dataset, []
 if args.quick:
-    dataset, train, test = "synthetic", synthetic(QUICK["train"], 1), synthetic(QUICK["test"], 2)
+    dataset, train, test = "synthetic", synthetic_images(QUICK["train"], 1), synthetic_images(QUICK["test"], 2)
 else:
     if dataset is None:
         try:
@@ -115,19 +98,7 @@ print(f"{dataset}: {len(train)} training, {len(val)} validation, {len(test)} tes
       f"weight decay {WEIGHT_DECAY}, cosine schedule; backend {md.get_backend()}")
 
 
-# %% 2. Evaluation, and the true statistics the running ones estimate
-def evaluate(model, dataset, batch_size=500):
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with md.no_grad():
-        for x, y in md.data.DataLoader(dataset, batch_size):
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y).item() * len(y)
-            correct += int((logits.numpy().argmax(1) == y.numpy()).sum())
-    model.train()
-    return loss_sum / len(dataset), 100.0 * correct / len(dataset)
-
-
+# %% 2. The true statistics the running ones estimate
 def population_stats(model, probe):
     """The true mean and variance of the first BN layer's input (the first conv's
     output) over the probe images, with the current weights."""

@@ -12,7 +12,7 @@ covariate shift" (Santurkar et al. 2018; seeds 001 and 003).
    distributions then move a lot from step to step, yet accuracy stays near
    plain BN's.
 
-    python -m lessons.smoothness            # about 3 minutes on a 2-core CPU
+    python -m lessons.smoothness            # 36 s measured on a 2-core CPU
     python -m lessons.smoothness --quick    # seconds, synthetic images
 
 Constants the paper does not fix for us, chosen once: step sizes along the
@@ -22,13 +22,12 @@ y·s + m with s ~ U(0.5, 1.5)·σ_t and m ~ N(μ_t, 1), where μ_t ~ U(−1, 1) 
 σ_t ~ U(0.5, 2) are drawn anew every step (so the distribution itself moves).
 """
 # %% Settings (flags override them)
-import argparse
 
 import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, default_out, evaluate, fashion_mnist, lesson_args, out_dir,
+from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
                             run_identity, show_figure, train_classifier, write_json, write_text)
 
 TRAIN, TEST, EPOCHS, BATCH = 10000, 2000, 2, 64
@@ -38,20 +37,15 @@ PROBE_EVERY, PROBE_BATCH = 25, 256
 SEED = 0
 QUICK = dict(train=256, test=200, epochs=1, batch=32, probe_every=4, probe_batch=64)
 
-parser = argparse.ArgumentParser(prog="python -m lessons.smoothness", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("smoothness", __doc__, "synthetic images, tiny runs", seed=SEED)
 parser.add_argument("--lrs", type=float, nargs="+", default=LRS)
 parser.add_argument("--epochs", type=int, default=EPOCHS)
-parser.add_argument("--seed", type=int, default=SEED)
-parser.add_argument("--out", help="output folder (default runs/smoothness, or runs/smoothness-quick)")
-parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
-parser.add_argument("--quick", action="store_true", help="synthetic images, tiny runs (for the tests)")
 args = lesson_args(parser)
 if args.quick:
     args.epochs = QUICK["epochs"]
 batch = QUICK["batch"] if args.quick else BATCH
 probe_every = QUICK["probe_every"] if args.quick else PROBE_EVERY
-out = out_dir(args.out or default_out("smoothness", args.quick))
+out = args.out
 dataset, train, test = fashion_mnist(args.quick, QUICK["train"] if args.quick else TRAIN,
                                      QUICK["test"] if args.quick else TEST, args.seed)
 probe_batch = QUICK["probe_batch"] if args.quick else PROBE_BATCH

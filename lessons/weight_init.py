@@ -9,20 +9,19 @@ BN the choice of initial weights matters less. We measure how much less. (BN
 rescues a small std only while the pre-BN variance stays above its ε = 1e-5:
 below that, ε sets the scale and the signal still fades.)
 
-    python -m lessons.weight_init            # 20 runs, about 2 minutes on a 2-core CPU
+    python -m lessons.weight_init            # 20 runs, 17 s measured on a 2-core CPU
     python -m lessons.weight_init --quick    # seconds, synthetic images
 
 The learning rate (0.02, SGD momentum 0.9) is fixed for all stds; we did not
 tune it for either model.
 """
 # %% Settings (flags override them)
-import argparse
 import math
 
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, default_out, evaluate, fashion_mnist, lesson_args, out_dir,
+from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
                             run_identity, show_figure, train_classifier, write_json, write_text)
 
 HIDDEN, LAYERS = 64, 7
@@ -31,19 +30,14 @@ TRAIN, VAL, EPOCHS, BATCH, LR = 8000, 2000, 3, 64, 0.02
 SEED = 0
 QUICK = dict(train=300, val=200, epochs=1, stds=[1e-4, 1e-2, 1.0])
 
-parser = argparse.ArgumentParser(prog="python -m lessons.weight_init", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = lesson_parser("weight_init", __doc__, "synthetic images, three stds", seed=SEED)
 parser.add_argument("--epochs", type=int, default=EPOCHS)
 parser.add_argument("--lr", type=float, default=LR)
-parser.add_argument("--seed", type=int, default=SEED)
-parser.add_argument("--out", help="output folder (default runs/weight_init, or runs/weight_init-quick)")
-parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --out")
-parser.add_argument("--quick", action="store_true", help="synthetic images, three stds (for the tests)")
 args = lesson_args(parser)
 stds = QUICK["stds"] if args.quick else STDS
 if args.quick:
     args.epochs = QUICK["epochs"]
-out = out_dir(args.out or default_out("weight_init", args.quick))
+out = args.out
 # the validation images are Fashion-MNIST's test split (a held-out set we never tune on)
 dataset, train, val = fashion_mnist(args.quick, QUICK["train"] if args.quick else TRAIN,
                                     QUICK["val"] if args.quick else VAL, args.seed)
