@@ -143,13 +143,15 @@ class Normalize(Function):
                 scale = 1 / self.sigma if gamma is None else gamma / self.sigma
                 shift = -self.mu * scale if beta is None else beta - self.mu * scale
                 return x * scale + shift
-            self.x_mu = x - self.mu
+            x_mu = x - self.mu
+            # dl/dσ² needs x − μ: kept only when something asks for that gradient
+            self.x_mu = x_mu if self.needs_grad[-1] else None
         else:
             self.x, self.mu = x, x.mean(axis=self.axes, keepdims=True)
-            self.x_mu = x - self.mu
-            self.var = (self.x_mu * self.x_mu).mean(axis=self.axes, keepdims=True)  # biased
+            x_mu = x - self.mu
+            self.var = (x_mu * x_mu).mean(axis=self.axes, keepdims=True)      # biased
             self.sigma = self.xp.sqrt(self.var + self.eps)
-        self.x_hat = self.x_mu / self.sigma
+        self.x_hat = x_mu / self.sigma
         self.gamma = gamma if gamma is not None else self.xp.ones((), dtype=x.dtype)
         self.beta_shape = None if beta is None else beta.shape
         y = self.x_hat if gamma is None else self.x_hat * gamma
