@@ -230,15 +230,20 @@ fig, ax = plt.subplots(figsize=(6.5, 4))
 for name in kinds:
     losses = np.array(store[f"train/{name}"]["losses"])
     smooth = np.convolve(losses, np.ones(10) / 10, mode="valid") if len(losses) > 10 else losses
-    ax.semilogy(smooth, label=f"{name}: test {store[f'train/{name}']['test_acc'] or float('nan'):.2f}%")
+    acc = store[f"train/{name}"]["test_acc"]
+    ax.semilogy(smooth, label=f"{name}: " + ("diverged" if acc is None else f"test {acc:.2f}%"))
 ax.set(xlabel="step", ylabel="training loss (10-step mean)",
        title=f"{blocks}-block residual MLP at lr {lr_bn}")
 ax.legend(fontsize=8)
 show_figure(fig, f"{out}/training.png")
 
 # %% 4. The table beside the seed's
-rows = "\n".join(f"| {name} | {largest[name]} | {store[f'train/{name}']['test_acc'] or float('nan'):.2f}% |"
-                 for name in kinds)
+def accuracy(name):
+    acc = store[f"train/{name}"]["test_acc"]
+    return "diverged" if acc is None else f"{acc:.2f}%"
+
+
+rows = "\n".join(f"| {name} | {largest[name] or 'none of them'} | {accuracy(name)} |" for name in kinds)
 table = (f"| {blocks}-block residual MLP | largest stable lr (of {lr_grid}) | test accuracy at lr {lr_bn} |\n"
          f"|---|---|---|\n{rows}")
 seed_rows = "\n".join(f"| {group} | " + ", ".join(f"{k} {v}" for k, v in t.items()) + " |"
