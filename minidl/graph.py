@@ -69,6 +69,8 @@ def draw_graph(y, path=None, names=None, rankdir="LR"):
     """The graph below tensor ``y`` as DOT source (a :class:`Graph`); rendered to
     ``path`` too when given. ``names`` labels tensors, e.g.
     ``dict(model.named_parameters(), x=x)``."""
+    if not hasattr(y, "creator"):
+        raise TypeError(f"draw_graph: expected the Tensor whose graph to draw, got {type(y).__name__}")
     names = {id(t): n for n, t in (names or {}).items()}
     nodes, edges, seen = [], [], set()
     stack = [y]

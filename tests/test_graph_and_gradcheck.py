@@ -27,6 +27,11 @@ def test_draw_graph_shows_every_op_and_tensor_with_shapes_dtypes_and_grad_norms(
     assert after.count("shape=ellipse") == 3 and after.count("shape=box") == 5
 
 
+def test_draw_graph_says_what_it_needs():
+    with pytest.raises(TypeError, match="draw_graph: expected the Tensor whose graph to draw, got ndarray"):
+        md.draw_graph(np.ones(3))
+
+
 def test_draw_graph_of_a_diamond_draws_the_shared_input_once():
     x = md.Tensor(randn(2), requires_grad=True)
     g = md.draw_graph(x * x + x)
