@@ -136,6 +136,9 @@ verdict = (f"BatchNorm's test error changes by {bn_small - bn_large:+.2f} points
            "The seed's ImageNet curves: BN +11.1 points from 32 to 2, GN flat. Differences from the seed: "
            "a small network trained for one short epoch on 28x28 images, where every run is still far from "
            "converged and small batches take many more (smaller) steps.")
+agrees = (bn_small - bn_large) > (gn_small - gn_large) + 2
+verdict += (" The shape " + ("agrees with the seed's: BatchNorm degrades at small batches, GroupNorm much less."
+                             if agrees else "DISAGREES with the seed's here; the likeliest reason is the one above."))
 print("\n" + verdict)
 write_json(f"{out}/results.json", {"dataset": dataset, "runs": store.runs, "seed_figure": SEED_FIGURE})
 write_text(f"{out}/summary.md", f"# GroupNorm vs BatchNorm across batch sizes ({dataset})\n\n"

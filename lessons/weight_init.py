@@ -143,7 +143,8 @@ table = ("| model | best validation accuracy | worst (diverged = 0) | stds withi
 print(table)
 answer = (f"With BN, {spread(True)[2]} of {len(stds)} initial stds train to within 2 points of the best; "
           f"without, {spread(False)[2]}. The seed claims BN makes the initial weights matter less; "
-          "this is how much less here.")
+          "this is how much less here. " + ("It agrees." if spread(True)[2] > spread(False)[2] else
+                                             "Here it does NOT hold: BN did not widen the range of good stds."))
 print(answer)
 write_json(f"{out}/results.json", {"dataset": dataset, "stds": stds, "runs": store.runs,
                                    "init_stats": {f"{'BN' if bn else 'no BN'}/{s:.2e}": v
