@@ -8,7 +8,7 @@ BN cannot make a deep network expressive. LeNet-5 on Fashion-MNIST, each
 variant trained from 3 seeds, mean ± std of the test accuracy, beside the
 seed's numbers, and which of our differences the spread over seeds can resolve.
 
-    python -m lessons.bn_placement            # 21 runs, 2.7 minutes measured on a 2-core CPU
+    python -m lessons.bn_placement            # 21 runs, 1.5 minutes measured on a 2-core CPU
     python -m lessons.bn_placement --quick    # seconds, synthetic images
 """
 # %% Settings (flags override them)
