@@ -94,6 +94,12 @@ def test_layers_name_themselves_for_wrong_inputs():
         lin(md.Tensor(randn(3, 4)))
     with pytest.raises(TypeError, match=r"Conv2d: input is float64"):
         md.nn.Conv2d(1, 2, 3)(md.Tensor(randn(1, 1, 5, 5)))
+    with pytest.raises(TypeError, match=r"BatchNorm2d: input is float64 but the layer's parameters are float32"):
+        md.nn.BatchNorm2d(3)(md.Tensor(randn(4, 3, 2, 2)))
+    with pytest.raises(TypeError, match=r"LayerNorm: expected a Tensor, got list"):
+        md.nn.LayerNorm(2)([[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"RadiusSchedule: Linear has no Sparse Switchable Norm layer"):
+        md.nn.RadiusSchedule(lin, 10)
 
 
 def test_tensor_from_bad_python_values():

@@ -140,10 +140,10 @@ def test_batchnorm_errors_explain_themselves():
 def test_homework_signature_builds_the_matching_layer():
     fc, conv = md.nn.BatchNorm(4, 2), md.nn.BatchNorm(4, 4, decay=0.99)
     assert isinstance(fc, md.nn.BatchNorm) and conv.decay == 0.99
-    assert fc(md.Tensor(randn(3, 4))).shape == (3, 4)
-    assert conv(md.Tensor(randn(3, 4, 2, 2))).shape == (3, 4, 2, 2)
+    assert fc(md.Tensor(randn(3, 4, dtype=np.float32))).shape == (3, 4)
+    assert conv(md.Tensor(randn(3, 4, 2, 2, dtype=np.float32))).shape == (3, 4, 2, 2)
     with pytest.raises(ValueError, match=r"BatchNorm: expected input of shape \(N, 4\), got \(3, 4, 2, 2\)"):
-        fc(md.Tensor(randn(3, 4, 2, 2)))
+        fc(md.Tensor(randn(3, 4, 2, 2, dtype=np.float32)))
     with pytest.raises(ValueError, match="num_dims must be 2"):
         md.nn.BatchNorm(4, 3)
 

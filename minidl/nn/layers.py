@@ -3,17 +3,7 @@ import numpy as np
 
 from .. import functional as F
 from . import init
-from ..tensor import Config, Tensor
-from .module import Module, Parameter
-
-
-def _check_input(layer, x, weight):
-    """A layer's input is a Tensor of its parameters' float dtype: say so by the layer's name."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{layer}: expected a Tensor, got {type(x).__name__}; wrap it: md.Tensor(x)")
-    if x.dtype.kind == "f" and x.dtype != weight.dtype and not Config.promote_float64:
-        raise TypeError(f"{layer}: input is {x.dtype} but the layer's parameters are {weight.dtype}; "
-                        f"cast one: x.astype('{weight.dtype}') or layer.astype('{x.dtype}')")
+from .module import Module, Parameter, check_input
 
 
 def _empty(*shape):
@@ -31,7 +21,7 @@ class Linear(Module):
         init.default_(self.weight, self.bias)
 
     def forward(self, x):
-        _check_input("Linear", x, self.weight)
+        check_input("Linear", x, self.weight.dtype)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -52,7 +42,7 @@ class Conv2d(Module):
         init.default_(self.weight, self.bias)
 
     def forward(self, x):
-        _check_input("Conv2d", x, self.weight)
+        check_input("Conv2d", x, self.weight.dtype)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)

@@ -4,7 +4,16 @@ registered in assignment order (plain dicts keep it), so ``parameters()``,
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Config, Tensor
+
+
+def check_input(layer, x, dtype=None):
+    """A layer's input is a Tensor of its parameters' float dtype: say so by the layer's name."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer}: expected a Tensor, got {type(x).__name__}; wrap it: md.Tensor(x)")
+    if dtype is not None and x.dtype.kind == "f" and x.dtype != dtype and not Config.promote_float64:
+        raise TypeError(f"{layer}: input is {x.dtype} but the layer's parameters are {dtype}; "
+                        f"cast one: x.astype('{dtype}') or layer.astype('{x.dtype}')")
 
 
 class Parameter(Tensor):

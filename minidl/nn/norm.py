@@ -29,7 +29,7 @@ from .. import functional as F
 from ..ops.norm import update_running_stats
 from ..ops.sparsemax import sparsestmax
 from ..tensor import Config, Tensor
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input
 
 _MOMENTUM_HELP = (
     "{layer}: there is no momentum= here, because two conventions collide under that name. "
@@ -62,6 +62,10 @@ class _NormBase(Module):
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
             self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+
+    def __call__(self, x):
+        check_input(type(self).__name__, x, None if self.gamma is None else self.gamma.dtype)
+        return self.forward(x)
 
     def _check_shape(self, x, dims, doc):
         if x.ndim not in dims or x.shape[1] != self.num_features:
@@ -331,6 +335,9 @@ class RadiusSchedule:
         if total_steps < 1:
             raise ValueError(f"RadiusSchedule: total_steps must be >= 1, got {total_steps}")
         self.layers = [m for m in model.modules() if isinstance(m, _SparseSwitchNorm)]
+        if not self.layers:
+            raise ValueError(f"RadiusSchedule: {type(model).__name__} has no Sparse Switchable Norm "
+                             "layer whose radius it could set (norm=\"sparse_switch\" makes some)")
         self.total_steps, self.steps = total_steps, 0
         self._apply()
 
