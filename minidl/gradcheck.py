@@ -144,7 +144,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_on_failu
                 inputs.append(p)
                 labels.append(name)
         buffers = [b for _, b in fn.named_buffers()]
-    called, fn = fn, (lambda *xs: called(*xs[:n_args]))
+        layer, fn = fn, (lambda *xs: layer(*xs[:n_args]))    # its parameters are probed, not passed
     saved = [(x.data, x.grad, x.requires_grad) for x in inputs]
     saved_buffers = [b.data for b in buffers]
     try:

@@ -210,3 +210,13 @@ def test_imports_flow_one_way_with_no_cycle():
                 names = [target] if node.module or base else [a.name for a in node.names]
                 for t in names:
                     assert t in LAYERS[part] | {""}, f"{path.name} imports minidl.{t} (a layer above it)"
+
+
+def test_functional_norms_never_promote_gamma_silently():
+    x = md.Tensor(randn(4, 3))
+    gamma = md.Tensor(np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="Normalize: inputs have different float dtypes"):
+        F.batch_norm(x, gamma=gamma)
+    bn = md.nn.BatchNorm1d(3).astype("float64")     # float32 running statistics are cast: they are not parameters
+    bn.running_mean.data = bn.running_mean.data.astype(np.float32)
+    assert bn.eval()(x).dtype == np.float64

@@ -227,9 +227,15 @@ def update_running_stats(running_mean, running_var, mu, var, m, decay, unbiased=
         running.data = new if xp is np else xp.where(finite, new, running.data)
 
 
-def _channel(t, x, cs):
-    """A per-channel tensor (γ, β, a running statistic) shaped to broadcast against x."""
-    return None if t is None else reshape(astype(t, x.dtype) if t.dtype != x.dtype else t, cs)
+def _channel(t, cs):
+    """A per-channel tensor (γ, β) shaped to broadcast against x."""
+    return None if t is None else reshape(t, cs)
+
+
+def _running(t, x, cs):
+    """A running statistic, shaped like a channel and in x's dtype: statistics are
+    kept in float32 buffers whatever the input (gradcheck probes in float64)."""
+    return reshape(astype(t, x.dtype) if t.dtype != x.dtype else t, cs)
 
 
 def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, training=True,
@@ -240,13 +246,12 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
     updated by ``update_running_stats``. Not training: the running statistics
     are given to the same formula, which makes the layer an affine map of x."""
     cs = channel_shape(x)
-    g, b = _channel(gamma, x, cs), _channel(beta, x, cs)
+    g, b = _channel(gamma, cs), _channel(beta, cs)
     axes = batch_axes(x)
     if not training:
         if running_mean is None:
             raise ValueError("batch_norm: eval mode needs running_mean and running_var")
-        return normalize(x, axes, g, b, eps, _channel(running_mean, x, cs),
-                         _channel(running_var, x, cs))
+        return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
     m = _count(x.shape, axes)
     if m < 2:
         raise ValueError(
@@ -283,7 +288,7 @@ def instance_norm(x, gamma=None, beta=None, eps=1e-5):
     axes = tuple(range(2, x.ndim))
     _per_sample_values("instance_norm", x.shape, axes)
     cs = channel_shape(x)
-    return normalize(x, axes, _channel(gamma, x, cs), _channel(beta, x, cs), eps)
+    return normalize(x, axes, _channel(gamma, cs), _channel(beta, cs), eps)
 
 
 def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
@@ -296,5 +301,5 @@ def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
     axes = tuple(range(2, len(grouped)))
     _per_sample_values("group_norm", grouped, axes)
     gs = (1, num_groups, C // num_groups) + (1,) * (x.ndim - 2)
-    y = normalize(reshape(x, grouped), axes, _channel(gamma, x, gs), _channel(beta, x, gs), eps)
+    y = normalize(reshape(x, grouped), axes, _channel(gamma, gs), _channel(beta, gs), eps)
     return reshape(y, x.shape)
