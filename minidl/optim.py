@@ -53,14 +53,15 @@ class Optimizer:
 
     def step(self):
         for p in self.params:
-            if p.grad is not None and backend.device_of(p.grad) != p.device:
+            if p.grad is None:
+                continue
+            if backend.device_of(p.grad) != p.device:
                 raise backend.DeviceMismatchError(
                     f"{type(self).__name__}.step: a parameter of shape {p.shape} lives on "
                     f"{p.device} but its gradient on {backend.device_of(p.grad)}")
-            if p.grad is not None:
-                backend.defer_check(~backend.get_array_module(p.grad).isfinite(p.grad).all(),
-                                    FloatingPointError, f"{type(self).__name__}.step: a gradient of "
-                                    f"shape {p.shape} holds NaN or inf; lower the learning rate")
+            backend.defer_check(~backend.get_array_module(p.grad).isfinite(p.grad).all(),
+                                FloatingPointError, f"{type(self).__name__}.step: a gradient of "
+                                f"shape {p.shape} holds NaN or inf; lower the learning rate")
         backend.check_pending()     # the step's one synchronization on a GPU: every check at once
         self.steps += 1
         for p, state in zip(self.params, self.state):
