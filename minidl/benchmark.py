@@ -2,43 +2,45 @@
 
     python -m minidl.benchmark                 # NumPy, batches 8, 32 and 128, with and without BN
     python -m minidl.benchmark --backend cupy  # on the GPU, against PyTorch CUDA where it has one
-    python -m minidl.benchmark --repeats 5 --batch-sizes 128 --threads 2
+    python -m minidl.benchmark --rounds 7 --batch-sizes 128 --threads 2
 
-Prints images/s (min / median / max over repeats) for a training step
-(forward, backward, SGD update) and for inference, and the ratio to PyTorch
-measured in the same run. Each library runs its repeats in one block: when
-they alternate, each one's idle BLAS/OpenMP threads spin while the other
-works, and on 2 cores that halves PyTorch's inference speed (measured).
-On a GPU every timed block starts and ends with a device synchronization
-(work is queued asynchronously: without it the clock stops before the GPU
-does). Also the peak memory of one batch-1000 training step (CPU).
+Prints images/s (median over rounds) for a training step (forward, backward,
+SGD with momentum) and for inference on CIFAR-shaped input, the ratio to
+PyTorch, and the peak memory of one batch-1000 training step with BN.
+
+How it measures. Each library runs in its own worker process, and the rounds
+alternate: minidl, PyTorch, minidl, ... for every setting. In one process the
+two libraries slow each other: after every parallel region PyTorch's OpenMP
+threads spin for a while, waiting for more work, and on 2 cores they take a
+core from NumPy (measured: minidl 25 % slower beside them). Alternating rounds
+spreads any drift of the machine (other jobs, clock) over both libraries, and
+a pause before each round lets the other worker's threads fall asleep.
+A round is one untimed step, then ``--iters`` timed steps; the ratio is the
+median of the per-round ratios. On a GPU every round starts and ends with a
+device synchronization (work is queued asynchronously: without it the clock
+stops before the GPU does).
 """
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-import minidl as md
-import minidl.functional as F
+# Before each round: OpenBLAS's idle threads keep spinning for about 0.1 s after
+# a product (measured with os.times); with a 0.05 s pause PyTorch measured half
+# its speed alone, with 0.3 s the same as alone (14k img/s at batch 128).
+PAUSE_S = 0.3
 
 
-def _rates(step, batch, repeats, iters, synchronize):
-    step()   # warm-up
-    rates = []
-    for _ in range(repeats):
-        synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        synchronize()
-        rates.append(batch * iters / (time.perf_counter() - t0))
-    return min(rates), statistics.median(rates), max(rates)
-
-
+# ---- the two workloads ------------------------------------------------------
 def minidl_steps(batch, norm):
+    import minidl as md
+    import minidl.functional as F
     md.manual_seed(0)
     model = md.models.LeNet5(norm=norm)
     opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -96,56 +98,123 @@ def peak_memory_mb(batch=1000):
     return peak / 2**20
 
 
+# ---- a worker: one library, one process -------------------------------------
+def worker(library, backend, threads):
+    """Answer requests on stdin, one JSON line each, with one JSON line on stdout."""
+    gpu = backend == "cupy"
+    if library == "minidl":
+        import minidl as md
+        md.use_backend(backend)
+        make, sync = minidl_steps, md.backend.synchronize
+        info = {"threads": os.environ.get("OPENBLAS_NUM_THREADS", "BLAS default")}
+    else:
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        if gpu and not torch.cuda.is_available():
+            raise SystemExit("PyTorch has no CUDA here")
+        make = lambda b, n: torch_steps(b, n, "cuda" if gpu else "cpu")   # noqa: E731
+        sync = torch.cuda.synchronize if gpu else (lambda: None)
+        info = {"threads": torch.get_num_threads(), "version": torch.__version__}
+    print(json.dumps(info), flush=True)
+    steps = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["what"] == "memory":
+            print(json.dumps({"mb": peak_memory_mb(req["batch"])}), flush=True)
+            continue
+        key = (req["batch"], req["norm"])
+        if key not in steps:
+            steps[key] = make(*key)
+        step = steps[key][0 if req["mode"] == "train" else 1]
+        step()   # untimed: the first step after the other library ran
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(req["iters"]):
+            step()
+        sync()
+        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+
+
+class Worker:
+    def __init__(self, library, backend, threads):
+        cmd = [sys.executable, "-m", "minidl.benchmark", "--worker", library,
+               "--backend", backend] + (["--threads", str(threads)] if threads else [])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline()
+        if not first:
+            self.proc.wait()
+            raise RuntimeError(f"benchmark: the {library} worker did not start")
+        self.info = json.loads(first)
+
+    def ask(self, **req):
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                   help="default: the current one (MINIDL_BACKEND)")
+                   help="default: MINIDL_BACKEND, else numpy")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--iters", type=int, default=5, help="steps per repeat")
+    p.add_argument("--rounds", type=int, default=7, help="rounds per library and setting")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per round")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--memory-batch", type=int, default=1000,
+                   help="batch of the training step whose peak memory is measured")
+    p.add_argument("--worker", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.backend:
-        md.use_backend(args.backend)
-    gpu = md.get_backend() == "cupy"
+    backend = args.backend or os.environ.get("MINIDL_BACKEND", "numpy")
+    if args.worker:
+        return worker(args.worker, backend, args.threads)
 
-    try:
-        if args.no_torch:
-            raise ImportError
-        import torch
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        if gpu and not torch.cuda.is_available():
-            raise ImportError
-        have_torch = True
-    except ImportError:
-        have_torch = False
-    torch_device = "cuda" if gpu else "cpu"
-    torch_sync = (lambda: torch.cuda.synchronize()) if have_torch and gpu else (lambda: None)
-    print(f"backend {md.get_backend()}, {os.cpu_count()} CPU cores, numpy {np.__version__}"
-          + (f", torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads)"
-             if have_torch else ", PyTorch (CUDA, for the GPU) not importable: no ratio"))
-    print(f"method: {args.repeats} repeats of {args.iters} steps after one warm-up step, in one "
-          "process; each library runs its repeats in one block"
-          + ("; the GPU synchronized around every timed block" if gpu else ""))
-    print(f"{'model':<14}{'batch':>6} {'mode':<6}{'minidl img/s min/med/max':>30}"
-          + (f"{'torch img/s med':>18}{'ratio':>8}" if have_torch else ""))
+    ours = Worker("minidl", backend, None)
+    theirs = None
+    if not args.no_torch:
+        try:
+            theirs = Worker("torch", backend, args.threads)
+        except RuntimeError:
+            pass
+    gpu = backend == "cupy"
+    print(f"backend {backend}, {os.cpu_count()} CPU cores, numpy {np.__version__} "
+          f"(BLAS threads: {ours.info['threads']})"
+          + (f", torch {theirs.info['version']} ({theirs.info['threads']} threads)" if theirs
+             else ", PyTorch not importable" + (" with CUDA" if gpu else "") + ": no ratio"))
+    print(f"method: each library in its own process; {args.rounds} alternating rounds per setting, "
+          f"each one untimed step then {args.iters} timed steps"
+          + ("; the GPU synchronized around every round" if gpu else ""))
+    print(f"{'model':<14}{'batch':>6} {'mode':<6}{'minidl img/s':>14}"
+          + (f"{'torch img/s':>13}{'ratio':>8}" if theirs else ""))
     for norm in (None, "batch"):
         for batch in args.batch_sizes:
-            ours = minidl_steps(batch, norm)
-            theirs = torch_steps(batch, norm, torch_device) if have_torch else (None, None)
-            for mode, a, b in (("train", ours[0], theirs[0]), ("infer", ours[1], theirs[1])):
-                r = _rates(a, batch, args.repeats, args.iters, md.backend.synchronize)
+            for mode in ("train", "infer"):
+                req = dict(what="rate", batch=batch, norm=norm, mode=mode, iters=args.iters)
+                a, b = [], []
+                for _ in range(args.rounds):
+                    for worker_, rates in ((ours, a), (theirs, b)):
+                        if worker_ is not None:
+                            time.sleep(PAUSE_S)
+                            rates.append(batch * args.iters / worker_.ask(**req)["seconds"])
                 line = (f"{'LeNet5' + ('+BN' if norm else ''):<14}{batch:>6} {mode:<6}"
-                        f"{r[0]:>10.0f}{r[1]:>10.0f}{r[2]:>10.0f}")
-                if have_torch:
-                    t = _rates(b, batch, args.repeats, args.iters, torch_sync)
-                    line += f"{t[1]:>18.0f}{r[1] / t[1]:>8.2f}x"
+                        f"{statistics.median(a):>14.0f}")
+                if theirs:
+                    ratio = statistics.median(x / y for x, y in zip(a, b))
+                    line += f"{statistics.median(b):>13.0f}{ratio:>7.2f}x"
                 print(line, flush=True)
-    if md.get_backend() == "numpy":
-        print(f"peak memory of one LeNet5+BN training step at batch 1000: {peak_memory_mb():.0f} MB "
+    if not gpu:
+        import minidl as md
+        print(f"peak memory of one LeNet5+BN training step at batch {args.memory_batch}: "
+              f"{ours.ask(what='memory', batch=args.memory_batch)['mb']:.0f} MB "
               f"(im2col built in pieces of at most {md.ops.conv.COL_BYTES // 2**20} MB)")
+    for w in (ours, theirs):
+        if w is not None:
+            w.close()
 
 
 if __name__ == "__main__":
