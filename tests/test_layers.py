@@ -79,6 +79,22 @@ def test_max_pool_tie_gives_gradient_to_first_max_once(backend):
     np.testing.assert_array_equal(md.backend.as_numpy(x.grad)[0, 0], [[1, 0], [0, 0]])
 
 
+@pytest.mark.parametrize("window, first", [
+    ([[0, 5], [5, 0]], (0, 1)),     # the first row holding the max wins over an earlier column
+    ([[0, 1], [5, 5]], (1, 0)),
+    ([[5, 1], [0, 5]], (0, 0)),
+    ([[1, 5, 5], [5, 0, 0], [0, 0, 0]], (0, 1))])
+def test_max_pool_gradient_goes_to_the_first_max_in_row_major_order(backend, window, first):
+    """Max pooling runs along W, then along H; ties must still resolve as
+    PyTorch's (and the reference's) single pass over the window does."""
+    k = len(window)
+    x = md.Tensor(np.array(window, dtype=np.float64)[None, None], requires_grad=True)
+    F.max_pool2d(x, k).sum().backward()
+    expected = np.zeros((k, k))
+    expected[first] = 1
+    np.testing.assert_array_equal(md.backend.as_numpy(x.grad)[0, 0], expected)
+
+
 def test_linear_and_global_avg_pool(backend):
     check_op(F.linear, [(4, 3), (5, 3), (5,)], lambda x, W, b: x @ W.T + b)
     check_op(lambda x: md.nn.GlobalAvgPool2d()(x), [(2, 3, 4, 5)], lambda x: x.mean(axis=(2, 3)))
