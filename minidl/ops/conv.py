@@ -93,16 +93,12 @@ class Conv2d(Function):
         self.xc = self._pad_channel_major(x)                      # (C, N, Hp, Wp)
         Wm = W.reshape(O, -1)                                     # (O, C·kh·kw)
         windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
-        # every piece's product goes straight into its slice of one wide output
-        # (matmul's out=), through one reused im2col buffer: no fresh temporary per
-        # piece, and the crop to OW columns is fused with the bias add below
+        # each piece's product goes straight into its slice of one wide output
+        # (matmul's out=); the crop to OW columns is one pass, with the bias add
         y_wide = self.xp.empty((O,) + windows.shape[3:], dtype=x.dtype)   # (O, N, OH, Wv)
-        pieces = self._pieces(CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)])
-        col_buf = self.xp.empty(Wm.shape[1] * windows[0, 0, 0, pieces[0]].size, dtype=x.dtype)
-        for n in pieces:
-            col = col_buf[:Wm.shape[1] * windows[0, 0, 0, n].size]
-            col.reshape(windows[:, :, :, n].shape)[...] = windows[:, :, :, n]   # im2col
-            self.xp.matmul(Wm, col.reshape(Wm.shape[1], -1), out=y_wide[:, n].reshape(O, -1))
+        for n in self._pieces(CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)]):
+            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·kh·kw, n·OH·Wv)
+            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O, -1))
         y = y_wide[..., :OW] if b is None else \
             self.xp.add(y_wide[..., :OW], b.reshape(O, 1, 1, 1))           # (O, N, OH, OW)
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
