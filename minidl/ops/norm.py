@@ -153,7 +153,9 @@ class Normalize(Function):
                 # two passes over x instead of four
                 scale = 1 / self.sigma if gamma is None else gamma / self.sigma
                 shift = -self.mu * scale if beta is None else beta - self.mu * scale
-                return x * scale + shift
+                y = x * scale
+                y += shift
+                return y
             x_mu = x - self.mu
             # dl/dσ² needs x − μ: kept only when something asks for that gradient
             self.x_mu = x_mu if self.needs_grad[-1] else None
