@@ -182,24 +182,25 @@ for label, decay in RUNS:
 import matplotlib.pyplot as plt  # noqa: E402
 
 colors = dict(zip(results, ["tab:gray", "tab:blue", "tab:red"]))
-fig, ax = plt.subplots(figsize=(6, 4))
-for label, h in results.items():
-    epochs = np.arange(1, len(h["train_loss"]) + 1)
-    ax.plot(epochs, h["train_loss"], "-o", color=colors[label], label=f"{label} train")
-    ax.plot(epochs, h["val_loss"], "--s", color=colors[label], label=f"{label} validation")
-ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Train (solid) and validation (dashed) loss")
-ax.legend(fontsize=7)
-show_figure(fig, f"{out}/loss.png")
+
+
+def plot_curves(train_key, other_key, other_name, ylabel, title, path):
+    """One line per run and split: train solid, the other split dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, h in results.items():
+        epochs = np.arange(1, len(h[train_key]) + 1)
+        ax.plot(epochs, h[train_key], "-o", color=colors[label], label=f"{label} train")
+        ax.plot(epochs, h[other_key], "--s", color=colors[label], label=f"{label} {other_name}")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    show_figure(fig, path)
+
+
+plot_curves("train_loss", "val_loss", "validation", "cross-entropy loss",
+            "Train (solid) and validation (dashed) loss", f"{out}/loss.png")
 
 # %% 5. Accuracy
-fig, ax = plt.subplots(figsize=(6, 4))
-for label, h in results.items():
-    epochs = np.arange(1, len(h["train_acc"]) + 1)
-    ax.plot(epochs, h["train_acc"], "-o", color=colors[label], label=f"{label} train")
-    ax.plot(epochs, h["test_acc"], "--s", color=colors[label], label=f"{label} test")
-ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-ax.legend(fontsize=7)
-show_figure(fig, f"{out}/accuracy.png")
+plot_curves("train_acc", "test_acc", "test", "accuracy (%)", "Accuracy", f"{out}/accuracy.png")
 
 # %% 6. What the decay changes: how far the running statistics lag the population's
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
