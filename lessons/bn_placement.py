@@ -1,59 +1,79 @@
-"""BatchNorm before or after the activation, with or without its scale and shift,
-and BatchNorm with ReLU, sigmoid, tanh or no activation at all (seed 003).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-The original paper puts BN between the linear map and the nonlinearity; many
-implementations put it after. The seed's table (CaffeNet on ImageNet at
-128 px) finds "after" slightly better, and shows that without a nonlinearity
-BN cannot make a deep network expressive. LeNet-5 on Fashion-MNIST, each
-variant trained from 3 seeds, mean ± std of the test accuracy, beside the
-seed's numbers, and which of our differences the spread over seeds can resolve.
+# %% [markdown]
+# # BatchNorm before or after the activation
+#
+# The original BN paper puts BN between the linear map and the nonlinearity,
+# $a = f(\mathrm{BN}(Wx))$; many implementations put it after,
+# $a = \mathrm{BN}(f(Wx))$. Seed `003` reports a CaffeNet on ImageNet at 128 px
+# with both placements, with and without BN's scale and shift $\gamma, \beta$,
+# and (with BN after the activation) with other activations or none:
+#
+# | seed 003, top-1 | Before | Before + γβ | After | After + γβ |
+# |---|---|---|---|---|
+# | ImageNet | 47.4 % | 47.8 % | 49.9 % | 49.3 % |
+#
+# | seed 003, BN after | ReLU | sigmoid | tanh | no activation |
+# |---|---|---|---|---|
+# | ImageNet | 49.9 % | 47.5 % | 44.8 % | 38.4 % |
+#
+# The second table's ReLU column is the first table's "After" (the same
+# experiment, 0.499 in both), so the activations are compared with **After**.
+# Here: LeNet-5 on Fashion-MNIST, each variant from several seeds, mean ± std
+# of the test accuracy, and which of our differences the spread can resolve.
 
-    python -m lessons.bn_placement            # 21 runs, 1.5 minutes measured on a 2-core CPU
+# %%
+"""BatchNorm before or after the activation, with and without γ/β, and with
+ReLU, sigmoid, tanh or no activation (seed 003).
+
+    python -m lessons.bn_placement            # 21 runs, about 1.5 minutes on a 2-core CPU
     python -m lessons.bn_placement --quick    # seconds, synthetic images
 """
-# %% Settings (flags override them)
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
-                            run_identity, show_figure, train_classifier, write_json, write_text)
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
-TRAIN, TEST, EPOCHS, BATCH, LR = 10000, 2000, 2, 64, 0.02
-SEEDS = 3
-# variant: (where BN goes, keeps γ and β, activation)
-VARIANTS = {
+TEST = 2000
+VARIANTS = {   # variant: (where BN goes, keeps γ and β, activation)
     "Before": ("before", False, "relu"),
-    "Before + scale & bias": ("before", True, "relu"),
+    "Before + γβ": ("before", True, "relu"),
     "After": ("after", False, "relu"),
-    "After + scale & bias": ("after", True, "relu"),
-    "BN + sigmoid": ("before", True, "sigmoid"),
-    "BN + tanh": ("before", True, "tanh"),
-    "BN + no activation": ("before", True, None),
+    "After + γβ": ("after", True, "relu"),
+    "After, sigmoid": ("after", False, "sigmoid"),
+    "After, tanh": ("after", False, "tanh"),
+    "After, no activation": ("after", False, None),
 }
-SEED_TABLE = {   # seed 003: CaffeNet, ImageNet at 128 px, top-1 accuracy
-    "Before": 0.474, "Before + scale & bias": 0.478, "After": 0.499, "After + scale & bias": 0.493,
-    "BN + ReLU": 0.499, "BN + sigmoid": 0.475, "BN + tanh": 0.448, "BN + no activation": 0.384}
-QUICK = dict(train=400, test=200, epochs=1, batch=32, seeds=2)
+SLIDE_TABLE = {   # seed 003: CaffeNet, ImageNet at 128 px, top-1 accuracy (%)
+    "Before": 47.4, "Before + γβ": 47.8, "After": 49.9, "After + γβ": 49.3,
+    "After, sigmoid": 47.5, "After, tanh": 44.8, "After, no activation": 38.4}
 
-parser = lesson_parser("bn_placement", __doc__, "synthetic images, tiny runs")
-parser.add_argument("--train-size", type=int, default=TRAIN)
-parser.add_argument("--epochs", type=int, default=EPOCHS)
-parser.add_argument("--seeds", type=int, default=SEEDS, help="runs per variant")
-parser.add_argument("--lr", type=float, default=LR)
-args = lesson_args(parser)
-if args.quick:
-    args.train_size, args.epochs, args.seeds = QUICK["train"], QUICK["epochs"], QUICK["seeds"]
-batch = QUICK["batch"] if args.quick else BATCH
-out = args.out
+s = settings("bn_placement", dict(train_size=10000, epochs=2, batch_size=64, lr=0.02, seeds=3),
+             quick=dict(train_size=400, epochs=1, batch_size=32, seeds=2), doc=__doc__,
+             help=dict(seeds="runs per variant"))
+dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST)
+store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), epochs=s.epochs, batch_size=s.batch_size,
+                                     lr=s.lr, seeds=s.seeds, quick=s.quick, variants=VARIANTS), fresh=s.fresh)
 
-dataset, train, test = fashion_mnist(args.quick, args.train_size, QUICK["test"] if args.quick else TEST)
-store = RunStore(out, run_identity(dataset=dataset, train=len(train), epochs=args.epochs, batch_size=batch,
-                                   lr=args.lr, seeds=args.seeds, quick=args.quick), fresh=args.fresh)
+# %% [markdown]
+# ## 1. LeNet-5 with BN placed before or after its activation
 
-
-# %% 1. LeNet-5 with BN placed before or after its activation
+# %%
 def lenet5(placement, affine, activation):
     """conv 5x5→6 / pool / conv 5x5→16 / pool / fc 120 / fc 84 / fc 10 with a BN
     at every hidden layer, placed before or after the activation."""
@@ -71,83 +91,83 @@ def lenet5(placement, affine, activation):
 
 print(lenet5("after", True, "relu"))
 
-# %% 2. Every variant from the same seeds
+# %% [markdown]
+# ## 2. Every variant from the same seeds
+
+# %%
 for name, (placement, affine, activation) in VARIANTS.items():
-    for seed in range(args.seeds):
+    for seed in range(s.seeds):
         key = f"{name}/{seed}"
         if key in store:
             continue
         md.manual_seed(seed)
         model = lenet5(placement, affine, activation)
-        losses = train_classifier(model, train, args.epochs, batch, args.lr, seed, desc=key)
+        losses = train_classifier(model, train, s.epochs, s.batch_size, s.lr, seed, desc=key)
         store[key] = {"test_acc": evaluate(model, test)[1], "final_train_loss": float(np.mean(losses[-20:]))}
-    accs = [store[f"{name}/{s}"]["test_acc"] for s in range(args.seeds)]
-    print(f"{name:<24} test accuracy {np.mean(accs):.2f} ± {np.std(accs, ddof=1):.2f}% over {args.seeds} seeds")
-
-# %% 3. The table beside the seed's, and what our spread can resolve
 summary = {}
 for name in VARIANTS:
-    accs = np.array([store[f"{name}/{s}"]["test_acc"] for s in range(args.seeds)])
+    accs = np.array([store[f"{name}/{k}"]["test_acc"] for k in range(s.seeds)])
     summary[name] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)), "runs": accs.tolist()}
-rows = []
-for name in VARIANTS:
-    seed_value = SEED_TABLE.get(name)
-    also = f" (and BN + ReLU {SEED_TABLE['BN + ReLU']})" if name == "Before + scale & bias" else ""
-    rows.append(f"| {name} | {summary[name]['mean']:.2f} ± {summary[name]['std']:.2f}% | "
-                f"{seed_value if seed_value is not None else ''}{also} |")
-table = "| variant | ours: test accuracy, mean ± std | seed (ImageNet top-1) |\n|---|---|---|\n" + "\n".join(rows)
-print(table)
-print("\nThe seed lists BN + ReLU (0.499) and Before + scale & bias (0.478) as two numbers from two tables;\n"
-      "ours are one and the same variant, as they should be: BN before ReLU with γ and β.")
+table = show_table(["variant", f"ours: {dataset}, test accuracy, mean ± std over {s.seeds} seeds",
+                    "seed 003: ImageNet top-1"],
+                   [[n, f"{summary[n]['mean']:.2f} ± {summary[n]['std']:.2f}%", f"{SLIDE_TABLE[n]:.1f}%"]
+                    for n in VARIANTS])
 
+# %% [markdown]
+# ## 3. Which differences the spread resolves
+#
+# A difference of two means is *resolved* when it exceeds twice its standard
+# error, $2\sqrt{s_a^2/n + s_b^2/n}$ over $n$ seeds. Only resolved differences are
+# compared with the seed's sign.
 
+# %%
 def resolved(a, b):
-    """A difference of means is resolved when it exceeds twice its standard error."""
-    se = math.sqrt(summary[a]["std"] ** 2 / args.seeds + summary[b]["std"] ** 2 / args.seeds)
+    se = math.sqrt(summary[a]["std"] ** 2 / s.seeds + summary[b]["std"] ** 2 / s.seeds)
     d = summary[a]["mean"] - summary[b]["mean"]
     return d, se, abs(d) > 2 * se
 
 
-comparisons = [  # (ours, ours, the seed's, the seed's): BN + ReLU is our "Before + scale & bias"
-    ("After", "Before", "After", "Before"),
-    ("After + scale & bias", "Before + scale & bias", "After + scale & bias", "Before + scale & bias"),
-    ("Before + scale & bias", "Before", "Before + scale & bias", "Before"),
-    ("After + scale & bias", "After", "After + scale & bias", "After"),
-    ("Before + scale & bias", "BN + sigmoid", "BN + ReLU", "BN + sigmoid"),
-    ("Before + scale & bias", "BN + tanh", "BN + ReLU", "BN + tanh"),
-    ("Before + scale & bias", "BN + no activation", "BN + ReLU", "BN + no activation")]
-lines = []
-for a, b, seed_a, seed_b in comparisons:
+comparisons = [("After", "Before"), ("After + γβ", "Before + γβ"), ("Before + γβ", "Before"),
+               ("After + γβ", "After"), ("After", "After, sigmoid"), ("After", "After, tanh"),
+               ("After", "After, no activation")]
+rows, lines = [], []
+for a, b in comparisons:
     d, se, ok = resolved(a, b)
-    seed_d = (SEED_TABLE[seed_a] - SEED_TABLE[seed_b]) * 100
-    agree = "same sign" if np.sign(d) == np.sign(seed_d) else "OPPOSITE sign"
-    lines.append(f"- {a} − {b}: ours {d:+.2f} ± {se:.2f} points ({'resolved' if ok else 'NOT resolved'} "
-                 f"at 2 standard errors); the seed {seed_d:+.1f} points ({agree})")
-print("\n".join(lines))
-why = ("Where ours disagree with the seed, the likeliest reasons: a few epochs on a small subset, where every "
-       "variant is still far from what it would reach and the seed-to-seed spread is as large as the seed's "
-       "differences; Fashion-MNIST at 28×28 is far easier than ImageNet, so a less expressive network loses "
-       "little; and LeNet-5's max-pooling is itself a nonlinearity, so 'no activation' is not a linear "
-       "network here (nor, with its max-pools, was the seed's CaffeNet; its deeper stack needs more).")
-print(why)
+    slide_d = SLIDE_TABLE[a] - SLIDE_TABLE[b]
+    sign = "—" if not ok else ("same sign" if np.sign(d) == np.sign(slide_d) else "opposite sign")
+    rows.append([f"{a} − {b}", f"{d:+.2f} ± {se:.2f}", "yes" if ok else "no", f"{slide_d:+.1f}", sign])
+    lines.append(f"- {a} − {b}: ours {d:+.2f} ± {se:.2f} points ({'resolved' if ok else 'not resolved'} "
+                 f"at 2 standard errors); the seed {slide_d:+.1f} points")
+accuracies = [v["mean"] for v in summary.values()]
+if s.quick or not learned(accuracies):
+    rows = [r[:4] + [""] for r in rows]          # no verdict from models that learned nothing
+comparison_table = show_table(["difference (points)", "ours", "resolved?", "seed 003", "sign vs the seed"], rows)
+why = verdict("Where ours disagree with the seed, the likeliest reasons: a few epochs on a small subset, where "
+              "every variant is still far from what it would reach and the seed-to-seed spread is as large as "
+              "the seed's differences; Fashion-MNIST at 28×28 is far easier than ImageNet, so a less expressive "
+              "network loses little; and LeNet-5's max-pooling is itself a nonlinearity, so 'no activation' is "
+              "not a linear network here.", accuracies, s.quick)
+say(why)
 
-# %% 4. Picture
-import matplotlib.pyplot as plt  # noqa: E402
+# %% [markdown]
+# ## 4. The picture: every run, and each variant's mean ± std
 
+# %%
 fig, ax = plt.subplots(figsize=(9, 4))
 names = list(VARIANTS)
 ax.errorbar(range(len(names)), [summary[n]["mean"] for n in names], yerr=[summary[n]["std"] for n in names],
             fmt="o", capsize=4, label="ours (mean ± std over seeds)")
 for k, n in enumerate(names):
-    ax.plot([k] * args.seeds, summary[n]["runs"], ".", color="gray", alpha=0.6)
-ax.set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=7)
+    ax.plot([k] * s.seeds, summary[n]["runs"], ".", color="gray", alpha=0.6)
+ax.set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=7)
 ax.set(ylabel=f"test accuracy on {dataset} (%)", title="BatchNorm placement and activation")
 ax.legend(fontsize=8)
-show_figure(fig, f"{out}/placement.png")
+show_figure(fig, f"{s.out}/placement.png")
 
-write_json(f"{out}/results.json", {"dataset": dataset, "summary": summary, "seed_table": SEED_TABLE})
-write_text(f"{out}/summary.md", f"# BatchNorm before or after the activation ({dataset})\n\n"
-           f"{len(train)} training images, {args.epochs} epochs, batch {batch}, SGD lr {args.lr} momentum 0.9, "
-           f"{args.seeds} seeds per variant.\n\n{table}\n\n" + "\n".join(lines) +
+# %%
+write_json(f"{s.out}/results.json", {"dataset": dataset, "summary": summary, "seed_table": SLIDE_TABLE})
+write_text(f"{s.out}/summary.md", f"# BatchNorm before or after the activation ({dataset})\n\n"
+           f"{len(train)} training images, {s.epochs} epochs, batch {s.batch_size}, SGD lr {s.lr} momentum 0.9, "
+           f"{s.seeds} seeds per variant.\n\n{table}\n\n{comparison_table}\n\n" + "\n".join(lines) +
            f"\n\n{why}\n\n![placement](placement.png)\n")
-print(f"plots, results.json and summary.md in {out}/")
+print(f"plots, results.json and summary.md in {s.out}/")

@@ -1,50 +1,66 @@
-"""Is a BatchNorm network more robust to losing channels? Cumulative channel
-ablation (Morcos et al. 2018, as seed 001 presents BN's regularizing effect).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-Take LeNet-5 trained without and with BN (the LeNet-5 lesson's checkpoints
-when it has run on Fashion-MNIST, otherwise trained here), silence its
-convolution channels one after another in random orders (a silenced channel
-outputs 0 after its ReLU), and plot the test accuracy against the fraction of
-channels ablated, with the spread over orders. Morcos et al. find networks that
-generalize better depend less on single directions, and BN networks less so.
-We report what ours do, whichever way it comes out.
+# %% [markdown]
+# # Is a BatchNorm network more robust to losing channels?
+#
+# Seed `001` presents BN's regularizing effect through Morcos et al. (2018):
+# networks that generalize better depend less on single directions, and BN
+# networks less so. The test is **cumulative channel ablation**: silence the
+# convolution channels one after another, in random orders (a silenced channel
+# outputs 0 after its ReLU), and watch the test accuracy fall. A network whose
+# accuracy falls more slowly, relative to its intact accuracy, depends less on
+# any one channel. We compare the area under that relative curve,
+#
+# $$A = \int_0^1 \frac{\mathrm{acc}(f)}{\mathrm{acc}(0)}\,df, \qquad f = \text{fraction of channels ablated},$$
+#
+# for LeNet-5 trained without and with BN (the LeNet-5 lesson's checkpoints when
+# it has run on Fashion-MNIST, otherwise trained here), and report what ours do,
+# whichever way it comes out.
 
-    python -m lessons.bn_regularization            # 71 s (82 s training its own models), 2-core CPU
+# %%
+"""Cumulative channel ablation of LeNet-5 with and without BN (Morcos et al. 2018; seed 001).
+
+    python -m lessons.bn_regularization            # about 71 s (82 s training its own models), 2-core CPU
     python -m lessons.bn_regularization --quick    # seconds, synthetic images
 """
-# %% Settings (flags override them)
 import json
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
-                            run_identity, show_figure, train_classifier, write_json, write_text)
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say, settings, show_figure,
+                            show_table, train_classifier, verdict, write_json, write_text)
 
-ORDERS = 10                     # random ablation orders
-TRAIN, TEST, EPOCHS, BATCH, LR = 20000, 2000, 3, 64, 0.01
-LENET_RUNS = "runs/lenet5_batchnorm"   # where the LeNet-5 lesson keeps its checkpoints
+TEST, BATCH, LR = 2000, 64, 0.01
 CHECKPOINTS = {"no BN": "no_BN.npz", "BN": "BN_decay0.9.npz"}
-SEED = 0
-QUICK = dict(train=400, test=200, epochs=1, orders=3, levels=[0, 6, 11, 16, 22])
 
-parser = lesson_parser("bn_regularization", __doc__, "synthetic images, tiny runs", seed=SEED)
-parser.add_argument("--orders", type=int, default=ORDERS)
-parser.add_argument("--lenet-runs", default=LENET_RUNS, help="the LeNet-5 lesson's output folder")
-args = lesson_args(parser)
-if args.quick:
-    args.orders = QUICK["orders"]
-out = args.out
-dataset, train, test = fashion_mnist(args.quick, QUICK["train"] if args.quick else TRAIN,
-                                     QUICK["test"] if args.quick else TEST, args.seed)
+s = settings("bn_regularization", dict(orders=10, lenet_runs="runs/lenet5_batchnorm", train_size=20000,
+                                       epochs=3, seed=0),
+             quick=dict(orders=3, train_size=400, epochs=1), doc=__doc__,
+             help=dict(orders="random ablation orders", lenet_runs="the LeNet-5 lesson's output folder"))
+dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
 
+# %% [markdown]
+# ## 1. The two networks: the LeNet-5 lesson's, or trained here
 
-# %% 1. The two networks: the LeNet-5 lesson's, or trained here
+# %%
 def lenet_checkpoint(label):
     """The LeNet-5 lesson's trained model, if it ran on this dataset (and not in quick mode)."""
-    path = os.path.join(args.lenet_runs, CHECKPOINTS[label])
-    if args.quick or not os.path.exists(path):
+    path = os.path.join(s.lenet_runs, CHECKPOINTS[label])
+    if s.quick or not os.path.exists(path):
         return None
     state = md.load(path)
     made_by = json.loads(str(state.get("run", "{}")))
@@ -56,7 +72,7 @@ def lenet_checkpoint(label):
 
 models, provenance = {}, {}
 for label, norm in (("no BN", None), ("BN", "batch")):
-    md.manual_seed(args.seed)
+    md.manual_seed(s.seed)
     model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
     found = lenet_checkpoint(label)
     if found is not None:
@@ -64,17 +80,20 @@ for label, norm in (("no BN", None), ("BN", "batch")):
         # the lesson normalized with its own training split's statistics; ours are close (same data)
         provenance[label] = f"the LeNet-5 lesson's checkpoint ({found[1]['epochs']} epochs on all of Fashion-MNIST)"
     else:
-        train_classifier(model, train, QUICK["epochs"] if args.quick else EPOCHS, BATCH, LR, args.seed,
+        train_classifier(model, train, s.epochs, BATCH, LR, s.seed,
                          desc=label)
-        provenance[label] = f"trained here ({len(train)} images, {QUICK['epochs'] if args.quick else EPOCHS} epochs)"
+        provenance[label] = f"trained here ({len(train)} images, {s.epochs} epochs)"
     model.eval()
     models[label] = model
     print(f"{label}: {provenance[label]}; test accuracy {evaluate(model, test)[1]:.2f}%")
-store = RunStore(out, run_identity(dataset=dataset, orders=args.orders, seed=args.seed, quick=args.quick,
-                                   models=provenance), fresh=args.fresh)
+store = RunStore(s.out, run_identity(dataset=dataset, orders=s.orders, seed=s.seed, quick=s.quick,
+                                   models=provenance), fresh=s.fresh)
 
 
-# %% 2. Silencing channels: a mask after each convolution block's ReLU
+# %% [markdown]
+# ## 2. Silencing channels: a mask after each convolution block's ReLU
+
+# %%
 def accuracy_with_ablated(model, ablated):
     """Test accuracy with the channels in ``ablated`` ({(conv index, channel)}) set to 0."""
     correct = 0
@@ -94,28 +113,29 @@ def accuracy_with_ablated(model, ablated):
 
 
 channels = [(0, c) for c in range(6)] + [(1, c) for c in range(16)]     # LeNet-5's 6 + 16 conv channels
-levels = QUICK["levels"] if args.quick else list(range(len(channels) + 1))   # how many are ablated
+levels = [0, 6, 11, 16, 22] if s.quick else list(range(len(channels) + 1))   # how many are ablated
 for label, model in models.items():
-    for order in range(args.orders):
+    for order in range(s.orders):
         key = f"{label}/{order}"
         if key in store:
             continue
-        perm = np.random.default_rng([args.seed, order]).permutation(len(channels))
+        perm = np.random.default_rng([s.seed, order]).permutation(len(channels))
         curve = [accuracy_with_ablated(model, {channels[i] for i in perm[:k]}) for k in levels]
         store[key] = curve
-    curves = np.array([store[f"{label}/{o}"] for o in range(args.orders)])
+    curves = np.array([store[f"{label}/{o}"] for o in range(s.orders)])
     half = levels.index(min(levels, key=lambda k: abs(k - len(channels) / 2)))
     print(f"{label}: accuracy with {levels[half]} of {len(channels)} channels ablated "
           f"{curves[:, half].mean():.2f} ± {curves[:, half].std():.2f}%")
 
-# %% 3. Accuracy against the fraction ablated, spread over orders
-import matplotlib.pyplot as plt  # noqa: E402
+# %% [markdown]
+# ## 3. Accuracy against the fraction ablated, spread over orders
 
+# %%
 fractions = np.array(levels) / len(channels)
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 summary = {}
 for label, color in (("no BN", "tab:gray"), ("BN", "tab:red")):
-    curves = np.array([store[f"{label}/{o}"] for o in range(args.orders)])
+    curves = np.array([store[f"{label}/{o}"] for o in range(s.orders)])
     # normalized to the intact network, as Morcos et al. plot it
     relative = curves / curves[:, :1]
     ax.plot(fractions, relative.mean(axis=0), color=color, label=label)
@@ -125,17 +145,18 @@ for label, color in (("no BN", "tab:gray"), ("BN", "tab:red")):
 ax.set(xlabel="fraction of conv channels ablated", ylabel="test accuracy / intact accuracy",
        title="Cumulative channel ablation (band: min–max over orders)")
 ax.legend()
-show_figure(fig, f"{out}/ablation.png")
+show_figure(fig, f"{s.out}/ablation.png")
 
 more_robust = summary["BN"]["area_relative"] > summary["no BN"]["area_relative"]
-answer = (f"Area under the relative-accuracy curve: BN {summary['BN']['area_relative']:.3f}, no BN "
-          f"{summary['no BN']['area_relative']:.3f}: the BN network is "
-          f"{'MORE' if more_robust else 'LESS'} robust to channel ablation here "
-          f"({'as' if more_robust else 'unlike what'} Morcos et al. report for BN networks).")
-print(answer)
-write_json(f"{out}/results.json", {"dataset": dataset, "models": provenance, "summary": summary,
+measured = (f"Area under the relative-accuracy curve: BN {summary['BN']['area_relative']:.3f}, "
+            f"no BN {summary['no BN']['area_relative']:.3f}.")
+answer = verdict(f"The BN network is {'more' if more_robust else 'less'} robust to channel ablation here "
+                 f"({'as' if more_robust else 'unlike what'} Morcos et al. report for BN networks).",
+                 [summary[k]["intact_acc"] for k in summary], s.quick)
+say(measured + " " + answer)
+write_json(f"{s.out}/results.json", {"dataset": dataset, "models": provenance, "summary": summary,
                                    "curves": store.runs})
-write_text(f"{out}/summary.md", f"# BN and cumulative channel ablation ({dataset})\n\n"
+write_text(f"{s.out}/summary.md", f"# BN and cumulative channel ablation ({dataset})\n\n"
            + "\n".join(f"- {k}: {v}; intact test accuracy {summary[k]['intact_acc']:.2f}%" for k, v in provenance.items())
-           + f"\n\n{answer}\n\n![ablation](ablation.png)\n")
-print(f"plots, results.json and summary.md in {out}/")
+           + f"\n\n{measured} {answer}\n\n![ablation](ablation.png)\n")
+print(f"plots, results.json and summary.md in {s.out}/")

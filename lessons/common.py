@@ -1,6 +1,7 @@
-"""What every lesson shares: its flags and where they come from, its output folder,
-JSON/Markdown writers, progress bars, the identity of a run it resumes, and the
-data and training loop the comparison lessons use."""
+"""What every lesson shares: its settings and flags, its output folder, output
+for a person (progress bars, tables, Markdown), the guard on verdicts, the
+identity of a run it resumes, and the data and training loop the comparison
+lessons use."""
 import argparse
 import json
 import os
@@ -26,30 +27,52 @@ if not in_notebook():
     matplotlib.use("Agg")   # a script saves PNGs and needs no display; a notebook keeps its inline backend
 
 
-def lesson_parser(name, doc, quick_help, seed=None, fresh_help="ignore finished runs in --out"):
-    """The flags every lesson has (--out, --quick, and --fresh, --seed where it
-    resumes or draws); the lesson adds its own."""
+QUICK_BANNER = ("**Quick run: a smoke test.** The data are synthetic and the runs tiny: this proves the "
+                "code runs, and its numbers mean nothing. No verdict is drawn from them.")
+
+
+def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER):
+    """A lesson's settings with its flags applied: ``defaults`` are the constants
+    at the lesson's top ({setting: default}); each becomes a flag
+    ``--setting-name`` typed by its default (bool: a switch, list: one or more
+    values, None: a string). ``quick`` holds what ``--quick`` changes (the one
+    source of quick settings); a flag the user gave wins over it. Every lesson
+    also has ``--out`` (default runs/<name>, or runs/<name>-quick) and ``--fresh``
+    (ignore finished runs in --out).
+
+    Flags come from the command line in a script and from the environment
+    variable MINIDL_LESSON_ARGS in a notebook (a kernel's argv is not the
+    lesson's), e.g. MINIDL_LESSON_ARGS="--quick". Returns a namespace with the
+    settings, ``quick``, ``fresh`` and ``out`` (the folder, made)."""
+    quick, help = quick or {}, help or {}
+    unknown = set(quick) - set(defaults)
+    if unknown:
+        raise ValueError(f"{name}: quick settings {sorted(unknown)} have no default")
     p = argparse.ArgumentParser(prog=f"python -m lessons.{name}", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(lesson_name=name)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
     p.add_argument("--out", help=f"output folder (default runs/{name}, or runs/{name}-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help=f"{quick_help} (the tests run this)")
-    if fresh_help:
-        p.add_argument("--fresh", action="store_true", help=fresh_help)
-    if seed is not None:
-        p.add_argument("--seed", type=int, default=seed)
-    return p
-
-
-def lesson_args(parser):
-    """The lesson's flags: from the command line when it runs as a script, from
-    the environment variable MINIDL_LESSON_ARGS when it runs as a notebook
-    (a kernel's own argv is not the lesson's), e.g. MINIDL_LESSON_ARGS="--quick".
-    ``args.out`` is the output folder, made: runs/<lesson>, or runs/<lesson>-quick."""
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test in seconds: " + ", ".join(f"{k}={v}" for k, v in quick.items()))
+    p.add_argument("--fresh", action="store_true", help="ignore (and overwrite) finished runs in --out")
+    for key, default in defaults.items():
+        flag, text = "--" + key.replace("_", "-"), help.get(key, "") + f" (default {default})"
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", help=help.get(key))
+        elif isinstance(default, (list, tuple)):
+            p.add_argument(flag, type=type(default[0]), nargs="+", help=text)
+        else:
+            p.add_argument(flag, type=str if default is None else type(default), help=text)
     argv = shlex.split(os.environ.get(ARGS_VARIABLE, "")) if in_notebook() else sys.argv[1:]
-    args = parser.parse_args(argv)
-    args.out = out_dir(args.out or default_out(args.lesson_name, args.quick))
-    return args
+    given = vars(p.parse_args(argv))
+    s = dict(defaults, quick=given.pop("quick", False), fresh=given.pop("fresh", False))
+    if s["quick"]:
+        s.update(quick)
+    s.update(given)                       # a flag the user gave wins over --quick
+    s["out"] = out_dir(s.get("out") or default_out(name, s["quick"]))
+    if s["quick"] and banner:
+        say(banner)
+    return argparse.Namespace(**s)
 
 
 def out_dir(path):
@@ -82,15 +105,109 @@ def show_figure(fig, path):
     plt.close(fig)
 
 
-def progress(iterable=None, total=None, desc=None, leave=True):
-    """A tqdm progress bar (rate and ETA) on stderr. Quiet where stderr is not a
-    terminal (logs, pipes, the tests) unless in a notebook; MINIDL_PROGRESS=0
-    silences it, MINIDL_PROGRESS=1 forces it."""
-    from tqdm import tqdm
+def progress(iterable, desc=None):
+    """One progress bar per run that updates in place and leaves nothing behind.
+    In a terminal: tqdm on stderr, erased when the run ends. In a notebook: one
+    line under the cell, updated in place and emptied when the run ends, so a
+    saved or rendered notebook keeps no bar. Elsewhere (logs, pipes, the tests'
+    scripts): nothing. MINIDL_PROGRESS=0 silences it, =1 forces it in a terminal."""
     setting = os.environ.get("MINIDL_PROGRESS")
-    show = setting == "1" or (setting != "0" and (sys.stderr.isatty() or in_notebook()))
-    return tqdm(iterable, total=total, desc=desc, leave=leave, disable=not show,
-                dynamic_ncols=True, file=sys.stderr)
+    if setting != "0" and in_notebook():
+        return NotebookBar(iterable, desc)
+    from tqdm import tqdm
+    show = setting == "1" or (setting != "0" and sys.stderr.isatty())
+    return tqdm(iterable, desc=desc, leave=False, disable=not show, dynamic_ncols=True, file=sys.stderr)
+
+
+class NotebookBar:
+    """A text progress line in a notebook cell, drawn through one display handle."""
+
+    def __init__(self, iterable, desc=None, width=30, every=0.25):
+        self.iterable, self.desc, self.width, self.every = iterable, desc or "", width, every
+        self.postfix = ""
+
+    def set_postfix(self, refresh=False, **values):
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def __len__(self):
+        return len(self.iterable)
+
+    def __iter__(self):
+        import time
+        from IPython.display import display
+        total = len(self.iterable) if hasattr(self.iterable, "__len__") else None
+        handle, start, shown = display({"text/plain": self.desc}, raw=True, display_id=True), time.time(), 0.0
+        try:
+            for k, item in enumerate(self.iterable):
+                yield item
+                now = time.time()
+                if now - shown >= self.every:
+                    shown = now
+                    done = (k + 1) / total if total else 0
+                    bar = "█" * int(done * self.width) + "·" * (self.width - int(done * self.width))
+                    count = f"{k + 1}/{total}" if total else f"{k + 1}"
+                    handle.update({"text/plain": f"{self.desc} {bar} {count} "
+                                   f"[{now - start:.0f}s] {self.postfix}"}, raw=True)
+        finally:
+            handle.update({"text/plain": ""}, raw=True)   # a finished run leaves no bar behind
+
+
+# ---- output for a person: Markdown where a notebook renders it, text elsewhere ----
+def say(markdown):
+    """A conclusion or note computed from the run: rendered Markdown in a notebook,
+    plain text on the command line."""
+    if in_notebook():
+        from IPython.display import Markdown, display
+        display(Markdown(markdown))
+    else:
+        print(markdown.replace("**", "") + "\n")
+
+
+def table(header, rows):
+    """A Markdown table (for summary.md), from a header and rows of cells (their
+    * _ | written literally, not as Markdown)."""
+    escape = lambda c: str(c).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+    cells = [[escape(c) for c in header]] + [[escape(c) for c in r] for r in rows]
+    return "\n".join(["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)] +
+                      ["| " + " | ".join(r) + " |" for r in cells[1:]])
+
+
+def show_table(header, rows, title=None):
+    """Show a table: rendered in a notebook, aligned columns on the command line.
+    Returns its Markdown, for summary.md."""
+    markdown = table(header, rows)
+    if in_notebook():
+        from IPython.display import Markdown, display
+        display(Markdown((f"**{title}**\n\n" if title else "") + markdown))
+    else:
+        cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+        widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
+        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+        print((title + "\n" if title else "") + "\n".join(
+            [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]) + "\n")
+    return markdown
+
+
+# ---- verdicts only from models that learned -----------------------------------
+LEARNED_FACTOR = 2.0     # a classifier has learned when its accuracy is at least twice chance
+
+
+def learned(accuracies, chance=10.0):
+    """True when every accuracy (%) is at least LEARNED_FACTOR × chance."""
+    return all(a is not None and np.isfinite(a) and a >= LEARNED_FACTOR * chance for a in accuracies)
+
+
+def verdict(text, accuracies, quick, chance=10.0):
+    """``text`` where it may be said: never from a quick run (a smoke test), and
+    only when every model the verdict rests on learned (accuracy at least twice
+    chance); otherwise the reason there is none."""
+    if quick:
+        return "No verdict: this is a quick run, a smoke test on synthetic data."
+    if not learned(accuracies, chance):
+        worst = min((a for a in accuracies if a is not None and np.isfinite(a)), default=float("nan"))
+        return (f"No verdict: a model it rests on reached {worst:.1f}% accuracy, under "
+                f"{LEARNED_FACTOR * chance:.0f}% (twice chance), so it learned too little to compare.")
+    return text
 
 
 # ---- the identity of a run -------------------------------------------------
@@ -166,26 +283,43 @@ def train_classifier(model, train, epochs, batch_size, lr, seed, momentum=0.9, w
     import minidl.functional as F
     opt = md.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loader = md.data.DataLoader(train, batch_size, shuffle=True, drop_last=True)
-    losses, step = [], 0
+    losses = []
+    bar = progress(Epochs(loader, epochs, seed), desc=desc)
     with np.errstate(over="ignore", invalid="ignore"):    # divergence is reported as a NaN loss
-        for epoch in range(epochs):
-            loader.rng = np.random.default_rng([seed, epoch])
-            bar = progress(loader, desc=desc, leave=False)
-            for x, y in bar:
-                try:
-                    loss = F.cross_entropy(model(x), y)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                except FloatingPointError:       # the loss or a gradient is no longer finite
-                    losses.append(float("nan"))
-                    return losses
-                losses.append(loss.item())
-                if after_step is not None:
-                    after_step(step, model)
-                step += 1
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        for step, (x, y) in enumerate(bar):
+            try:
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            except FloatingPointError:       # the loss or a gradient is no longer finite
+                losses.append(float("nan"))
+                return losses
+            losses.append(loss.item())
+            if after_step is not None:
+                after_step(step, model)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     return losses
+
+
+class Epochs:
+    """The batches of epochs ``start`` … ``epochs − 1`` over ``loader``, each
+    epoch's order fixed by (seed, epoch), and with ``reseed`` minidl's own random
+    draws (augmentation) too: one iterable, so one progress bar spans a whole
+    run, and a resumed run sees the same data as an uninterrupted one."""
+
+    def __init__(self, loader, epochs, seed, start=0, reseed=False):
+        self.loader, self.epochs, self.seed, self.start, self.reseed = loader, epochs, seed, start, reseed
+
+    def __len__(self):
+        return (self.epochs - self.start) * len(self.loader)
+
+    def __iter__(self):
+        for epoch in range(self.start, self.epochs):
+            self.loader.rng = np.random.default_rng([self.seed, epoch])
+            if self.reseed:
+                md.manual_seed([self.seed, epoch])
+            yield from self.loader
 
 
 class RunStore:

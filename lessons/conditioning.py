@@ -1,43 +1,73 @@
-"""Why normalize? Gradient descent on house prices, badly vs well scaled.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-The course's opening example (seed 000): fit price = w₀·area + w₁ by minimizing
-½‖Xᵀw − y‖², X being 2×n (an area row and a row of ones), with 1000 steps of
-gradient descent from w = (10, 50). The Hessian of that objective is XXᵀ; its
-eigenvalues decide everything: the step must stay below 2/λ_max, and then the
-flat direction (λ_min) shrinks by only (1 − step·λ_min) per step. Rescaling the
-area shrinks the condition number λ_max/λ_min, and gradient descent converges.
+# %% [markdown]
+# # Why normalize? Gradient descent on house prices
+#
+# The course opens its normalization deck (seed `000`, "Why BN?") with a linear
+# regression: predict a house's price from its living area. With the data
+# rescaled as *area × 0.01, price × 0.1*, 1000 steps of gradient descent from
+# $w = (10, 50)$ end far from the optimum; rescaled as *area × 0.0001*, they
+# converge. The slide's diagnosis: the Hessian is **ill-conditioned**.
+#
+# The model is $p = w_0 \cdot \text{area} + w_1$. Stack the areas and a row of
+# ones into $X \in \mathbb{R}^{2 \times n}$ and minimize
+#
+# $$L(w) = \tfrac{1}{2}\,\lVert X^\top w - y \rVert^2, \qquad
+#   \nabla L(w) = X X^\top w - X y, \qquad \nabla^2 L = X X^\top .$$
+#
+# Along the eigenvector of $XX^\top$ with eigenvalue $\lambda$, one step of size
+# $\eta$ multiplies the distance to the optimum by $(1 - \eta\lambda)$. Every
+# direction converges only if $\eta < 2/\lambda_{\max}$, and then the flattest
+# direction shrinks by $1 - \eta\lambda_{\min}$ per step. With the largest safe
+# step that is about $1 - \lambda_{\min}/\lambda_{\max} = 1 - 1/\kappa$, where
+#
+# $$\kappa = \frac{\lambda_{\max}}{\lambda_{\min}}$$
+#
+# is the **condition number**. Rescaling the inputs changes $\kappa$, and with it
+# how fast gradient descent can go. BatchNorm does the same for every layer's
+# input.
 
-    python -m lessons.conditioning            # the slide's data, plots in runs/conditioning/
-    python -m lessons.conditioning --csv my_houses.csv   # columns: area,price
+# %%
+"""Gradient descent on house prices, badly vs well scaled (seed 000).
 
-Default run: about 3 s on a 2-core CPU. As a notebook: `jupytext --to ipynb
-lessons/conditioning.py`, open it in Jupyter; flags go in MINIDL_LESSON_ARGS.
+    python -m lessons.conditioning                       # about 3 s; plots in runs/conditioning/
+    python -m lessons.conditioning --csv my_houses.csv   # your own data: columns area,price
 """
-# %% Settings (flags override them)
 import csv
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import lesson_args, lesson_parser, show_figure, write_json, write_text
+from lessons.common import say, settings, show_figure, show_table, write_json, write_text
 
-# The rows the slide shows. Its table is cut after these six of its 17 rows, so our
-# eigenvalues differ from the slide's (printed side by side below).
-AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet²
+AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet², the six rows the slide shows
 PRICE = [567, 345, 141, 167, 287, 227]           # $1000
-W0 = (10.0, 50.0)
-ITERS = 1000
-QUICK_ITERS = 100
+W0 = (10.0, 50.0)                                # the slide's starting point
 SLIDE_EIGENVALUES = {"area*0.01, price*0.1": (0.004, 1.856), "area*0.0001, price*0.1": (0.4, 18.45)}
 
-parser = lesson_parser("conditioning", __doc__, f"{QUICK_ITERS} iterations", fresh_help=None)
-parser.add_argument("--csv", help="your own data: a CSV with columns area,price")
-parser.add_argument("--iters", type=int, default=ITERS)
-args = lesson_args(parser)
-iters = QUICK_ITERS if args.quick else args.iters
-out = args.out
+s = settings("conditioning", dict(iters=1000, csv=None), doc=__doc__, banner=None,
+             help=dict(iters="gradient-descent steps", csv="a CSV file with columns area,price"))
 
+# %% [markdown]
+# ## 1. The data and the three scalings
+#
+# The slide's table has 17 houses but shows only the first six; we use those six
+# (or your own CSV). Besides the slide's two rescalings we add full
+# standardization: zero mean and unit variance, as BatchNorm would make them.
 
+# %%
 def load_csv(path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
@@ -46,75 +76,84 @@ def load_csv(path):
     return [float(r["area"]) for r in rows], [float(r["price"]) for r in rows]
 
 
-area, price = load_csv(args.csv) if args.csv else (AREA, PRICE)
-print(f"{len(area)} houses" + ("" if args.csv else
-      " (the 6 rows the slide shows; its table is cut after 6 of 17 rows)"))
+def design(a):
+    return np.stack([a, np.ones_like(a)])          # X: 2×n, the area row and a row of ones
 
-# %% 1. The cases: the slide's two rescalings and full standardization
+
+area, price = load_csv(s.csv) if s.csv else (AREA, PRICE)
 a, p = np.asarray(area, float), np.asarray(price, float)
 cases = {
     "area*0.01, price*0.1": (a * 0.01, p * 0.1),
     "area*0.0001, price*0.1": (a * 0.0001, p * 0.1),
     "standardized": ((a - a.mean()) / a.std(), (p - p.mean()) / p.std()),
 }
+print(f"{len(area)} houses" + (f" from {s.csv}" if s.csv else " (the six rows the slide shows)"))
 
+# %% [markdown]
+# ## 2. The Hessian $XX^\top$ and what its eigenvalues allow
+#
+# Every case below uses the step $\eta = 1/\lambda_{\max}$: half the stability
+# limit, the same rule for each, so no direction oscillates and the comparison is
+# about $\kappa$ alone.
 
-def design(a):
-    return np.stack([a, np.ones_like(a)])          # X: 2×n, area row and ones row
-
-
-# %% 2. The Hessian XXᵀ and what its eigenvalues allow
+# %%
 results = {}
-for name, (a, y) in cases.items():
-    X = design(a)
+for name, (x_area, y) in cases.items():
+    X = design(x_area)
     H = X @ X.T
     lam = np.linalg.eigvalsh(H)                        # ascending
-    w_star = np.linalg.solve(H, X @ y)                 # least squares optimum
+    w_star = np.linalg.solve(H, X @ y)                 # the least-squares optimum
     results[name] = {"eigenvalues": lam.tolist(), "condition_number": lam[-1] / lam[0],
-                     "max_stable_step": 2 / lam[-1], "step": 1.0 / lam[-1],
-                     "w_star": w_star.tolist(),
-                     "optimal_loss": 0.5 * np.sum((X.T @ w_star - y) ** 2)}
-    slide = SLIDE_EIGENVALUES.get(name) if not args.csv else None
-    print(f"\n== {name}")
-    print(f"  eigenvalues of XXᵀ: {lam[0]:.4g}, {lam[1]:.4g}"
-          + (f"   (slide, 17 rows: {slide[0]}, {slide[1]})" if slide else ""))
-    print(f"  condition number λmax/λmin: {lam[-1] / lam[0]:.4g}")
-    print(f"  largest stable step 2/λmax: {2 / lam[-1]:.4g}; step used 1/λmax = {1 / lam[-1]:.4g}"
-          " (half the limit: no direction oscillates, the same rule for every case)")
-    print(f"  the flat direction shrinks by 1 − λmin/λmax = {1 - lam[0] / lam[-1]:.6f} per step: "
-          f"after {iters} steps by {(1 - lam[0] / lam[-1]) ** iters:.3g}")
-if not args.csv:
-    print("\nWhy our eigenvalues differ from the slide's: XXᵀ = [[Σa², Σa], [Σa, n]] sums over "
-          "the rows, and we have the 6 rows the slide shows, not its 17. (For area*0.01 the "
-          "slide's 1.856 is even smaller than Σa² of its own first rows, so it must have scaled "
-          "XXᵀ or the data differently.) Compare condition numbers, the ratio that decides "
-          "convergence: slide 464 vs ours ~3200 for area*0.01, slide 46 vs ours ~44 for "
-          "area*0.0001, and 1 once standardized. The story is the same.")
+                     "max_stable_step": 2 / lam[-1], "step": 1.0 / lam[-1], "w_star": w_star.tolist(),
+                     "optimal_loss": 0.5 * np.sum((X.T @ w_star - y) ** 2),
+                     "flat_shrink": (1 - lam[0] / lam[-1]) ** s.iters}
+slide = lambda name: "{} and {}".format(*SLIDE_EIGENVALUES[name]) if name in SLIDE_EIGENVALUES and not s.csv else ""
+eigen_table = show_table(
+    ["scaling", "eigenvalues of XXᵀ", "slide (17 rows)", "κ = λmax/λmin", "largest stable step 2/λmax",
+     f"flat direction after {s.iters} steps"],
+    [[k, f"{r['eigenvalues'][0]:.4g}, {r['eigenvalues'][1]:.4g}", slide(k), f"{r['condition_number']:.4g}",
+      f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
 
+# %% [markdown]
+# Our eigenvalues differ from the slide's because $XX^\top = \begin{pmatrix}\sum a^2 & \sum a\\ \sum a & n\end{pmatrix}$
+# sums over the rows, and we have 6 of its 17. (For *area × 0.01* the slide's
+# $\lambda_{\max} = 1.856$ is smaller than $\sum a^2$ of its own first rows, so the
+# slide must have scaled $XX^\top$ or the data differently.) The ratio that decides
+# convergence tells the same story: the slide's $\kappa$ is 464 for
+# *area × 0.01* and 46 for *area × 0.0001*; ours is about 3200 and 44; after
+# standardization it is 1.
 
-# %% 3. The loss in minidl ops, and its gradient from backward() against the closed form XXᵀw − Xy
+# %% [markdown]
+# ## 3. The gradient from `backward()` is the closed form
+#
+# Before we descend, the engine's gradient at $w_0$ is checked against
+# $XX^\top w - Xy$.
+
+# %%
 def loss_of(X, y, w):
     r = X.T @ w - y                                # (n, 1) residuals
     return 0.5 * (r * r).sum()
 
 
-for name, (a, y) in cases.items():
-    X = design(a)
+for name, (x_area, y) in cases.items():
+    X = design(x_area)
     w = md.Tensor(np.array(W0).reshape(2, 1), requires_grad=True)
     loss_of(md.Tensor(X), md.Tensor(y.reshape(-1, 1)), w).backward()
     closed = X @ X.T @ np.array(W0) - X @ y
-    autograd = w.grad.ravel() if isinstance(w.grad, np.ndarray) else md.backend.as_numpy(w.grad).ravel()
+    autograd = md.backend.as_numpy(w.grad).ravel()
     assert np.allclose(autograd, closed, rtol=1e-10), (autograd, closed)
-    results[name]["gradient_check"] = "backward() == XXᵀw − Xy at w0"
-    print(f"{name}: gradient from backward() {autograd.round(4).tolist()} == XXᵀw − Xy")
+    print(f"{name:<24} backward(): {autograd.round(4).tolist()}  ==  XXᵀw − Xy")
 
-# %% 4. Gradient descent, step 1/λmax, the gradient from backward()
-for name, (a, y) in cases.items():
+# %% [markdown]
+# ## 4. Gradient descent, step $1/\lambda_{\max}$
+
+# %%
+for name, (x_area, y) in cases.items():
     r = results[name]
-    Xt, yt = md.Tensor(design(a)), md.Tensor(y.reshape(-1, 1))
+    Xt, yt = md.Tensor(design(x_area)), md.Tensor(y.reshape(-1, 1))
     w = md.Tensor(np.array(W0).reshape(2, 1), requires_grad=True)
     path, losses = [w.numpy().ravel().copy()], []
-    for _ in range(iters):
+    for _ in range(s.iters):
         loss = loss_of(Xt, yt, w)
         w.zero_grad()
         loss.backward()
@@ -123,60 +162,87 @@ for name, (a, y) in cases.items():
             w.data -= r["step"] * w.grad
         path.append(w.numpy().ravel().copy())
     losses.append(loss_of(Xt, yt, w).item())
-    r.update(path=np.array(path), losses=np.array(losses), final_loss=losses[-1],
-             w_final=path[-1].tolist(),
+    r.update(path=np.array(path), losses=np.array(losses), final_loss=losses[-1], w_final=path[-1].tolist(),
              distance_to_optimum=float(np.linalg.norm(path[-1] - r["w_star"])))
-    print(f"{name}: final loss {losses[-1]:.6g} (optimum {r['optimal_loss']:.6g}); "
-          f"distance to the optimum ‖w − w*‖ = {r['distance_to_optimum']:.4g}")
+descent_table = show_table(
+    ["scaling", "final loss", "optimal loss", "‖w − w*‖ after descent"],
+    [[k, f"{r['final_loss']:.6g}", f"{r['optimal_loss']:.6g}", f"{r['distance_to_optimum']:.4g}"]
+     for k, r in results.items()])
 
-# %% 5. Loss curves: the badly conditioned case crawls
-import matplotlib.pyplot as plt  # noqa: E402
+# %% [markdown]
+# ## 5. Loss curves
+#
+# Look at how far each curve is from the optimum after the same number of steps:
+# the badly conditioned case crawls, the standardized one is done after the
+# first step.
 
+# %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, r in results.items():
-    ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-16), label=name)
+    ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-12), label=f"{name} (κ = {r['condition_number']:.3g})")
 ax.set(xlabel="iteration", ylabel="loss − optimal loss", title="Gradient descent: distance to the optimum")
-ax.legend()
-show_figure(fig, f"{out}/loss.png")
+ax.legend(fontsize=8)
+show_figure(fig, f"{s.out}/loss.png")
 
-# %% 6. The descent path over the loss contours: zig-zag across the valley, crawl along it
-fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
+# %% [markdown]
+# ## 6. The descent path over the loss contours
+#
+# The axes are drawn to the same scale, so a round bowl looks round. With
+# $\kappa \approx 1$ the contours are circles and the gradient points at the
+# optimum. With a large $\kappa$ they are long, thin ellipses: the first step
+# (size $1/\lambda_{\max}$) crosses the steep direction of the valley in one go,
+# and then each step moves only a fraction $1/\kappa$ of the remaining way along
+# its flat floor, which is why the path stops short of the star.
+
+# %%
+contour_fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.6))
 for ax, (name, r) in zip(axes, results.items()):
-    a, y = cases[name]
-    X, W = design(a), r["path"]
-    span = np.abs(W - r["w_star"]).max(axis=0) * 1.3 + 1e-9
-    G0, G1 = np.meshgrid(np.linspace(r["w_star"][0] - span[0], r["w_star"][0] + span[0], 120),
-                         np.linspace(r["w_star"][1] - span[1], r["w_star"][1] + span[1], 120))
+    x_area, y = cases[name]
+    X, W = design(x_area), r["path"]
+    half = np.abs(W - r["w_star"]).max() * 1.15 + 1e-9        # one half-width for both axes
+    G0, G1 = np.meshgrid(np.linspace(r["w_star"][0] - half, r["w_star"][0] + half, 160),
+                         np.linspace(r["w_star"][1] - half, r["w_star"][1] + half, 160))
     F = 0.5 * ((X.T @ np.stack([G0.ravel(), G1.ravel()]) - y[:, None]) ** 2).sum(axis=0).reshape(G0.shape)
     ax.contour(G0, G1, np.log10(F - F.min() + 1e-12), levels=25, cmap="viridis", linewidths=0.7)
     ax.plot(W[:, 0], W[:, 1], "r.-", ms=2, lw=0.8, label="gradient descent")
     ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
-    ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)",
-           title=f"{name}\ncondition number {r['condition_number']:.3g}")
-    ax.legend(fontsize=7)
-show_figure(fig, f"{out}/contours.png")
+    ax.set_aspect("equal")
+    ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)", title=f"{name}\nκ = {r['condition_number']:.3g}")
+    ax.legend(fontsize=7, loc="lower left")
+show_figure(contour_fig, f"{s.out}/contours.png")
 
-# %% 7. The fitted lines after the same number of steps
+# %% [markdown]
+# ## 7. The fitted lines after the same number of steps
+
+# %%
 fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
 for ax, (name, r) in zip(axes, results.items()):
-    a, y = cases[name]
-    xs = np.linspace(a.min(), a.max(), 50)
-    ax.scatter(a, y, label="houses")
-    ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after {iters} steps")
+    x_area, y = cases[name]
+    xs = np.linspace(x_area.min(), x_area.max(), 50)
+    ax.scatter(x_area, y, label="houses")
+    ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after {s.iters} steps")
     ax.plot(xs, r["w_star"][0] * xs + r["w_star"][1], "k--", label="least squares")
     ax.set(xlabel="area (scaled)", ylabel="price (scaled)", title=name)
     ax.legend(fontsize=7)
-show_figure(fig, f"{out}/fit.png")
+show_figure(fig, f"{s.out}/fit.png")
 
-# %% 8. The numbers, written down
-write_json(f"{out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
-                                   for k, v in results.items()})
-rows = "\n".join(f"| {k} | {v['eigenvalues'][0]:.4g}, {v['eigenvalues'][1]:.4g} | "
-                 f"{v['condition_number']:.4g} | {v['step']:.4g} | {v['final_loss']:.4g} | "
-                 f"{v['optimal_loss']:.4g} | {v['distance_to_optimum']:.4g} |" for k, v in results.items())
-write_text(f"{out}/summary.md", f"# Conditioning: gradient descent on house prices\n\n"
-           f"{len(area)} houses, {iters} steps from w = {W0}, step 1/λmax.\n\n"
-           "| scaling | eigenvalues of XXᵀ | condition number | step | final loss | optimal loss "
-           "| ‖w − w*‖ |\n|---|---|---|---|---|---|---|\n" + rows + "\n\n"
+# %% [markdown]
+# ## Conclusion
+#
+# The same data, the same model, the same number of steps: only the scale of the
+# input changed, and with it the condition number of the Hessian. Gradient
+# descent's speed is set by $\kappa$. Normalizing the inputs (here:
+# standardizing) makes $\kappa$ small, and the next lessons do the same inside
+# the network, layer by layer, with BatchNorm.
+
+# %%
+worst = max(results, key=lambda k: results[k]["condition_number"])
+say(f"After {s.iters} steps: `{worst}` (κ = {results[worst]['condition_number']:.3g}) is still "
+    f"{results[worst]['distance_to_optimum']:.3g} from the optimum; `standardized` (κ = "
+    f"{results['standardized']['condition_number']:.3g}) is {results['standardized']['distance_to_optimum']:.2g} from it.")
+write_json(f"{s.out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
+                                     for k, v in results.items()})
+write_text(f"{s.out}/summary.md", f"# Conditioning: gradient descent on house prices\n\n"
+           f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{descent_table}\n\n"
            "![loss](loss.png) ![path](contours.png) ![fit](fit.png)\n")
-print(f"\nplots, results.json and summary.md in {out}/")
+print(f"plots, results.json and summary.md in {s.out}/")

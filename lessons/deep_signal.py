@@ -1,69 +1,89 @@
-"""Signal propagation in deep nets: exploding variance, dead ReLUs, and RescaleNet (seed 000).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-1. A plain deep ReLU MLP at initialization (Kaiming, real Fashion-MNIST inputs):
-   each layer's activation variance and its fraction of dead units (never
-   active on a batch of 1000 images), with and without biases. The seed argues
-   E[y_i] = c·Σ_j w_ij is negative with high probability and reports about 40 %
-   dead units at 20 layers: we measure it.
-2. Residual nets at initialization, x_ℓ = x_{ℓ−1} + F_ℓ(x_{ℓ−1}): the variance
-   doubles per block (the seed's eq. 2); with BN in each branch; and with
-   RescaleNet's x_k = √((k−1+c)/(k+c))·x_{k−1} + F_k(x_{k−1})/√(k+c), c = L
-   (eq. 9), where it stays flat. The gradient norm against depth (eq. 8).
-3. Training a 16-block residual MLP on Fashion-MNIST with no normalization, with
-   BN, and with RescaleNet (optionally the learnable multipliers m_k/√L of
-   eq. 10): the largest stable learning rate of each, then each trained at the
-   rate BN does best with.
+# %% [markdown]
+# # Signal propagation in deep nets: exploding variance, dead ReLUs, RescaleNet
+#
+# Seed `000` asks whether normalization is indispensable, and answers with
+# RescaleNet. Its argument, in three steps we measure here:
+#
+# 1. **Dead ReLUs.** In a plain deep ReLU MLP with Kaiming weights $w_{ij} \sim \mathcal N(0, 2/d)$
+#    and $b = 0$, if the inputs $x_j$ have mean $c_k \ge 0$ then
+#    $\mathbb E[y_i] = c_k \sum_j w_{ij}$, which is negative for about half the units
+#    and strongly so for some: the seed reports about 40 % of units never active at 20 layers.
+# 2. **Variance explosion.** A residual block $x_\ell = x_{\ell-1} + F_\ell(x_{\ell-1})$ with
+#    $\mathrm{Var}(F_\ell(x)) = \mathrm{Var}(x)$ doubles the variance (eq. 2):
+#    $\mathrm{Var}(x_\ell) \approx 2\,\mathrm{Var}(x_{\ell-1})$. RescaleNet keeps it flat (eq. 9):
+#
+#    $$x_k = \alpha_k x_{k-1} + \beta_k F_k(x_{k-1}), \qquad
+#      \alpha_k = \sqrt{\frac{k-1+c}{k+c}}, \quad \beta_k = \frac{1}{\sqrt{k+c}}, \quad \alpha_k^2 + \beta_k^2 = 1 .$$
+#
+#    The gradient norm then grows like $\sum_k 1/(k+c)$ with depth (eq. 8), bounded for $c = L$.
+# 3. **Training** a deep residual MLP without normalization, with BN, and with RescaleNet:
+#    the largest learning rate each survives.
+#
+# The seed's ImageNet ResNet-50 tables are shown beside ours at the end; a
+# 16-block MLP on Fashion-MNIST can show the variance and the stability, not
+# those accuracies.
 
-    python -m lessons.deep_signal            # 37 s measured on a 2-core CPU
+# %%
+"""Signal propagation: dead ReLUs, residual variance, RescaleNet (seed 000).
+
+    python -m lessons.deep_signal            # about 37 s on a 2-core CPU
     python -m lessons.deep_signal --quick    # seconds, synthetic images
-
-The seed's ImageNet ResNet-50 tables are printed beside ours; a 16-block MLP on
-Fashion-MNIST can show the variance and the stability, not those accuracies.
 """
-# %% Settings (flags override them)
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
-                            run_identity, show_figure, train_classifier, write_json, write_text)
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say, settings, show_figure,
+                            show_table, train_classifier, write_json, write_text)
 
-WIDTH, PLAIN_DEPTH, PROBE = 256, 30, 1000     # the plain MLP and the batch that probes it
-RES_DEPTHS = [1, 2, 4, 8, 16, 32, 50]          # residual depths measured at init
-TRAIN_BLOCKS, TRAIN_WIDTH = 16, 128
-TRAIN, TEST, EPOCHS, BATCH = 10000, 2000, 2, 64
-LR_GRID = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]   # searched for the largest stable rate
-STABILITY_STEPS = 150                          # steps per learning-rate probe
-SEED = 0
+TEST, EPOCHS, BATCH = 2000, 2, 64
 SEED_TABLES = {
     "with normalization": {"BN": "76.4", "LN": "74.7", "IN": "71.6", "GN": "75.9", "SN": "76.9",
                            "RescaleNet": "76.58 ± 0.08", "FRN": "77.2", "RescaleNet + cosine LR": "77.2 ± 0.06"},
     "without normalization": {"Fixup": "72.4", "Fixup + mixup": "76.0", "Fixup + dropout": "75.5",
                               "SkipInit": "74.9", "SkipInit + dropout": "75.6", "RescaleNet": "74.3",
                               "RescaleNet + mixup": "76.4", "RescaleNet + dropout": "76.6"}}
-QUICK = dict(train=400, test=200, epochs=1, width=64, depth=12, probe=200, res_depths=[1, 4, 8],
-             blocks=4, lr_grid=[0.01, 0.1, 1.0], stability_steps=10)
 
-parser = lesson_parser("deep_signal", __doc__, "synthetic images, small nets", seed=SEED)
-parser.add_argument("--multipliers", action="store_true",
-                    help="RescaleNet with learnable scalars m_k/√L on each branch (eq. 10)")
-args = lesson_args(parser)
-q = args.quick
-width, depth, probe_n = (QUICK["width"], QUICK["depth"], QUICK["probe"]) if q else (WIDTH, PLAIN_DEPTH, PROBE)
-res_depths, blocks = (QUICK["res_depths"], QUICK["blocks"]) if q else (RES_DEPTHS, TRAIN_BLOCKS)
-lr_grid, stability_steps = (QUICK["lr_grid"], QUICK["stability_steps"]) if q else (LR_GRID, STABILITY_STEPS)
-out = args.out
-dataset, train, test = fashion_mnist(q, QUICK["train"] if q else TRAIN, QUICK["test"] if q else TEST, args.seed)
+s = settings("deep_signal", dict(
+    width=256, depth=30, probe=1000,                   # the plain MLP and the images that probe it
+    res_depths=[1, 2, 4, 8, 16, 32, 50],               # residual depths measured at init
+    blocks=16, train_width=128, train_size=10000,      # the residual MLP that is trained
+    lr_grid=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0],        # searched for the largest stable rate
+    stability_steps=150, multipliers=False, seed=0),
+    quick=dict(width=64, depth=12, probe=200, res_depths=[1, 4, 8], blocks=4, train_width=64, train_size=400,
+               lr_grid=[0.01, 0.1, 1.0], stability_steps=10), doc=__doc__,
+    help=dict(multipliers="RescaleNet with learnable scalars m_k/√L on each branch (eq. 10)",
+              stability_steps="steps per learning-rate probe"))
+width, depth, probe_n, res_depths, blocks, lr_grid, stability_steps = (
+    s.width, s.depth, s.probe, s.res_depths, s.blocks, s.lr_grid, s.stability_steps)
+dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
 x_probe = md.Tensor(train.get_batch(np.arange(min(probe_n, len(train))))[0].reshape(-1, 784))
 results = {}
 
-# %% 1. A plain deep ReLU MLP at initialization: variance and dead units per layer
+# %% [markdown]
+# ## 1. A plain deep ReLU MLP at initialization: variance and dead units per layer
+
+# %%
 def plain_mlp_at_init(with_bias):
     """Per layer: variance of the pre-activations y, and the fraction of units never
     active (y ≤ 0 for every probe image). Kaiming N(0, 2/fan_in) weights."""
-    md.manual_seed(args.seed)
+    md.manual_seed(s.seed)
     h, variances, dead = x_probe, [], []
     for k in range(depth):
         layer = md.nn.Linear(h.shape[1], width, bias=with_bias)
@@ -88,12 +108,10 @@ for bias, (variances, dead) in plain.items():
 results["plain_mlp"] = {("with_bias" if b else "no_bias"): {"variance": v, "dead_fraction": d}
                         for b, (v, d) in plain.items()}
 at20 = 100 * plain[False][1][min(19, depth - 1)]
-print(f"the seed: about 40% dead units at 20 layers (its simulation); ours without biases: {at20:.1f}%. "
+say(f"The seed: about 40% dead units at 20 layers (its simulation); ours without biases: {at20:.1f}%. "
       + ("About the same." if abs(at20 - 40) < 10 else
          "Different: the seed does not give its simulation's inputs or width; ours are real Fashion-MNIST "
          f"images at width {width}, whose ReLU outputs have a mean c_k that sets how negative E[y_i] gets."))
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for bias, (variances, dead) in plain.items():
@@ -105,10 +123,23 @@ axes[1].axhline(40, color="gray", ls=":", label="the seed: ~40% at 20 layers")
 axes[1].set(xlabel="layer", ylabel="dead units (%)", title=f"Units never active on {len(x_probe)} images")
 for ax in axes:
     ax.legend(fontsize=7)
-show_figure(fig, f"{out}/plain_mlp.png")
+show_figure(fig, f"{s.out}/plain_mlp.png")
 
 
-# %% 2. Residual blocks: plain sum, BN in the branch, RescaleNet
+# %% [markdown]
+# ## 2. Residual blocks: plain sum, BN in the branch, RescaleNet
+#
+# Each branch is $F = \text{Linear} \to \text{ReLU} \to \text{Linear}$, both with
+# Kaiming weights. Eq. 2 assumes $\mathrm{Var}(F(x)) = \mathrm{Var}(x)$ and so a
+# doubling per block. But Kaiming's factor 2 is meant to make up for a ReLU that
+# *follows* the layer, and the branch's second Linear has none: it doubles the
+# second moment the ReLU halved, so $\mathrm{Var}(F(x)) \approx 2\,\mathrm{Var}(x)$
+# and the plain residual sum grows about **3× per block**
+# ($3^{50} \approx 7\times10^{23}$, not $2^{50} \approx 10^{15}$). The plot shows
+# both reference lines. The point stands either way: the variance grows
+# exponentially with depth unless something rescales it.
+
+# %%
 class ResidualMLP(md.nn.Module):
     """stem → L blocks x_k = α_k·x_{k−1} + β_k·F_k(x_{k−1}) → head, with
     F_k = Linear → [BN] → ReLU → Linear → [BN] (Kaiming weights, zero biases).
@@ -151,7 +182,7 @@ class ResidualMLP(md.nn.Module):
 
 variance = {}
 for kind, label in (("plain", "x + F(x)"), ("bn", "x + F(x), BN in F"), ("rescale", "RescaleNet, c = L")):
-    md.manual_seed(args.seed)
+    md.manual_seed(s.seed)
     model = ResidualMLP(max(res_depths), width, kind)
     trace = []
     with md.no_grad():
@@ -159,15 +190,18 @@ for kind, label in (("plain", "x + F(x)"), ("bn", "x + F(x), BN in F"), ("rescal
     x0 = float(model.stem(x_probe).relu().numpy().var())
     variance[label] = [v / x0 for v in trace]
     print(f"{label:<20} Var(x_L)/Var(x_0) at L = {max(res_depths)}: {variance[label][-1]:.3g}"
-          + ("   (2^L would be %.3g)" % 2.0 ** max(res_depths) if kind == "plain" else ""))
+          + ("   (2^L = %.3g, 3^L = %.3g)" % (2.0 ** max(res_depths), 3.0 ** max(res_depths)) if kind == "plain" else ""))
 results["residual_variance_ratio"] = variance
 
-# %% The gradient norm at initialization against depth (eq. 8: O(Σ 1/(k+c)))
+# %% [markdown]
+# The gradient norm at initialization against depth (eq. 8: O(Σ 1/(k+c)))
+
+# %%
 gradnorm = {"plain": [], "rescale c=1": [], "rescale c=L": []}
 y_probe = md.Tensor(train.get_batch(np.arange(min(probe_n, len(train))))[1])
 for L in res_depths:
     for key, kind, c in (("plain", "plain", None), ("rescale c=1", "rescale", 1), ("rescale c=L", "rescale", L)):
-        md.manual_seed(args.seed)
+        md.manual_seed(s.seed)
         model = ResidualMLP(L, width, kind, c=c)
         F.cross_entropy(model(x_probe), y_probe).backward()
         g2 = sum(float((md.backend.as_numpy(p.grad).astype(np.float64) ** 2).sum())
@@ -182,7 +216,9 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for label, ratios in variance.items():
     axes[0].semilogy(range(1, len(ratios) + 1), ratios, label=label)
 axes[0].semilogy(range(1, max(res_depths) + 1), 2.0 ** np.arange(1, max(res_depths) + 1), "k:", lw=1,
-                 label="2^ℓ (eq. 2)")
+                 label="2^ℓ (eq. 2: Var F = Var x)")
+axes[0].semilogy(range(1, max(res_depths) + 1), 3.0 ** np.arange(1, max(res_depths) + 1), "k--", lw=1,
+                 label="3^ℓ (our F: Var F ≈ 2 Var x)")
 axes[0].set(xlabel="block ℓ", ylabel="Var(x_ℓ) / Var(x_0)", title="Variance through residual blocks at init")
 for key, values in gradnorm.items():
     axes[1].loglog(res_depths, values, "o-", label=key)
@@ -192,14 +228,17 @@ axes[1].loglog(res_depths, np.array(theory) * gradnorm["rescale c=L"][0] / theor
 axes[1].set(xlabel="number of blocks L", ylabel="‖∇ blocks‖² at init", title="Gradient norm vs depth")
 for ax in axes:
     ax.legend(fontsize=7)
-show_figure(fig, f"{out}/residual_init.png")
+show_figure(fig, f"{s.out}/residual_init.png")
 
-# %% 3. Training: the largest stable learning rate of each kind
+# %% [markdown]
+# ## 3. Training: the largest stable learning rate of each kind
+
+# %%
 kinds = {"no normalization": ("plain", False), "BN": ("bn", False),
-         "RescaleNet" + (" + m_k/√L" if args.multipliers else ""): ("rescale", args.multipliers)}
-store = RunStore(out, run_identity(dataset=dataset, train=len(train), blocks=blocks, lr_grid=lr_grid,
-                                   steps=stability_steps, multipliers=args.multipliers, seed=args.seed,
-                                   quick=q), fresh=args.fresh)
+         "RescaleNet" + (" + m_k/√L" if s.multipliers else ""): ("rescale", s.multipliers)}
+store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), blocks=blocks, lr_grid=lr_grid,
+                                   steps=stability_steps, multipliers=s.multipliers, seed=s.seed,
+                                   quick=s.quick), fresh=s.fresh)
 stability_set = md.data.ArrayDataset(train.images[:stability_steps * BATCH], train.targets[:stability_steps * BATCH],
                                      train.transform)
 for name, (kind, multipliers) in kinds.items():
@@ -207,9 +246,9 @@ for name, (kind, multipliers) in kinds.items():
         key = f"stability/{name}/{lr}"
         if key in store:
             continue
-        md.manual_seed(args.seed)
-        model = ResidualMLP(blocks, QUICK["width"] if q else TRAIN_WIDTH, kind, multipliers=multipliers)
-        losses = train_classifier(model, stability_set, 1, BATCH, lr, args.seed, desc=key)
+        md.manual_seed(s.seed)
+        model = ResidualMLP(blocks, s.train_width, kind, multipliers=multipliers)
+        losses = train_classifier(model, stability_set, 1, BATCH, lr, s.seed, desc=key)
         stable = bool(np.isfinite(losses).all() and np.mean(losses[-10:]) < losses[0])
         store[key] = {"stable": stable, "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}
 largest = {name: max([lr for lr in lr_grid if store[f"stability/{name}/{lr}"]["stable"]], default=None)
@@ -220,14 +259,17 @@ for name in kinds:
     print(f"{name:<24} largest stable learning rate: {largest[name]} (of {lr_grid})")
 print(f"BN's best rate in the probe: {lr_bn}; every kind trains at it below")
 
-# %% Training each kind at BN's rate
+# %% [markdown]
+# Training each kind at BN's rate
+
+# %%
 for name, (kind, multipliers) in kinds.items():
     key = f"train/{name}"
     if key in store:
         continue
-    md.manual_seed(args.seed)
-    model = ResidualMLP(blocks, QUICK["width"] if q else TRAIN_WIDTH, kind, multipliers=multipliers)
-    losses = train_classifier(model, train, QUICK["epochs"] if q else EPOCHS, BATCH, lr_bn, args.seed, desc=key)
+    md.manual_seed(s.seed)
+    model = ResidualMLP(blocks, s.train_width, kind, multipliers=multipliers)
+    losses = train_classifier(model, train, 1 if s.quick else EPOCHS, BATCH, lr_bn, s.seed, desc=key)
     store[key] = {"losses": losses, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None}
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -239,34 +281,35 @@ for name in kinds:
 ax.set(xlabel="step", ylabel="training loss (10-step mean)",
        title=f"{blocks}-block residual MLP at lr {lr_bn}")
 ax.legend(fontsize=8)
-show_figure(fig, f"{out}/training.png")
+show_figure(fig, f"{s.out}/training.png")
 
-# %% 4. The table beside the seed's
+# %% [markdown]
+# ## 4. The table beside the seed's
+
+# %%
 def accuracy(name):
     acc = store[f"train/{name}"]["test_acc"]
     return "diverged" if acc is None else f"{acc:.2f}%"
 
 
-rows = "\n".join(f"| {name} | {largest[name] or 'none of them'} | {accuracy(name)} |" for name in kinds)
-table = (f"| {blocks}-block residual MLP | largest stable lr (of {lr_grid}) | test accuracy at lr {lr_bn} |\n"
-         f"|---|---|---|\n{rows}")
-seed_rows = "\n".join(f"| {group} | " + ", ".join(f"{k} {v}" for k, v in t.items()) + " |"
-                      for group, t in SEED_TABLES.items())
-print(table + "\n\nThe seed's ImageNet ResNet-50 top-1 (%):\n" + seed_rows)
+table = show_table([f"{blocks}-block residual MLP", f"largest stable lr (of {lr_grid})", f"test accuracy at lr {lr_bn}"],
+                   [[name, largest[name] or "none of them", accuracy(name)] for name in kinds])
+seed_table = show_table(["seed 000: ImageNet ResNet-50", "top-1 (%)"],
+                        [[group, ", ".join(f"{k} {v}" for k, v in t.items())] for group, t in SEED_TABLES.items()])
 caveat = ("What a small model can show of the seed's tables: the variance and stability argument (sections "
           "1-2 and the stable rates), and that RescaleNet trains without normalization. What it cannot: "
           "ImageNet accuracy differences of a point or two between normalizers, which need a ResNet-50 "
           "and ~90 epochs.")
-print(caveat)
+say(caveat)
 results["largest_stable_lr"], results["lr_used"] = largest, lr_bn
 results["test_acc"] = {name: store[f"train/{name}"]["test_acc"] for name in kinds}
-write_json(f"{out}/results.json", results)
-write_text(f"{out}/summary.md", f"# Signal propagation and RescaleNet ({dataset})\n\n"
+write_json(f"{s.out}/results.json", results)
+write_text(f"{s.out}/summary.md", f"# Signal propagation and RescaleNet ({dataset})\n\n"
            f"Plain {depth}-layer ReLU MLP at init: dead units at layer {min(20, depth)}: "
            f"{100 * plain[False][1][min(19, depth - 1)]:.1f}% without biases, "
            f"{100 * plain[True][1][min(19, depth - 1)]:.1f}% with (the seed: about 40%).\n\n"
            f"Var(x_L)/Var(x_0) at L = {max(res_depths)}: " +
            ", ".join(f"{k} {v[-1]:.3g}" for k, v in variance.items()) + f".\n\n{table}\n\n"
-           f"The seed (ImageNet ResNet-50 top-1 %):\n\n| | |\n|---|---|\n{seed_rows}\n\n{caveat}\n\n"
+           f"{seed_table}\n\n{caveat}\n\n"
            "![plain](plain_mlp.png) ![residual](residual_init.png) ![training](training.png)\n")
-print(f"plots, results.json and summary.md in {out}/")
+print(f"plots, results.json and summary.md in {s.out}/")

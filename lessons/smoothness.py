@@ -1,60 +1,68 @@
-"""Why BatchNorm helps, measured: a smoother loss landscape, not less "internal
-covariate shift" (Santurkar et al. 2018; seeds 001 and 003).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-1. LeNet-5 on Fashion-MNIST with and without BN at two learning rates. Every
-   few steps, on a fixed batch, step along the current gradient by a range of
-   sizes and record: the range of the loss along it (loss-landscape variation),
-   the largest ℓ2 change of the gradient (gradient predictiveness), and the
-   largest ‖Δg‖/‖Δw‖ (effective β-smoothness). Their values over training,
-   with and without BN, as the paper's Figure 4 shows them.
-2. "Noisy BN" (the paper's Figure 2): after every BN, noise with a non-zero mean
-   and a non-unit variance, drawn afresh each step. The layers' input
-   distributions then move a lot from step to step, yet accuracy stays near
-   plain BN's.
+# %% [markdown]
+# # Why BatchNorm helps: a smoother loss landscape
+#
+# Seeds `001` and `003` present Santurkar et al. (2018): BN does not help by
+# reducing "internal covariate shift" (the movement of each layer's input
+# distribution), but by making the loss landscape smoother. Two experiments:
+#
+# 1. **The landscape along the gradient** (the paper's Figure 4). Every few steps,
+#    on a fixed batch, step from $w$ along $-g = -\nabla L(w)$ by
+#    $\eta \in \{0.5, 1, 2, 4\}\times$ the learning rate and record
+#    the *loss range* $\max_\eta L(w - \eta g) - \min_\eta L(w - \eta g)$,
+#    the *gradient predictiveness* $\max_\eta \lVert \nabla L(w - \eta g) - g \rVert$,
+#    and the *effective β-smoothness* $\max_\eta \lVert \nabla L(w - \eta g) - g\rVert / \lVert \eta g \rVert$.
+#    Smaller is smoother.
+# 2. **Noisy BN** (the paper's Figure 2): after every BN, noise $y \cdot s + m$ per
+#    channel, with $s \sim U(0.5, 1.5)\,\sigma_t$ and $m \sim \mathcal N(\mu_t, 1)$, where
+#    $\mu_t \sim U(-1, 1)$ and $\sigma_t \sim U(0.5, 2)$ are drawn anew every step.
+#    The layers' input distributions then move a lot from step to step; the paper
+#    finds accuracy stays near plain BN's.
 
-    python -m lessons.smoothness            # 36 s measured on a 2-core CPU
+# %%
+"""Loss-landscape smoothness with and without BN, and noisy BN (Santurkar et al.; seeds 001, 003).
+
+    python -m lessons.smoothness            # about 36 s on a 2-core CPU
     python -m lessons.smoothness --quick    # seconds, synthetic images
-
-Constants the paper does not fix for us, chosen once: step sizes along the
-gradient of 0.5, 1, 2 and 4 times the learning rate (the optimizer's own step
-and larger ones); a fixed probe batch of 256 training images; noise per channel
-y·s + m with s ~ U(0.5, 1.5)·σ_t and m ~ N(μ_t, 1), where μ_t ~ U(−1, 1) and
-σ_t ~ U(0.5, 2) are drawn anew every step (so the distribution itself moves).
 """
-# %% Settings (flags override them)
-
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
-                            run_identity, show_figure, train_classifier, write_json, write_text)
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
-TRAIN, TEST, EPOCHS, BATCH = 10000, 2000, 2, 64
-LRS = [0.01, 0.05]
+TEST = 2000
 STEP_MULTIPLES = [0.5, 1, 2, 4]        # step sizes along the gradient, × the learning rate
-PROBE_EVERY, PROBE_BATCH = 25, 256
-SEED = 0
-QUICK = dict(train=256, test=200, epochs=1, batch=32, probe_every=4, probe_batch=64)
 
-parser = lesson_parser("smoothness", __doc__, "synthetic images, tiny runs", seed=SEED)
-parser.add_argument("--lrs", type=float, nargs="+", default=LRS)
-parser.add_argument("--epochs", type=int, default=EPOCHS)
-args = lesson_args(parser)
-if args.quick:
-    args.epochs = QUICK["epochs"]
-batch = QUICK["batch"] if args.quick else BATCH
-probe_every = QUICK["probe_every"] if args.quick else PROBE_EVERY
-out = args.out
-dataset, train, test = fashion_mnist(args.quick, QUICK["train"] if args.quick else TRAIN,
-                                     QUICK["test"] if args.quick else TEST, args.seed)
-probe_batch = QUICK["probe_batch"] if args.quick else PROBE_BATCH
+s = settings("smoothness", dict(train_size=10000, epochs=2, batch_size=64, lrs=[0.01, 0.05], probe_every=25,
+                                probe_batch=256, seed=0),
+             quick=dict(train_size=256, epochs=1, batch_size=32, probe_every=4, probe_batch=64), doc=__doc__,
+             help=dict(probe_every="training steps between landscape probes",
+                       probe_batch="the fixed batch the landscape is measured on"))
+batch, probe_every, probe_batch = s.batch_size, s.probe_every, s.probe_batch
+dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
 x_probe, y_probe = (md.Tensor(a) for a in train.get_batch(np.arange(probe_batch)))
-store = RunStore(out, run_identity(dataset=dataset, train=len(train), epochs=args.epochs, batch_size=batch,
-                                   lrs=args.lrs, seed=args.seed, quick=args.quick), fresh=args.fresh)
+store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), epochs=s.epochs, batch_size=batch,
+                                     lrs=s.lrs, seed=s.seed, quick=s.quick), fresh=s.fresh)
 
+# %% [markdown]
+# ## 1. The landscape along the gradient, measured without moving the model
 
-# %% 1. The landscape along the gradient, measured without moving the model
+# %%
 def gradient(model):
     """(loss, flattened gradient) on the probe batch; BN uses the batch's statistics
     as in training, and its running statistics stay untouched."""
@@ -87,19 +95,19 @@ def landscape(model, lr):
             "beta_smoothness": max(betas)}
 
 
-for lr in args.lrs:
+for lr in s.lrs:
     for label, norm in (("no BN", None), ("BN", "batch")):
         key = f"{label}/{lr}"
         if key in store:
             continue
-        md.manual_seed(args.seed)
+        md.manual_seed(s.seed)
         model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
         probes = []
 
         def after_step(step, model):
             if step % probe_every == 0:
                 probes.append(dict(step=step, **landscape(model, lr)))
-        losses = train_classifier(model, train, args.epochs, batch, lr, args.seed, desc=key,
+        losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=key,
                                   after_step=after_step)
         store[key] = {"probes": probes, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None,
                       "losses": losses}
@@ -107,13 +115,14 @@ for lr in args.lrs:
               f"{np.median([p['loss_range'] for p in probes]):.3g}, median β-smoothness "
               f"{np.median([p['beta_smoothness'] for p in probes]):.3g}")
 
-# %% The three measures over training (the paper's Figure 4)
-import matplotlib.pyplot as plt  # noqa: E402
+# %% [markdown]
+# The three measures over training (the paper's Figure 4)
 
+# %%
 measures = [("loss_range", "loss range along the gradient"), ("gradient_change", "max ‖Δ gradient‖"),
             ("beta_smoothness", "effective β-smoothness")]
-fig, axes = plt.subplots(len(args.lrs), 3, figsize=(14, 3.4 * len(args.lrs)), squeeze=False)
-for row, lr in enumerate(args.lrs):
+fig, axes = plt.subplots(len(s.lrs), 3, figsize=(14, 3.4 * len(s.lrs)), squeeze=False)
+for row, lr in enumerate(s.lrs):
     for col, (measure, title) in enumerate(measures):
         ax = axes[row][col]
         for label, color in (("no BN", "tab:gray"), ("BN", "tab:red")):
@@ -122,20 +131,20 @@ for row, lr in enumerate(args.lrs):
                         label=label)
         ax.set(title=f"{title}, lr {lr}", xlabel="step")
         ax.legend(fontsize=7)
-show_figure(fig, f"{out}/landscape.png")
+show_figure(fig, f"{s.out}/landscape.png")
 
-summary_rows = []
-for lr in args.lrs:
-    for label in ("no BN", "BN"):
-        probes = store[f"{label}/{lr}"]["probes"]
-        summary_rows.append(f"| {label} | {lr} | {store[f'{label}/{lr}']['test_acc']} | " + " | ".join(
-            f"{np.median([p[m] for p in probes]):.3g}" for m, _ in measures) + " |")
-table = ("| model | lr | test accuracy (%) | median loss range | median max ‖Δg‖ | median β-smoothness |\n"
-         "|---|---|---|---|---|---|\n" + "\n".join(summary_rows))
-print(table)
+acc = lambda key: "diverged" if store[key]["test_acc"] is None else f"{store[key]['test_acc']:.2f}"
+table = show_table(["model", "lr", "test accuracy (%)", "median loss range", "median max ‖Δg‖",
+                    "median β-smoothness"],
+                   [[label, lr, acc(f"{label}/{lr}")] +
+                    [f"{np.median([p[m] for p in store[f'{label}/{lr}']['probes']]):.3g}" for m, _ in measures]
+                    for lr in s.lrs for label in ("no BN", "BN")])
 
 
-# %% 2. Noisy BN: distributions that move every step, accuracy that does not
+# %% [markdown]
+# ## 2. Noisy BN: distributions that move every step, accuracy that does not
+
+# %%
 class NoisyBN(md.nn.Module):
     """A BN layer followed, in training, by per-channel noise y·s + m whose own
     distribution changes every step (see the module docstring)."""
@@ -161,15 +170,15 @@ def noisy_lenet(seed):
                             norm=lambda c, d: NoisyBN(md.nn.BatchNorm(c, d)))
 
 
-lr = args.lrs[0]
+lr = s.lrs[0]
 for label in ("standard BN", "noisy BN"):
     key = f"noise/{label}"
     if key in store:
         continue
     if label == "noisy BN":
-        model = noisy_lenet(args.seed)
+        model = noisy_lenet(s.seed)
     else:
-        md.manual_seed(args.seed)
+        md.manual_seed(s.seed)
         model = md.models.LeNet5(in_channels=1, input_size=28, norm="batch")
     snapshots = []
 
@@ -180,7 +189,7 @@ for label in ("standard BN", "noisy BN"):
                 for layer in list(model.features.children())[:4]:
                     h = layer(h)
             snapshots.append({"step": step, "values": h.numpy()[:, 0].ravel()[::7].tolist()})
-    losses = train_classifier(model, train, args.epochs, batch, lr, args.seed, desc=key, after_step=after_step)
+    losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=key, after_step=after_step)
     store[key] = {"test_acc": evaluate(model, test)[1], "snapshots": snapshots}
     print(f"{label}: test accuracy {store[key]['test_acc']:.2f}%")
 noise_line = (f"test accuracy at lr {lr}: standard BN {store['noise/standard BN']['test_acc']:.2f}%, "
@@ -195,26 +204,30 @@ for ax, label in zip(axes, ("standard BN", "noisy BN")):
                   widths=probe_every * 1.6, showmedians=True)
     ax.set(title=f"{label}: channel 0 entering the second conv", xlabel="training step")
 axes[0].set_ylabel("activation value")
-show_figure(fig, f"{out}/noisy_bn.png")
+show_figure(fig, f"{s.out}/noisy_bn.png")
 
-# %% 3. Written down, beside the paper's claims
-verdict = ("The paper (and seed 001) finds BN lowers all three measures; ours, median over training: " +
-           "; ".join(f"lr {lr}: β-smoothness no BN {np.median([p['beta_smoothness'] for p in store[f'no BN/{lr}']['probes']]):.3g} "
-                     f"vs BN {np.median([p['beta_smoothness'] for p in store[f'BN/{lr}']['probes']]):.3g}"
-                     for lr in args.lrs) + ". " + noise_line + ".")
-smoother = all(np.median([p["beta_smoothness"] for p in store[f"BN/{lr}"]["probes"]]) <
-               np.median([p["beta_smoothness"] for p in store[f"no BN/{lr}"]["probes"]]) for lr in args.lrs)
+# %% [markdown]
+# ## 3. Beside the paper's claims
+
+# %%
+median = lambda key: np.median([p["beta_smoothness"] for p in store[key]["probes"]])
+smoother = all(median(f"BN/{lr}") < median(f"no BN/{lr}") for lr in s.lrs)
 noise_gap = store["noise/standard BN"]["test_acc"] - store["noise/noisy BN"]["test_acc"]
-verdict += (" Smoothness: " + ("agrees with the paper (BN smoother at every rate)." if smoother else
-            "DISAGREES with the paper at some rate; likeliest reason: few probes on one fixed batch early "
-            "in a short run, where the no-BN network has barely moved from its flat start.") +
-            " Noisy BN: " + (f"agrees (within {noise_gap:.1f} points of plain BN)." if noise_gap <= 2 else
-            f"DISAGREES: {noise_gap:.1f} points below plain BN, where the paper finds it about equal. "
-            "Likeliest reason: our noise is strong for a 5-layer network trained for 2 epochs (scales "
-            "up to 3x and shifts of about ±1 per channel on unit-variance activations, every step), while "
-            "the paper trained VGG networks to convergence, giving the later layers time to adapt."))
-print(verdict)
-write_json(f"{out}/results.json", {"dataset": dataset, "runs": store.runs})
-write_text(f"{out}/summary.md", f"# Loss-landscape smoothness with and without BN ({dataset})\n\n{table}\n\n"
-           f"{verdict}\n\n![landscape](landscape.png) ![noisy BN](noisy_bn.png)\n")
-print(f"plots, results.json and summary.md in {out}/")
+measured = ("The paper (and seed 001) finds BN lowers all three measures; ours, median over training: " +
+            "; ".join(f"lr {lr}: β-smoothness no BN {median(f'no BN/{lr}'):.3g} vs BN {median(f'BN/{lr}'):.3g}"
+                      for lr in s.lrs) + ". " + noise_line + ".")
+finding = verdict(
+    "**Smoothness:** " + ("agrees with the paper (BN smoother at every rate)." if smoother else
+    "disagrees with the paper at some rate; likeliest reason: few probes on one fixed batch early in a short "
+    "run, where the no-BN network has barely moved from its flat start.") +
+    " **Noisy BN:** " + (f"agrees (within {noise_gap:.1f} points of plain BN)." if noise_gap <= 2 else
+    f"disagrees: {noise_gap:.1f} points below plain BN, where the paper finds it about equal. Likeliest reason: "
+    "our noise is strong for a 5-layer network trained for 2 epochs (scales up to 3x and shifts of about ±1 per "
+    "channel on unit-variance activations, every step), while the paper trained VGG networks to convergence, "
+    "giving the later layers time to adapt."),
+    [store[k]["test_acc"] for k in store.runs if "test_acc" in store[k]], s.quick)
+say(measured + "\n\n" + finding)
+write_json(f"{s.out}/results.json", {"dataset": dataset, "runs": store.runs})
+write_text(f"{s.out}/summary.md", f"# Loss-landscape smoothness with and without BN ({dataset})\n\n{table}\n\n"
+           f"{measured}\n\n{finding}\n\n![landscape](landscape.png) ![noisy BN](noisy_bn.png)\n")
+print(f"plots, results.json and summary.md in {s.out}/")

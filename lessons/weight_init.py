@@ -1,51 +1,65 @@
-"""How much the initial weights matter, with and without BatchNorm (seed 003).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-A deep MLP (7 hidden layers of 64 units, ReLU) on Fashion-MNIST, its weights
-drawn from N(0, std²) for std swept over 1e-4 … 1, trained with and without a
-BN before every ReLU. Plotted against std: the final train and validation
-accuracy, and the first and last hidden layers' activation statistics at
-initialization, with Xavier's and Kaiming's std marked. The seed's claim: with
-BN the choice of initial weights matters less. We measure how much less. (BN
-rescues a small std only while the pre-BN variance stays above its ε = 1e-5:
-below that, ε sets the scale and the signal still fades.)
+# %% [markdown]
+# # How much the initial weights matter, with and without BatchNorm
+#
+# Seed `003` claims that with BN the choice of initial weights matters less.
+# Without BN, a layer's output variance is its input variance times
+# $d \cdot \mathrm{std}^2$ (times ½ after a ReLU), so a std away from Kaiming's
+# $\sqrt{2/d}$ shrinks or blows up the signal exponentially with depth. BN divides
+# each pre-activation by its own batch std, undoing the scale:
+#
+# $$\mathrm{BN}(a\,z) = \frac{a z - a\mu}{\sqrt{a^2\sigma^2 + \epsilon}} \approx \mathrm{BN}(z)
+#   \quad \text{while } a^2\sigma^2 \gg \epsilon .$$
+#
+# (Below that, $\epsilon = 10^{-5}$ sets the scale and the signal still fades.)
+# Here: a 7-hidden-layer MLP of 64 units on Fashion-MNIST, every weight drawn
+# from $\mathcal N(0, \mathrm{std}^2)$ for std from $10^{-4}$ to 1, trained with and
+# without a BN before every ReLU at one fixed learning rate (0.02, SGD momentum
+# 0.9), tuned for neither.
 
-    python -m lessons.weight_init            # 20 runs, 17 s measured on a 2-core CPU
+# %%
+"""Weight-initialization sensitivity with and without BN (seed 003).
+
+    python -m lessons.weight_init            # 20 runs, about 17 s on a 2-core CPU
     python -m lessons.weight_init --quick    # seconds, synthetic images
-
-The learning rate (0.02, SGD momentum 0.9) is fixed for all stds; we did not
-tune it for either model.
 """
-# %% Settings (flags override them)
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, lesson_args, lesson_parser,
-                            run_identity, show_figure, train_classifier, write_json, write_text)
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
-HIDDEN, LAYERS = 64, 7
-STDS = np.logspace(-4, 0, 10).tolist()
-TRAIN, VAL, EPOCHS, BATCH, LR = 8000, 2000, 3, 64, 0.02
-SEED = 0
-QUICK = dict(train=300, val=200, epochs=1, stds=[1e-4, 1e-2, 1.0])
+HIDDEN, LAYERS, BATCH = 64, 7, 64
 
-parser = lesson_parser("weight_init", __doc__, "synthetic images, three stds", seed=SEED)
-parser.add_argument("--epochs", type=int, default=EPOCHS)
-parser.add_argument("--lr", type=float, default=LR)
-args = lesson_args(parser)
-stds = QUICK["stds"] if args.quick else STDS
-if args.quick:
-    args.epochs = QUICK["epochs"]
-out = args.out
+s = settings("weight_init", dict(train_size=8000, val_size=2000, epochs=3, lr=0.02,
+                                 stds=np.logspace(-4, 0, 10).tolist(), seed=0),
+             quick=dict(train_size=300, val_size=200, epochs=1, stds=[1e-4, 1e-2, 1.0]), doc=__doc__,
+             help=dict(stds="initial weight standard deviations"))
+stds = s.stds
 # the validation images are Fashion-MNIST's test split (a held-out set we never tune on)
-dataset, train, val = fashion_mnist(args.quick, QUICK["train"] if args.quick else TRAIN,
-                                    QUICK["val"] if args.quick else VAL, args.seed)
-store = RunStore(out, run_identity(dataset=dataset, train=len(train), epochs=args.epochs, lr=args.lr,
-                                   stds=stds, seed=args.seed, quick=args.quick), fresh=args.fresh)
+dataset, train, val = fashion_mnist(s.quick, s.train_size, s.val_size, s.seed)
+store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), epochs=s.epochs, lr=s.lr,
+                                     stds=stds, seed=s.seed, quick=s.quick), fresh=s.fresh)
 
+# %% [markdown]
+# ## 1. The model: every weight drawn from N(0, std²), biases zero
 
-# %% 1. The model: every weight drawn from N(0, std²), biases zero
+# %%
 def mlp(std, bn):
     layers, fan_in = [md.nn.Flatten()], 784
     for _ in range(LAYERS):
@@ -65,7 +79,10 @@ kaiming = math.sqrt(2 / HIDDEN)
 print(f"for the hidden 64→64 layers, Xavier's std is {xavier:.3f} and Kaiming's (ReLU) {kaiming:.3f}")
 
 
-# %% 2. At initialization: the first and last hidden layers' activations against std
+# %% [markdown]
+# ## 2. At initialization: the first and last hidden layers' activations against std
+
+# %%
 def activations_at_init(model, x):
     """Std of the first and last hidden layers' outputs (after ReLU) on x, in training mode."""
     relus, h = [], x
@@ -81,21 +98,24 @@ x_probe = md.Tensor(train.get_batch(np.arange(min(500, len(train))))[0])
 init_stats = {}
 for bn in (False, True):
     for std in stds:
-        md.manual_seed(args.seed)
+        md.manual_seed(s.seed)
         init_stats[(bn, std)] = activations_at_init(mlp(std, bn), x_probe)
 for bn in (False, True):
     print(("with BN   " if bn else "without BN") + " | std of the last hidden layer at init: " +
           ", ".join(f"{std:.0e}: {init_stats[(bn, std)][1]:.2g}" for std in stds))
 
-# %% 3. Training at every std, with and without BN
+# %% [markdown]
+# ## 3. Training at every std, with and without BN
+
+# %%
 for bn in (False, True):
     for std in stds:
         key = f"{'BN' if bn else 'no BN'}/{std:.2e}"
         if key in store:
             continue
-        md.manual_seed(args.seed)
+        md.manual_seed(s.seed)
         model = mlp(std, bn)
-        losses = train_classifier(model, train, args.epochs, BATCH, args.lr, args.seed, desc=key)
+        losses = train_classifier(model, train, s.epochs, BATCH, s.lr, s.seed, desc=key)
         diverged = not np.isfinite(losses[-1])
         store[key] = {"train_acc": None if diverged else evaluate(model, train)[1],
                       "val_acc": None if diverged else evaluate(model, val)[1], "diverged": diverged}
@@ -107,9 +127,10 @@ def accuracies(bn, which):
     return np.array([store[f"{'BN' if bn else 'no BN'}/{std:.2e}"][which] or np.nan for std in stds], float)
 
 
-# %% 4. Against std, Xavier and Kaiming marked
-import matplotlib.pyplot as plt  # noqa: E402
+# %% [markdown]
+# ## 4. Against std, Xavier and Kaiming marked
 
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for bn, color in ((False, "tab:gray"), (True, "tab:red")):
     label = "BN" if bn else "no BN"
@@ -123,33 +144,33 @@ for ax in axes:
     ax.axvline(kaiming, color="tab:green", ls=":", label=f"Kaiming {kaiming:.3f}")
     ax.set_xlabel("initial weight std")
     ax.legend(fontsize=6)
-axes[0].set(ylabel="accuracy (%)", title=f"After {args.epochs} epochs")
+axes[0].set(ylabel="accuracy (%)", title=f"After {s.epochs} epochs")
 axes[1].set(ylabel="std of the layer's activations", title="At initialization")
-show_figure(fig, f"{out}/weight_init.png")
+show_figure(fig, f"{s.out}/weight_init.png")
 
-# %% 5. How much less does the initial std matter with BN?
+# %% [markdown]
+# ## 5. How much less does the initial std matter with BN?
+
+# %%
 def spread(bn):
     acc = accuracies(bn, "val_acc")
     good = int(np.sum(acc >= np.nanmax(acc) - 2.0))
     return float(np.nanmax(acc)), float(np.nanmin(np.where(np.isnan(acc), 0.0, acc))), good
 
 
-rows = []
-for bn in (False, True):
-    best, worst, good = spread(bn)
-    rows.append(f"| {'BN' if bn else 'no BN'} | {best:.2f}% | {worst:.2f}% | {good} of {len(stds)} |")
-table = ("| model | best validation accuracy | worst (diverged = 0) | stds within 2 points of the best |\n"
-         "|---|---|---|---|\n" + "\n".join(rows))
-print(table)
-answer = (f"With BN, {spread(True)[2]} of {len(stds)} initial stds train to within 2 points of the best; "
-          f"without, {spread(False)[2]}. The seed claims BN makes the initial weights matter less; "
-          "this is how much less here. " + ("It agrees." if spread(True)[2] > spread(False)[2] else
-                                             "Here it does NOT hold: BN did not widen the range of good stds."))
-print(answer)
-write_json(f"{out}/results.json", {"dataset": dataset, "stds": stds, "runs": store.runs,
-                                   "init_stats": {f"{'BN' if bn else 'no BN'}/{s:.2e}": v
-                                                  for (bn, s), v in init_stats.items()}})
-write_text(f"{out}/summary.md", f"# Weight-initialization sensitivity with and without BN ({dataset})\n\n"
-           f"{LAYERS} hidden layers of {HIDDEN}, {len(train)} training images, {args.epochs} epochs, SGD lr "
-           f"{args.lr}.\n\n{table}\n\n{answer}\n\n![weight init](weight_init.png)\n")
-print(f"plots, results.json and summary.md in {out}/")
+table = show_table(["model", "best validation accuracy", "worst (diverged = 0)", "stds within 2 points of the best"],
+                   [["BN" if bn else "no BN", f"{spread(bn)[0]:.2f}%", f"{spread(bn)[1]:.2f}%",
+                     f"{spread(bn)[2]} of {len(stds)}"] for bn in (False, True)])
+answer = verdict(f"With BN, {spread(True)[2]} of {len(stds)} initial stds train to within 2 points of the best; "
+                 f"without, {spread(False)[2]}. The seed claims BN makes the initial weights matter less; this is "
+                 "how much less here: " + ("it agrees." if spread(True)[2] > spread(False)[2] else
+                                          "here it does not hold, BN did not widen the range of good stds."),
+                 [spread(False)[0], spread(True)[0]], s.quick)
+say(answer)
+write_json(f"{s.out}/results.json", {"dataset": dataset, "stds": stds, "runs": store.runs,
+                                   "init_stats": {f"{'BN' if bn else 'no BN'}/{std:.2e}": v
+                                                    for (bn, std), v in init_stats.items()}})
+write_text(f"{s.out}/summary.md", f"# Weight-initialization sensitivity with and without BN ({dataset})\n\n"
+           f"{LAYERS} hidden layers of {HIDDEN}, {len(train)} training images, {s.epochs} epochs, SGD lr "
+           f"{s.lr}.\n\n{table}\n\n{answer}\n\n![weight init](weight_init.png)\n")
+print(f"plots, results.json and summary.md in {s.out}/")

@@ -65,10 +65,11 @@ def _label(t, names):
     return "\\n".join(rows)
 
 
-def draw_graph(y, path=None, names=None, rankdir="LR"):
+def draw_graph(y, path=None, names=None, rankdir="LR", size=None):
     """The graph below tensor ``y`` as DOT source (a :class:`Graph`); rendered to
-    ``path`` too when given. ``names`` labels tensors, e.g.
-    ``dict(model.named_parameters(), x=x)``."""
+    ``path`` too when given. Tensors are labelled with their ``name`` or by
+    ``names``, e.g. ``dict(model.named_parameters(), x=x)``. ``rankdir`` "TB"
+    draws it top to bottom; ``size="7,9"`` scales it down to fit 7 × 9 inches."""
     if not hasattr(y, "creator"):
         raise TypeError(f"draw_graph: expected the Tensor whose graph to draw, got {type(y).__name__}")
     names = {id(t): n for n, t in (names or {}).items()}
@@ -92,6 +93,7 @@ def draw_graph(y, path=None, names=None, rankdir="LR"):
             stack.append(x)
     graph = Graph("digraph minidl {\n"
                   f'  rankdir={rankdir}; node [fontname="Helvetica", fontsize=10];\n'
+                  + (f'  size="{size}";\n' if size else "")
                   + "\n".join(nodes[::-1] + edges[::-1]) + "\n}\n")
     if path is not None:
         graph.render(path)

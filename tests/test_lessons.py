@@ -26,6 +26,15 @@ LESSONS = {  # lesson: files its quick run must write
 }
 
 
+def lessons_module(name):
+    import importlib.util
+    import lessons
+    path = os.path.join(os.path.dirname(lessons.__file__), f"{name}.py")
+    with open(path) as f:
+        import ast
+        return type("Doc", (), {"__doc__": ast.get_docstring(ast.parse(f.read()))})
+
+
 def run_lesson(name, *argv, monkeypatch):
     """Run lessons.<name> as `python -m` does, in this process; its globals."""
     monkeypatch.setattr(sys, "argv", [f"lessons/{name}.py", *argv])
@@ -50,8 +59,18 @@ def test_lesson_runs_as_a_notebook(name, tmp_path):
         del os.environ["MINIDL_LESSON_ARGS"]
     for f in LESSONS[name]:
         assert (out / f).stat().st_size > 0, f"{name} as a notebook wrote no {f}"
-    errors = [o for c in code_cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    outputs = [o for c in code_cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    # a chapter: its story in Markdown, under a title
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    assert len(markdown) >= 4 and markdown[0].startswith("# "), "a lesson's story is in Markdown cells"
+    # clean output: no progress bar (nor anything else) left on stderr, no leftover bar, no docstring echo
+    assert not [o for o in outputs if o.get("name") == "stderr"], "output on stderr"
+    texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
+    assert not [t for t in texts if "█" in t or "·····" in t], "a progress bar left in the notebook"
+    doc = lessons_module(name).__doc__.strip().splitlines()[0]
+    assert not [t for t in texts if doc in t], "an output repeats the docstring"
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
 
 
 def test_conditioning(tmp_path, monkeypatch):
@@ -62,6 +81,11 @@ def test_conditioning(tmp_path, monkeypatch):
     assert r["area*0.01, price*0.1"]["distance_to_optimum"] > 1
     for f in LESSONS["conditioning"]:
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_conditioning_contours_are_drawn_to_scale(tmp_path, monkeypatch):
+    g = run_lesson("conditioning", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    assert all(ax.get_aspect() == 1.0 for ax in g["contour_fig"].axes)   # circles look like circles
 
 
 def test_conditioning_reads_a_users_csv(tmp_path, monkeypatch):
@@ -79,8 +103,11 @@ def test_quick_runs_never_write_into_a_real_runs_folder(tmp_path, monkeypatch):
 
 
 def test_batchnorm_backward_lesson(tmp_path, monkeypatch):
-    r = run_lesson("batchnorm_backward", "--out", str(tmp_path), monkeypatch=monkeypatch)["results"]
-    assert r["dl/dx max difference"]["staged_vs_autograd"] < 1e-10
+    g = run_lesson("batchnorm_backward", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    r = g["results"]
+    assert r["dl/dx"]["staged vs autograd"] < 1e-10 and r["dl/dx"]["staged vs compact"] < 1e-10
+    assert max(g["differences"].values()) < 1e-12          # the chapter's own terms = backward_staged
+    assert set(g["differences"]) >= {"dl/dx̂", "dl/dσ²", "dl/dμ", "dl/dx"}
     assert r["ones_upstream_max_abs_dx"] < 1e-12
     assert "more than 1 value per channel" in r["single_sample_error"]
     assert r["ops_in_graph"]["hand_derived"] == 1 and r["ops_in_graph"]["autograd"] > 10
@@ -215,10 +242,15 @@ def test_normalizers_lesson(tmp_path, monkeypatch):
     exact = g["results"]["geometry"]["0.0"]
     assert exact["|P² − P|"] < 1e-12 and abs(exact["x̂·dl/dx"]) < 1e-12 and abs(exact["1·dl/dx"]) < 1e-12
     assert g["results"]["geometry"]["0.1"]["|P² − P|"] > 1e-3
-    for layer, (w, v) in g["store"]["sparse_switch"]["weights"].items():   # radius reached 1: one-hot
+    for layer, (names, w, v) in g["store"]["sparse_switch"]["weights"].items():   # radius reached 1: one-hot
         assert max(w) == 1.0 and max(v) == 1.0, layer
-    assert {k.split(" ")[0] for k in g["store"]["switch"]["weights"]} == {
-        "features.1", "features.5", "classifier.2", "classifier.5"}
+    assert set(g["store"]["switch"]["weights"]) == {"features.1", "features.5", "classifier.2", "classifier.5"}
+    # one legend per panel, naming the normalizer whose weight each line draws
+    for ax in g["radius_fig"].axes:
+        names = g["store"]["sparse_switch"]["weights"][ax.get_title()][0]
+        assert [line.get_label() for line in ax.get_lines()] == names
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+        assert names == (["LN", "BN"] if ax.get_title().startswith("classifier") else ["IN", "LN", "BN"])
 
 
 def test_batch_size_lesson_resumes_its_finished_runs(tmp_path, monkeypatch, capsys):
@@ -277,4 +309,50 @@ def test_bn_regularization_lesson(tmp_path, monkeypatch):
     for label in ("no BN", "BN"):
         curve = g["summary"][label]["mean_curve"]
         assert len(curve) == 5 and curve[0] == g["summary"][label]["intact_acc"]
-    assert "robust to channel ablation here" in g["answer"]
+    assert "Area under the relative-accuracy curve" in g["measured"] and "No verdict" in g["answer"]
+
+
+# ---- output for a person ----------------------------------------------------
+def test_no_verdict_from_models_that_learned_nothing():
+    from lessons.common import verdict
+    assert verdict("It agrees.", [85.0, 90.0], quick=False) == "It agrees."
+    at_chance = verdict("It agrees.", [10.5, 90.0], quick=False)
+    assert "agrees" not in at_chance and "10.5%" in at_chance and "twice chance" in at_chance
+    assert verdict("It agrees.", [85.0, float("nan")], quick=False) != "It agrees."
+    assert "quick run" in verdict("It agrees.", [85.0, 90.0], quick=True)
+
+
+@pytest.mark.parametrize("name", ["weight_init", "bn_regularization", "batch_size"])
+def test_a_quick_run_prints_no_verdict(name, tmp_path, capsys, monkeypatch):
+    run_lesson(name, "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    out = capsys.readouterr().out.lower()
+    assert "smoke test" in out and "no verdict" in out
+    for word in ("agrees", "disagrees", "more robust", "less robust", "opposite sign"):
+        assert word not in out, word
+
+
+def test_quick_never_overrides_a_flag_the_user_gave(tmp_path, monkeypatch):
+    g = run_lesson("batch_size", "--quick", "--batch-sizes", "4", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    assert g["s"].batch_sizes == [4] and g["s"].train_size == 192     # the flag kept, the rest quick
+    assert set(g["store"].runs) == {f"{n}/4" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none")}
+
+
+def test_tables_render_as_aligned_text_on_the_command_line(capsys):
+    from lessons.common import show_table
+    markdown = show_table(["a", "long header"], [["x*y", 1], ["longer cell", 22]])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("a            long header") and set(lines[1]) <= {"-", " "}
+    assert "x\\*y" in markdown and markdown.splitlines()[1] == "|---|---|"
+
+
+def test_handout_writes_executed_notebooks_and_html(tmp_path):
+    pytest.importorskip("nbconvert")
+    pytest.importorskip("nbclient")
+    from lessons import handout
+    handout.main(["conditioning", "--quick", "--out", str(tmp_path)])
+    import nbformat
+    nb = nbformat.read(tmp_path / "conditioning.ipynb", as_version=4)
+    assert any(o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "Why normalize?" in (tmp_path / "conditioning.html").read_text()
+    with pytest.raises(SystemExit):
+        handout.main(["no_such_lesson", "--out", str(tmp_path)])
