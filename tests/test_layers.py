@@ -245,3 +245,34 @@ def test_a_small_network_learns(backend):
         loss.backward()
         opt.step()
     assert loss.item() < 0.2
+
+
+# ---- the homework's traps, caught where they happen --------------------------
+@pytest.mark.parametrize("layer, dtype, hint", [
+    (lambda: md.nn.Conv2d(1, 2, 3), np.uint8, "/ 255"),
+    (lambda: md.nn.Linear(9, 2), np.int64, "astype('float32')"),
+])
+def test_layers_refuse_integer_input_naming_the_fix(layer, dtype, hint):
+    x = md.Tensor(np.zeros((2, 1, 3, 3) if dtype == np.uint8 else (2, 9), dtype))
+    with pytest.raises(TypeError) as e:
+        layer()(x)
+    message = str(e.value)
+    assert message.startswith(("Conv2d:", "Linear:")) and str(np.dtype(dtype)) in message and hint in message
+
+
+def test_a_reassigned_buffer_stays_a_buffer_and_off_the_graph():
+    class Running(md.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("moving_mean", np.zeros(3, np.float32))
+
+    m = Running()
+    m.moving_mean = md.Tensor(np.ones(3, np.float32))              # as PyTorch: still a buffer
+    assert [n for n, _ in m.named_buffers()] == ["moving_mean"]
+    assert (m.state_dict()["moving_mean"] == 1).all()
+    on_graph = md.Tensor(np.ones(3, np.float32), requires_grad=True) * 0.5
+    with pytest.raises(ValueError, match="buffer 'moving_mean'.*no_grad"):
+        m.moving_mean = on_graph
+    with md.no_grad():
+        m.moving_mean = md.Tensor(np.ones(3, np.float32), requires_grad=True) * 0.5
+    assert not m.moving_mean.requires_grad

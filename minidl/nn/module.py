@@ -11,6 +11,10 @@ def check_input(layer, x, dtype=None):
     """A layer's input is a Tensor of its parameters' float dtype: say so by the layer's name."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{layer}: expected a Tensor, got {type(x).__name__}; wrap it: md.Tensor(x)")
+    if x.dtype.kind != "f":
+        hint = " and scale 0-255 pixels to 0-1 with / 255" if x.dtype == np.uint8 else ""
+        raise TypeError(f"{layer}: expected a floating-point input, got {x.dtype} of shape {tuple(x.shape)}; "
+                        f"cast it: x.astype('{dtype or 'float32'}'){hint}")
     if dtype is not None and x.dtype.kind == "f" and x.dtype != dtype and not Config.promote_float64:
         raise TypeError(f"{layer}: input is {x.dtype} but the layer's parameters are {dtype}; "
                         f"cast one: x.astype('{dtype}') or layer.astype('{x.dtype}')")
@@ -34,6 +38,12 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  f"assigning attributes (while setting {name!r})")
+        if name in self._buffers and isinstance(value, Tensor) and not isinstance(value, Parameter):
+            # as in PyTorch, a registered buffer assigned a new tensor stays a buffer
+            self._check_buffer(name, value)
+            self._buffers[name] = value
+            object.__setattr__(self, name, value)
+            return
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
         if isinstance(value, Parameter):
@@ -44,10 +54,19 @@ class Module:
 
     def register_buffer(self, name, value):
         """State that is saved and moved with the module but not trained
-        (BatchNorm's running statistics)."""
+        (BatchNorm's running statistics). Assigning the attribute a new tensor
+        later keeps it a buffer."""
         t = value if isinstance(value, Tensor) else Tensor(value)
+        self._check_buffer(name, t)
         self.__setattr__(name, t)
         self._buffers[name] = t
+
+    def _check_buffer(self, name, t):
+        """A buffer on the autograd graph would drag every step's graph into the next."""
+        if t.requires_grad:
+            raise ValueError(f"{type(self).__name__}: buffer {name!r} was assigned a tensor that requires a "
+                             "gradient (it was computed from the graph); update it under md.no_grad(), or "
+                             "from .detach(), so the running statistics stay off the autograd graph")
 
     def forward(self, *args):
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
