@@ -35,12 +35,15 @@
 """The BatchNorm backward derived term by term and proven three ways (seed 003).
 
     python -m lessons.batchnorm_backward                  # about 2 s; graphs and plots in runs/
+    python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d
     python -m lessons.batchnorm_backward --check my_bn.py:batchnorm_backward
 
---check grades your homework backward, a NumPy function
-``batchnorm_backward(dy, x, gamma, beta, eps) -> (dx, dgamma, dbeta)`` on (N, D)
-and (N, C, H, W) batches; it prints the grading only (--lesson: the lesson too),
-ends with PASS or FAIL naming the gradient, and exits 1 on FAIL.
+--check grades your homework: a module class with the skeleton's constructor
+``BatchNorm2d(num_features, num_dims, momentum=0.9, eps=1e-5)`` (minidl, or
+PyTorch where installed), line by line; or a NumPy backward function
+``batchnorm_backward(dy, x, gamma, beta, eps) -> (dx, dgamma, dbeta)``. It prints
+the grading only (--lesson: the lesson too), ends with PASS or FAIL naming what
+is wrong, and exits 1 on FAIL.
 """
 import shutil
 
@@ -56,10 +59,10 @@ EPS, SEED = 1e-5, 7
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
 
 s = settings("batchnorm_backward", dict(batch=4, features=3, check=None, lesson=False), doc=__doc__,
-             banner=None, help=dict(check="grade your backward: FILE.py:FUNCTION or module:function",
+             banner=None, help=dict(check="grade your homework: FILE.py:CLASS (a BatchNorm module) or FILE.py:FUNCTION (a backward)",
                                     lesson="with --check: run the lesson too"))
 if s.check:
-    passed, verdict = grader.grade(grader.load_function(s.check))
+    passed, verdict = grader.grade_any(grader.load_function(s.check))
     if not s.lesson:
         raise SystemExit(0 if passed else 1)
 

@@ -36,6 +36,12 @@
 # All three runs start from the same weights and see the same data in the same
 # order. CIFAR-10 is read from `--data-root` (downloaded where there is internet);
 # without it the lesson uses Fashion-MNIST.
+#
+# **The homework with your own module:** `--norm my_bn.py:BatchNorm2d` puts your
+# class (the skeleton's constructor, `BatchNorm2d(num_features, num_dims)`)
+# wherever BN goes, and trains it beside the no-BN model and beside minidl's own
+# BN at decay 0.9 as a reference. Check the module first with
+# `python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d`.
 
 # %%
 """LeNet-5 without BN, with BN at decay 0.99 and 0.9 (seed 002).
@@ -43,11 +49,14 @@
     python -m lessons.lenet5_batchnorm                        # CIFAR-10 if present or downloadable
     python -m lessons.lenet5_batchnorm --dataset fashion-mnist --epochs 5
     python -m lessons.lenet5_batchnorm --quick                # seconds, synthetic data
+    python -m lessons.lenet5_batchnorm --norm my_bn.py:BatchNorm2d   # the homework: your module
 
 Default run on Fashion-MNIST (no CIFAR-10 here): 20 epochs × 3 models, about 11
 minutes on a 2-core CPU. Interrupted runs resume from their last epoch's
 checkpoint in --out, only when made with the same data and settings.
 """
+import hashlib
+import inspect
 import json
 import os
 import time
@@ -57,6 +66,7 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
+from lessons import grader
 from lessons.common import (Epochs, check_resume, evaluate, progress, run_identity, say, settings,
                             show_figure, show_table, synthetic_images, write_json, write_text)
 
@@ -68,14 +78,23 @@ PROBES_PER_EPOCH = 10                   # running-statistics lag measurements pe
 
 s = settings("lenet5_batchnorm", dict(
     dataset=None, data_root="data", epochs=20, batch_size=64, lr=0.01, subset=None, seed=0,
-    biased_running_var=False, backend=None),
+    biased_running_var=False, backend=None, norm=None),
     quick=dict(epochs=2, batch_size=32), doc=__doc__,
     help=dict(dataset="cifar10 or fashion-mnist (default: CIFAR-10 where present or downloadable)",
               data_root="the folder holding cifar-10-batches-py", subset="train on this many images only",
               biased_running_var="store the biased batch variance in running_var, as the homework does",
-              backend="numpy or cupy"))
+              backend="numpy or cupy", norm="FILE.py:CLASS, your BatchNorm module, used wherever BN goes"))
 if s.backend:
     md.use_backend(s.backend)
+if s.norm:                  # the homework: the student's module beside no BN and minidl's BN
+    student = grader.load_function(s.norm)
+    if not (isinstance(student, type) and issubclass(student, md.nn.Module)):
+        raise SystemExit(f"--norm: {s.norm} is not a minidl Module class; expected the homework's "
+                         "BatchNorm2d(num_features, num_dims, momentum=0.9, eps=1e-5)")
+    RUNS = {"no BN": None, f"your {student.__name__}": student, "minidl BN decay=0.9": 0.9}
+    COURSE_CIFAR10 = {"no BN": 74.33, f"your {student.__name__}": 78.26, "minidl BN decay=0.9": 78.26}
+    with open(inspect.getsourcefile(student), "rb") as f:
+        norm_source = hashlib.sha256(f.read()).hexdigest()[:16]    # a changed module is a different run
 
 # %% [markdown]
 # ## 1. Data
@@ -93,12 +112,16 @@ else:
         try:
             md.data.CIFAR10(s.data_root, train=False, download=True)
             dataset = "cifar10"
-        except Exception as e:   # no copy on disk and no internet
-            print(f"CIFAR-10 is not available ({e}); using Fashion-MNIST")
+        except md.data.DataError:   # no copy on disk and no internet
+            print(f"CIFAR-10 is not in {s.data_root}/cifar-10-batches-py and cannot be downloaded here: "
+                  "using Fashion-MNIST")
             dataset = "fashion-mnist"
     if dataset == "cifar10":
-        train = md.data.CIFAR10(s.data_root, train=True, download=True)
-        test = md.data.CIFAR10(s.data_root, train=False)
+        try:
+            train = md.data.CIFAR10(s.data_root, train=True, download=True)
+            test = md.data.CIFAR10(s.data_root, train=False)
+        except md.data.DataError as e:
+            raise SystemExit(str(e)) from None
         augment = [md.data.RandomCrop(32, padding=4), md.data.RandomHorizontalFlip()]
     elif dataset == "fashion-mnist":
         train, test = md.data.FashionMNIST(None, train=True), md.data.FashionMNIST(None, train=False)
@@ -133,10 +156,21 @@ def population_stats(model, probe):
 
 
 def make_model(decay):
+    """LeNet-5 without BN (None), with minidl's BN at this decay, or with a BN module class."""
     md.manual_seed(s.seed)                   # the same initial conv/linear weights for every run
-    bn = None if decay is None else (lambda c, dims: md.nn.BatchNorm(
-        c, dims, decay=decay, unbiased_running_var=not s.biased_running_var))
+    if isinstance(decay, type):
+        bn = lambda c, dims: decay(c, dims)                  # the homework's constructor
+    else:
+        bn = None if decay is None else (lambda c, dims: md.nn.BatchNorm(
+            c, dims, decay=decay, unbiased_running_var=not s.biased_running_var))
     return md.models.LeNet5(in_channels=in_channels, input_size=size, norm=bn)
+
+
+def running_stats(layer):
+    """A BN layer's (running mean, running variance), by minidl's or the homework's names."""
+    mean, var = (getattr(layer, name) for name in (("running_mean", "running_var") if hasattr(layer, "running_mean")
+                                                     else ("moving_mean", "moving_var")))
+    return md.backend.as_numpy(mean.data).ravel(), md.backend.as_numpy(var.data).ravel()
 
 
 def resume(ckpt, identity, model, opt):
@@ -161,7 +195,8 @@ for label, decay in RUNS.items():
     sched = md.optim.CosineAnnealingLR(opt, T_max=s.epochs)
     ckpt = os.path.join(s.out, label.replace(" ", "_").replace("=", "") + ".npz")
     identity = run_identity(dataset=dataset, model=label, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                            seed=s.seed, subset=s.subset, quick=s.quick, biased_running_var=s.biased_running_var)
+                            seed=s.seed, subset=s.subset, quick=s.quick, biased_running_var=s.biased_running_var,
+                            **({"norm": s.norm, "norm_source": norm_source} if s.norm else {}))
     start, history = resume(ckpt, identity, model, opt)
     history = history or {k: [] for k in HISTORY}
     sched.epoch = start
@@ -183,8 +218,9 @@ for label, decay in RUNS.items():
         if decay is not None and step % probe_every == 0:
             mean, var = population_stats(model, probe)
             history["lag_step"].append(epoch * steps + step)
-            history["lag_mean"].append(float(np.abs(model.features[1].running_mean.numpy() - mean).mean()))
-            history["lag_var"].append(float(np.abs(model.features[1].running_var.numpy() - var).mean()))
+            running_mean, running_var = running_stats(model.features[1])
+            history["lag_mean"].append(float(np.abs(running_mean - mean).mean()))
+            history["lag_var"].append(float(np.abs(running_var - var).mean()))
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         if step == steps - 1:                 # the end of an epoch: evaluate, record, save
             sched.step()
@@ -213,7 +249,7 @@ for label, decay in RUNS.items():
 
 # %%
 colors = dict(zip(results, ["tab:gray", "tab:blue", "tab:red"]))
-styles = {"no BN": "-", "BN decay=0.99": "-", "BN decay=0.9": ":"}
+styles = dict(zip(results, ["-", "-", ":"]))     # the BN runs can coincide: the second is dotted
 steps_per_epoch = len(results["no BN"]["step_loss"]) // max(1, len(results["no BN"]["val_loss"]))
 window = max(1, steps_per_epoch // 10)
 fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -259,7 +295,7 @@ for ax, what in zip(axes, ("running_mean", "running_var")):
     ax.set(xlabel="training step", ylabel="mean |running − population|", title=f"{what} lag (first BN)")
     ax.legend()
 show_figure(fig, f"{s.out}/running_stats.png")
-total_steps = len(results["BN decay=0.99"]["step_loss"])
+total_steps = len(results["no BN"]["step_loss"])
 say(f"This run made {total_steps} updates: the initial running statistics still weigh "
     f"{0.99 ** total_steps:.2g} at decay 0.99 and {0.9 ** total_steps:.2g} at decay 0.9."
     + (" At decay 0.99 that is far from negligible, so eval mode normalizes with stale statistics: this "

@@ -187,13 +187,29 @@ class CIFAR10(ArrayDataset):
 
     @classmethod
     def download(cls, root):
+        """Fetch the archive into ``root``, check its MD5, extract it. Where the
+        download fails nothing is left behind, and the error says where to put
+        the files by hand."""
+        made_root = not os.path.exists(root)
         os.makedirs(root, exist_ok=True)
         archive = os.path.join(root, os.path.basename(cls.url))
         if not os.path.exists(archive) or _md5(archive) != cls.md5:
             print(f"downloading {cls.url} ...")
             fd, tmp = tempfile.mkstemp(dir=root)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(cls.url) as response:
-                shutil.copyfileobj(response, out)
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(cls.url, timeout=30) as response:
+                    shutil.copyfileobj(response, out)
+            except (OSError, ValueError) as e:        # URLError, timeouts and refused connections are OSErrors
+                os.remove(tmp)
+                if made_root and not os.listdir(root):
+                    os.rmdir(root)
+                reason = getattr(e, "reason", e)
+                raise DataError(
+                    f"CIFAR10: could not download {cls.url} ({reason}); this machine seems to have no "
+                    "network.\n"
+                    f"  Where you have internet, download and extract it so that "
+                    f"{os.path.join(root, cls.folder)}/ holds data_batch_1 ... data_batch_5 and test_batch.\n"
+                    "  Or use another dataset (the LeNet-5 lesson: --dataset fashion-mnist).") from None
             digest = _md5(tmp)
             if digest != cls.md5:
                 os.remove(tmp)

@@ -108,6 +108,27 @@ def test_cifar10_download_checks_md5(tmp_path, monkeypatch):
     assert len(CIFAR10(str(tmp_path / "root"), train=False, download=True)) == 6
 
 
+def test_cifar10_offline_fails_in_a_few_lines_and_leaves_nothing(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "data"
+    with pytest.raises(DataError) as e:
+        CIFAR10(str(root), download=True)
+    message = str(e.value)
+    assert len(message.splitlines()) <= 4 and "no network" in message
+    assert "cifar-10-batches-py" in message and "--dataset fashion-mnist" in message
+    assert not root.exists()                     # nothing partial left behind
+    root.mkdir()
+    (root / "mine.txt").write_text("a user's file")
+    with pytest.raises(DataError):
+        CIFAR10(str(root), download=True)
+    assert sorted(p.name for p in root.iterdir()) == ["mine.txt"]
+
+
 def test_dataloader_batches_shuffle_and_seed():
     images = np.arange(10 * 1 * 2 * 2, dtype=np.uint8).reshape(10, 1, 2, 2)
     ds = md.data.ArrayDataset(images, np.arange(10))

@@ -276,3 +276,21 @@ def test_a_reassigned_buffer_stays_a_buffer_and_off_the_graph():
     with md.no_grad():
         m.moving_mean = md.Tensor(np.ones(3, np.float32), requires_grad=True) * 0.5
     assert not m.moving_mean.requires_grad
+
+
+def test_a_float64_parameter_in_a_float32_net_is_named_by_its_module():
+    class Homework(md.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gamma = md.nn.Parameter(np.ones((1, 3)))          # float64: np.ones's default
+            self.beta = md.nn.Parameter(np.zeros((1, 3), np.float32))
+
+        def forward(self, x):
+            return x * self.gamma + self.beta
+
+    net = md.nn.Sequential(md.nn.Linear(3, 3), Homework())
+    with pytest.raises(TypeError) as e:
+        net(md.Tensor(np.ones((2, 3), np.float32)))
+    message = str(e.value)
+    assert message.startswith("Homework: its input is float32 but gamma is float64")
+    assert "beta" not in message and "np.ones(shape, np.float32)" in message

@@ -356,3 +356,95 @@ def test_handout_writes_executed_notebooks_and_html(tmp_path):
     assert "Why normalize?" in (tmp_path / "conditioning.html").read_text()
     with pytest.raises(SystemExit):
         handout.main(["no_such_lesson", "--out", str(tmp_path)])
+
+
+# ---- the homework as the course sets it: a BatchNorm module -------------------
+HOMEWORK = os.path.join(os.path.dirname(__file__), "homework_bn.py")
+MODULE_LINES = ("parameters", "training forward", "moving averages", "eval mode", "saved by state_dict",
+                "off the graph", "gradients")
+
+
+def check_module(spec, cwd):
+    r = subprocess.run([sys.executable, "-m", "lessons.batchnorm_backward", "--check", spec, "--out", "o"],
+                       capture_output=True, text=True, cwd=cwd)
+    lines = {}
+    for line in r.stdout.splitlines():
+        status, _, rest = line.strip().partition("  ")
+        if status in ("PASS", "FAIL", "SKIP") and rest:
+            lines.setdefault(rest.split(":")[0], set()).add(status)
+    return r, lines
+
+
+def test_module_grader_passes_the_homework_written_in_minidl(tmp_path):
+    r, lines = check_module(f"{HOMEWORK}:BatchNorm2d", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert lines == {name: {"PASS"} for name in MODULE_LINES}
+    assert r.stdout.strip().splitlines()[-1] == "PASS"
+    assert "the biased one (the course's convention)" in r.stdout
+
+
+@pytest.mark.parametrize("cls, line, hint", [
+    ("NoEps", "training forward", "without ε"),
+    ("MomentumReversed", "moving averages", "weighs the NEW value"),
+    ("EvalUsesBatch", "eval mode", "batch's own statistics"),
+    ("OnTheGraph", "off the graph", "no_grad"),
+    ("NotSaved", "saved by state_dict", "plain tensor attributes"),
+    ("GammaNotAParameter", "parameters", "not a registered parameter"),
+])
+def test_module_grader_fails_each_planted_mistake_on_its_line_only(tmp_path, cls, line, hint):
+    r, lines = check_module(f"{HOMEWORK}:{cls}", tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert {name for name, status in lines.items() if "FAIL" in status} == {line}, r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith(f"FAIL: {line} on (N, D)") and hint in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+TORCH_HOMEWORK = """import torch
+from torch import nn
+
+class BatchNorm2d(nn.Module):
+    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
+        super().__init__()
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("moving_mean", torch.zeros(shape))
+        self.register_buffer("moving_var", torch.ones(shape))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, X):
+        if not self.training:
+            mean, var = self.moving_mean, self.moving_var
+        else:
+            axes = (0,) if X.dim() == 2 else (0, 2, 3)
+            mean = X.mean(dim=axes, keepdim=True)
+            var = X.var(dim=axes, keepdim=True, unbiased=False)
+            with torch.no_grad():
+                self.moving_mean = self.momentum * self.moving_mean + (1 - self.momentum) * mean
+                self.moving_var = self.momentum * self.moving_var + (1 - self.momentum) * var * {unbias}
+        return self.gamma * (X - mean) / torch.sqrt(var + self.eps) + self.beta
+"""
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_module_grader_grades_the_pytorch_homework_and_names_the_variance(tmp_path, unbiased):
+    pytest.importorskip("torch")
+    count = "(X.numel() / X.shape[1]) / (X.numel() / X.shape[1] - 1)" if unbiased else "1"
+    (tmp_path / "hw.py").write_text(TORCH_HOMEWORK.replace("{unbias}", count))
+    r, lines = check_module("hw.py:BatchNorm2d", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(PyTorch module)" in r.stdout and lines == {name: {"PASS"} for name in MODULE_LINES}
+    assert ("the unbiased one (PyTorch's convention" if unbiased else "the biased one (the course's") in r.stdout
+
+
+def test_lenet5_trains_the_students_module_beside_minidls(tmp_path, monkeypatch):
+    g = run_lesson("lenet5_batchnorm", "--quick", "--norm", f"{HOMEWORK}:BatchNorm2d", "--out", str(tmp_path),
+                   monkeypatch=monkeypatch)
+    assert list(g["results"]) == ["no BN", "your BatchNorm2d", "minidl BN decay=0.9"]
+    assert type(g["make_model"](g["RUNS"]["your BatchNorm2d"]).features[1]).__name__ == "BatchNorm2d"
+    for f in ("loss.png", "accuracy.png", "results.json", "summary.md"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert "your BatchNorm2d" in (tmp_path / "summary.md").read_text()
+    # the student's module and minidl's BN compute the same training step
+    assert g["results"]["your BatchNorm2d"]["step_loss"] == pytest.approx(
+        g["results"]["minidl BN decay=0.9"]["step_loss"], rel=1e-4)

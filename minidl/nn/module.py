@@ -72,7 +72,28 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        try:
+            return self.forward(*args, **kwargs)
+        except TypeError as e:
+            raise self._name_the_dtype_mismatch(e, args) from None
+
+    def _name_the_dtype_mismatch(self, error, args):
+        """An op deep in forward() mixed float dtypes: name this module and the
+        parameter or buffer whose dtype differs from the input's (a float64
+        ``Parameter(np.ones(shape))`` in a float32 net, say)."""
+        inputs = [a for a in args if isinstance(a, Tensor) and a.dtype.kind == "f"]
+        if "different float dtypes" not in str(error) or not inputs or hasattr(error, "named_by_module"):
+            return error
+        own = [(n, t) for n, t in list(self._parameters.items()) + list(self._buffers.items())
+               if t.dtype != inputs[0].dtype]
+        if not own:
+            return error
+        names = ", ".join(f"{n} is {t.dtype}" for n, t in own)
+        named = TypeError(f"{type(self).__name__}: its input is {inputs[0].dtype} but {names} ({error}). "
+                          f"Create it as float32 (np.ones(shape, np.float32)), or cast the module with "
+                          f".astype('{inputs[0].dtype}')")
+        named.named_by_module = True
+        return named
 
     # ---- traversal --------------------------------------------------------
     def named_modules(self, prefix=""):
