@@ -6,6 +6,7 @@ from .backend import (BackendError, DeviceMismatchError, cupy_available, get_bac
 from .serialize import load, save
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .graph import draw_graph
-from .tensor import Function, Tensor, detect_anomaly, enable_grad, frozen_state, no_grad
+from .tensor import (BackwardStep, Function, Tensor, backward_steps, detect_anomaly, enable_grad,
+                     frozen_state, no_grad, steps_table)
 
 __version__ = "0.1.0"

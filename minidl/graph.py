@@ -56,23 +56,34 @@ class Graph(str):
         return {"image/svg+xml": svg.stdout.decode()}
 
 
-def _label(t, names):
+def _label(t, names, grad=None):
+    """A tensor's box: its name, shape and dtype, and its gradient where known
+    (the values when there are at most 6 of them, else the norm)."""
     name = names.get(id(t)) or t.name
     rows = ([name] if name else []) + [f"{tuple(t.shape)} {t.dtype}"]
-    if t.grad is not None:
-        g = backend.as_numpy(t.grad)
-        rows.append(f"‖grad‖ = {float(np.sqrt((g.astype(np.float64) ** 2).sum())):.4g}")
+    g = t.grad if grad is None else grad
+    if g is not None:
+        g = backend.as_numpy(g).astype(np.float64)
+        rows.append(f"grad {np.array2string(g.ravel(), precision=3, separator=' ')}" if g.size <= 6
+                    else f"‖grad‖ = {float(np.sqrt((g ** 2).sum())):.4g}")
     return "\\n".join(rows)
 
 
-def draw_graph(y, path=None, names=None, rankdir="LR", size=None):
+def draw_graph(y, path=None, names=None, rankdir="LR", size=None, step=None):
     """The graph below tensor ``y`` as DOT source (a :class:`Graph`); rendered to
     ``path`` too when given. Tensors are labelled with their ``name`` or by
     ``names``, e.g. ``dict(model.named_parameters(), x=x)``. ``rankdir`` "TB"
-    draws it top to bottom; ``size="7,9"`` scales it down to fit 7 × 9 inches."""
+    draws it top to bottom; ``size="7,9"`` scales it down to fit 7 × 9 inches.
+    ``step``, one step of ``md.backward_steps(y)``, is marked: its op filled,
+    its output labelled with the upstream gradient and its inputs with the
+    gradients it sends them."""
     if not hasattr(y, "creator"):
         raise TypeError(f"draw_graph: expected the Tensor whose graph to draw, got {type(y).__name__}")
     names = {id(t): n for n, t in (names or {}).items()}
+    at_step = {}
+    if step is not None:
+        at_step[id(step.output)] = step.grad_output
+        at_step.update({id(x): g for x, g in zip(step.inputs, step.grad_inputs) if g is not None})
     nodes, edges, seen = [], [], set()
     stack = [y]
     while stack:                      # iterative, like backward(): deep graphs are fine
@@ -81,12 +92,15 @@ def draw_graph(y, path=None, names=None, rankdir="LR", size=None):
             continue
         seen.add(id(t))
         leaf_style = "filled" if t.creator is None and t.requires_grad else "solid"
-        nodes.append(f'  t{id(t)} [shape=box, style="{leaf_style}", fillcolor="#dbe9f6", '
-                     f'label="{_label(t, names)}"];')
+        color = "#fde2c0" if id(t) in at_step else "#dbe9f6"
+        nodes.append(f'  t{id(t)} [shape=box, style="{"filled" if id(t) in at_step else leaf_style}", '
+                     f'fillcolor="{color}", label="{_label(t, names, at_step.get(id(t)))}"];')
         f = t.creator
         if f is None:
             continue
-        nodes.append(f'  f{id(f)} [shape=ellipse, label="{type(f).__name__}"];')
+        marked = step is not None and f is step.function
+        nodes.append(f'  f{id(f)} [shape=ellipse, label="{type(f).__name__}"'
+                     + (', style="filled", fillcolor="#f4a259"' if marked else "") + "];")
         edges.append(f"  f{id(f)} -> t{id(t)};")
         for x in f.inputs:
             edges.append(f"  t{id(x)} -> f{id(f)};")

@@ -118,6 +118,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.creator = creator
         self.name = None
+        self.retains_grad = False
 
     @classmethod
     def _wrap(cls, data, requires_grad=False, creator=None):
@@ -147,6 +148,8 @@ class Tensor:
             extra += f", grad_fn={type(self.creator).__name__}"
         elif self.requires_grad:
             extra += ", requires_grad=True"
+        if self.name:
+            extra += f", name={self.name!r}"
         return f"tensor({body}{extra})"
 
     # ---- conversions ------------------------------------------------------
@@ -168,51 +171,124 @@ class Tensor:
         self.grad = None
 
     # ---- autograd ---------------------------------------------------------
+    def retain_grad(self):
+        """Keep this tensor's gradient in ``.grad`` after ``backward()`` even though
+        it is not a leaf (PyTorch's name and meaning): it accumulates like a leaf's."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require a gradient, so none "
+                               "will reach it")
+        self.retains_grad = True
+        return self
+
     def backward(self, grad=None):
         """Backpropagate from this tensor; adds into ``.grad`` of every leaf that
-        requires a gradient. ``grad`` is the upstream gradient, needed unless this
-        tensor holds a single value."""
-        xp = get_array_module(self.data)
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(
-                    f"backward: this tensor has shape {self.shape}; backward() without an "
-                    "upstream gradient needs a single value (a loss). Reduce it first "
-                    "(e.g. .sum() or .mean()) or pass grad= of the same shape.")
-            backend.defer_check(~xp.isfinite(self.data).all(), FloatingPointError,
-                                "backward: the loss is NaN or inf; training has diverged or an op "
-                                "produced NaN (try a smaller learning rate, or `with "
-                                "md.detect_anomaly():`)")
-            grad = xp.ones_like(self.data)
-        else:
-            if isinstance(grad, Tensor):
-                grad = grad.data
-            if _is_array(grad) and backend.device_of(grad) != self.device:
-                grad = backend.to_device(grad, self.device)     # a host gradient for a GPU tensor
-            grad = as_array(grad, dtype=self.dtype, xp=xp)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward: upstream gradient has shape {grad.shape}, "
-                                 f"expected the tensor's shape {self.shape}")
-        if not self.requires_grad:
-            raise RuntimeError("backward: this tensor does not require a gradient: no input "
-                               "had requires_grad=True, or it was computed under no_grad()")
+        requires a gradient (and of every tensor that called ``retain_grad()``).
+        ``grad`` is the upstream gradient, needed unless this tensor holds a
+        single value. ``md.backward_steps`` is the same pass, one op at a time."""
+        for _ in backward_steps(self, grad):
+            pass
 
-        grads = {id(self): grad}
-        for t in reversed(_topological_order(self)):
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
-            if t.creator is None:
-                t.grad = g.copy() if t.grad is None else t.grad + g
-                continue
-            f = t.creator
-            gxs = f.backward(g)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for x, gx in zip(f.inputs, gxs):
-                if gx is None or not x.requires_grad:
-                    continue
+
+class BackwardStep:
+    """One op of a backward pass: the op, its output tensor, the upstream
+    gradient arriving at that output, and the gradient it sends to each input
+    (None where an input needs none). Prints as a short block."""
+
+    def __init__(self, index, function, output, grad_output, grad_inputs):
+        self.index, self.function, self.output = index, function, output
+        self.grad_output, self.grad_inputs = grad_output, grad_inputs
+        self.inputs = function.inputs
+
+    op = property(lambda self: type(self.function).__name__)
+
+    def __repr__(self):
+        lines = [f"step {self.index}: {self.op} -> {_describe(self.output)}",
+                 f"  upstream dl/d({_label(self.output)}) {_values(self.grad_output)}"]
+        for x, g in zip(self.inputs, self.grad_inputs):
+            if g is not None:
+                lines.append(f"  sends dl/d({_label(x)}) {_values(g)}")
+        return "\n".join(lines)
+
+    def row(self):
+        """(step, op, output, sends to): one line of the table of a pass."""
+        return (self.index, self.op, _describe(self.output),
+                ", ".join(_describe(x) for x, g in zip(self.inputs, self.grad_inputs) if g is not None))
+
+
+def steps_table(steps):
+    """A backward pass (a list of BackwardStep) as an aligned text table."""
+    rows = [("step", "op", "output", "sends gradients to")] + [tuple(map(str, s.row())) for s in steps]
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _label(t):
+    return t.name or f"{tuple(t.shape)}"
+
+
+def _describe(t):
+    return f"{t.name} {tuple(t.shape)}" if t.name else f"{tuple(t.shape)} tensor"
+
+
+def _values(a, small=12):
+    a = backend.as_numpy(a)
+    if a.size <= small:
+        return np.array2string(a, precision=4, suppress_small=True).replace("\n", "")
+    return f"shape {a.shape}, norm {float(np.sqrt((a.astype(np.float64) ** 2).sum())):.4g}"
+
+
+def backward_steps(y, grad=None):
+    """The backward pass from ``y``, one op at a time: yields a BackwardStep for
+    every op, each after all the ops that consume its output. Run to the end
+    (``list(md.backward_steps(y))``) it leaves every ``.grad`` exactly as
+    ``y.backward(grad)`` does; ``.grad`` is written only then, so a pass stopped
+    halfway writes nothing and a later ``backward()`` counts nothing twice."""
+    xp = get_array_module(y.data)
+    if grad is None:
+        if y.size != 1:
+            raise RuntimeError(
+                f"backward: this tensor has shape {y.shape}; backward() without an "
+                "upstream gradient needs a single value (a loss). Reduce it first "
+                "(e.g. .sum() or .mean()) or pass grad= of the same shape.")
+        backend.defer_check(~xp.isfinite(y.data).all(), FloatingPointError,
+                            "backward: the loss is NaN or inf; training has diverged or an op "
+                            "produced NaN (try a smaller learning rate, or `with "
+                            "md.detect_anomaly():`)")
+        grad = xp.ones_like(y.data)
+    else:
+        if isinstance(grad, Tensor):
+            grad = grad.data
+        if _is_array(grad) and backend.device_of(grad) != y.device:
+            grad = backend.to_device(grad, y.device)     # a host gradient for a GPU tensor
+        grad = as_array(grad, dtype=y.dtype, xp=xp)
+        if grad.shape != y.shape:
+            raise ValueError(f"backward: upstream gradient has shape {grad.shape}, "
+                             f"expected the tensor's shape {y.shape}")
+    if not y.requires_grad:
+        raise RuntimeError("backward: this tensor does not require a gradient: no input "
+                           "had requires_grad=True, or it was computed under no_grad()")
+
+    grads, finished, index = {id(y): grad}, [], 0   # finished: (tensor, its whole gradient), written at the end
+    for t in reversed(_topological_order(y)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        if t.creator is None or t.retains_grad:
+            finished.append((t, g))
+        if t.creator is None:
+            continue
+        f = t.creator
+        gxs = f.backward(g)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        sent = tuple(None if gx is None or not x.requires_grad else gx for x, gx in zip(f.inputs, gxs))
+        for x, gx in zip(f.inputs, sent):
+            if gx is not None:
                 grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+        yield BackwardStep(index, f, t, g, sent)
+        index += 1
+    for t, g in finished:
+        t.grad = g.copy() if t.grad is None else t.grad + g
 
 
 def _topological_order(root):

@@ -235,3 +235,85 @@ def test_numerical_grad_matches_closed_form():
     u = np.array([0.3, 1.0, -2.0])
     g = md.numerical_grad(lambda t: t ** 3, x, u)
     np.testing.assert_allclose(g, u * 3 * x ** 2, rtol=1e-6)
+
+
+# ---- every gradient visible: retain_grad and a backward to step through ------------
+def test_retain_grad_keeps_a_non_leafs_gradient_and_accumulates(backend):
+    x = md.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = (x * x).retain_grad()
+    y = (h * 3.0).sum()
+    y.backward()
+    np.testing.assert_allclose(grad(h), [3.0, 3.0, 3.0])
+    y.backward()                                        # like a leaf's: a second pass adds
+    np.testing.assert_allclose(grad(h), [6.0, 6.0, 6.0])
+    other = x * 2.0
+    y.backward()
+    assert other.grad is None                           # only tensors that asked keep theirs
+    with pytest.raises(RuntimeError, match="retain_grad: this tensor does not require a gradient"):
+        md.Tensor([1.0]).retain_grad()
+
+
+def diamond_net():
+    x = md.Tensor(np.array([[0.5, -1.0], [2.0, 0.3]]), requires_grad=True)
+    w = md.Tensor(np.array([[1.0, -2.0], [0.5, 0.25]]), requires_grad=True)
+    h = (x @ w).tanh()
+    return x, w, (h * x + h).sum()
+
+
+def test_backward_steps_visit_every_op_once_after_all_its_consumers():
+    x, w, y = diamond_net()
+    steps = list(md.backward_steps(y))
+    functions = [s.function for s in steps]
+    assert len({id(f) for f in functions}) == len(functions)            # once each
+    position = {id(f): k for k, f in enumerate(functions)}
+    for s in steps:                              # every op that consumes this op's output came before it
+        for later in steps:
+            if any(x is s.output for x in later.inputs):
+                assert position[id(later.function)] < position[id(s.function)]
+    assert {s.op for s in steps} == {"Sum", "Add", "Mul", "Tanh", "MatMul"}
+    assert steps[0].output is y and np.all(host(steps[0].grad_output) == 1)
+
+
+def test_backward_steps_leave_exactly_the_gradients_backward_leaves():
+    x, w, y = diamond_net()
+    y.backward()
+    expected = host(x.grad), host(w.grad)
+    x, w, y = diamond_net()
+    steps = list(md.backward_steps(y))
+    np.testing.assert_array_equal(host(x.grad), expected[0])
+    np.testing.assert_array_equal(host(w.grad), expected[1])
+    assert "step 0: Sum" in repr(steps[0]) and "sends dl/d" in repr(steps[0])
+    assert md.steps_table(steps).splitlines()[0].split() == ["step", "op", "output", "sends", "gradients", "to"]
+
+
+def test_a_backward_pass_stopped_halfway_writes_no_gradient():
+    x, w, y = diamond_net()
+    y.backward()
+    once = host(x.grad)
+    x, w, y = diamond_net()
+    steps = md.backward_steps(y)
+    next(steps), next(steps)
+    steps.close()                                        # the teacher stops halfway
+    assert x.grad is None and w.grad is None
+    y.backward()                                         # then runs the whole pass: counted once
+    np.testing.assert_array_equal(host(x.grad), once)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 2)])
+def test_retained_gradients_of_bn_from_basic_ops_are_the_courses_terms(shape):
+    from minidl.ops.norm import backward_staged
+    rng = np.random.default_rng(0)
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    cs = (1, shape[1]) + (1,) * (len(shape) - 2)
+    x_np, g_np, b_np, dy = (rng.standard_normal(shape) * 2 + 1, 1 + rng.standard_normal(cs),
+                            rng.standard_normal(cs), rng.standard_normal(shape))
+    x = md.Tensor(x_np, requires_grad=True)
+    mu = x.mean(axis=axes, keepdims=True).retain_grad()
+    x_mu = x - mu
+    var = (x_mu * x_mu).mean(axis=axes, keepdims=True).retain_grad()
+    x_hat = (x_mu / (var + 1e-5) ** 0.5).retain_grad()
+    (x_hat * md.Tensor(g_np) + md.Tensor(b_np)).backward(dy)
+    t = backward_staged(dy, x_np, g_np, 1e-5, axes)
+    for name, retained, term in (("dl/dx̂", x_hat, t.g_xhat), ("dl/dσ²", var, t.g_var), ("dl/dμ", mu, t.g_mu),
+                                 ("dl/dx", x, t.g_x)):
+        np.testing.assert_allclose(host(retained.grad), term, rtol=1e-9, atol=1e-12, err_msg=name)

@@ -22,9 +22,24 @@ def test_draw_graph_shows_every_op_and_tensor_with_shapes_dtypes_and_grad_norms(
     assert "grad" not in before
     y.backward()
     after = md.draw_graph(y, names={"x": x, "W": w})
-    norm = np.sqrt((host(x.grad) ** 2).sum())
-    assert f"‖grad‖ = {norm:.4g}" in after
+    norm = np.sqrt((host(w.grad) ** 2).sum())
+    assert f"‖grad‖ = {norm:.4g}" in after                      # 8 values: their norm
+    assert "x\\n(3, 2) float64\\ngrad [" in after                # 6 values: the values
     assert after.count("shape=ellipse") == 3 and after.count("shape=box") == 5
+
+
+def test_draw_graph_marks_one_step_of_the_backward_pass():
+    x = md.Tensor(randn(3, 2), requires_grad=True)
+    x.name = "x"
+    h = x.tanh()
+    h.name = "h"
+    y = (h * h).sum()
+    steps = list(md.backward_steps(y))
+    tanh = next(s for s in steps if s.op == "Tanh")
+    dot = md.draw_graph(y, step=tanh)
+    assert dot.count('fillcolor="#f4a259"') == 1 and 'label="Tanh", style="filled"' in dot
+    g_h = np.array2string(host(tanh.grad_output).ravel(), precision=3, separator=" ")
+    assert f"h\\n(3, 2) float64\\ngrad {g_h}" in dot           # the upstream gradient at h, not retained
 
 
 def test_draw_graph_says_what_it_needs():

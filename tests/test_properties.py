@@ -211,3 +211,39 @@ def test_cross_entropy_stays_finite_and_exact_for_extreme_logits(z, scale):
     np.testing.assert_allclose(loss.item(), expected, rtol=1e-12, atol=1e-12)
     if scale == 1.0:
         md.gradcheck(lambda t: F.cross_entropy(t, targets), [md.Tensor(logits)])
+
+
+# ---- retain_grad on random graphs, against PyTorch ------------------------------
+GRAPH_OPS = [  # (name, arity, minidl, torch)
+    ("add", 2, lambda a, b: a + b, lambda a, b: a + b),
+    ("mul", 2, lambda a, b: a * b, lambda a, b: a * b),
+    ("sub", 2, lambda a, b: a - b, lambda a, b: a - b),
+    ("tanh", 1, lambda a: a.tanh(), lambda a: a.tanh()),
+    ("relu", 1, lambda a: a.relu(), lambda a: a.relu()),
+    ("exp", 1, lambda a: (a * 0.3).exp(), lambda a: (a * 0.3).exp()),
+    ("square", 1, lambda a: a * a, lambda a: a * a),
+]
+
+
+@given(arrays((3, 4)), arrays((3, 4)), st.lists(st.tuples(st.integers(0, len(GRAPH_OPS) - 1),
+                                                         st.integers(0, 99), st.integers(0, 99)),
+                                               min_size=1, max_size=8),
+       arrays((3, 4)))
+def test_retain_grad_matches_pytorch_on_random_graphs(a, b, plan, upstream):
+    torch = pytest.importorskip("torch")
+    ours, theirs = [md.Tensor(a, requires_grad=True), md.Tensor(b, requires_grad=True)], \
+        [torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)]
+    for op, i, j in plan:      # each new node reads one or two earlier nodes: shared subgraphs, diamonds
+        _, arity, f_md, f_torch = GRAPH_OPS[op]
+        picks = (i % len(ours), j % len(ours))[:arity]
+        ours.append(f_md(*[ours[k] for k in picks]))
+        theirs.append(f_torch(*[theirs[k] for k in picks]))
+        ours[-1].retain_grad()
+        theirs[-1].retain_grad()
+    ours[-1].backward(upstream)
+    theirs[-1].backward(torch.tensor(upstream))
+    for k, (t_md, t_torch) in enumerate(zip(ours, theirs)):
+        if t_torch.grad is None:            # not on the path to the output: no gradient either side
+            assert t_md.grad is None, k
+        else:
+            np.testing.assert_allclose(host(t_md.grad), t_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
