@@ -56,6 +56,7 @@ from lessons import grader
 from lessons.common import say, settings, show_figure, show_table, write_json, write_text
 
 EPS, SEED = 1e-5, 7
+HAS_DOT = shutil.which("dot") is not None        # Graphviz draws the graphs where it is installed
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
 
 s = settings("batchnorm_backward", dict(batch=4, features=3, check=None, lesson=False), doc=__doc__,
@@ -96,6 +97,8 @@ var = named((x_mu * x_mu).mean(axis=0, keepdims=True), "σ²")         # (1, D)
 sigma = named((var + EPS) ** 0.5, "σ = √(σ² + ε)")                   # (1, D)
 x_hat = named(x_mu / sigma, "x̂")                                     # (m, D)
 y = named(x_hat * gamma + beta, "y")                                 # (m, D)
+for t in (mu, x_mu, var, sigma, x_hat):
+    t.retain_grad()          # keep their gradients too, not only the leaves' (PyTorch's retain_grad)
 for t in (x, mu, var, x_hat, y):
     print(f"{t.name} =\n{t.numpy()}\n")
 
@@ -197,7 +200,86 @@ show_table(["gradient", "comparison", "max |difference|"],
 assert max(v for d in results.values() for v in d.values()) < 1e-10
 
 # %% [markdown]
-# ## 4. What the derivation buys: the graph autograd walks
+# ## 4. The course's terms, read off the autograd graph
+#
+# Section 1 asked autograd to keep the gradient of every intermediate
+# (`retain_grad()`). So the graph itself now holds $\partial l/\partial \hat x$,
+# $\partial l/\partial \sigma^2$ and $\partial l/\partial \mu$: the total gradient
+# reaching each node, summed over every path, which is exactly what the
+# derivation's terms are.
+
+# %%
+on_graph = {"dl/dx̂": (x_hat, g_xhat), "dl/dσ²": (var, g_var), "dl/dμ": (mu, g_mu), "dl/dx": (x, g_x)}
+read_off = {k: float(np.abs(md.backend.as_numpy(t.grad) - term).max()) for k, (t, term) in on_graph.items()}
+show_table(["term", "max |retained gradient on the graph − the hand-derived term|"],
+           [[k, f"{d:.1e}"] for k, d in read_off.items()])
+assert max(read_off.values()) < 1e-12
+results["retained_vs_hand_derived"] = read_off
+
+# %% [markdown]
+# ## 5. Stepping through autograd's backward, node by node
+#
+# `md.backward_steps(y, dl/dy)` performs the same backward pass one op at a
+# time. Each step is an op, the gradient arriving at its output, and the
+# gradients it sends to its inputs; every op comes after all the ops that use
+# its output. In class, `steps = md.backward_steps(y, dy)` and `next(steps)` walk
+# it one node per cell. (Run to the end, it writes `.grad` exactly as
+# `y.backward(dy)`; stopped halfway, it writes nothing.)
+
+# %%
+LOCAL_DERIVATIVE = {   # what each op multiplies the gradient arriving at its output by
+    "Add": "1, towards each input", "Neg": "−1", "Mul": "the other factor",
+    "Pow": "p·u^(p − 1), for u^p", "Sum": "1, copied to every input value",
+    "ReLU": "1 where the input was > 0, else 0",
+    "Normalize": "the compact form: (γ/σ)·(I − P), P = (11ᵀ + x̂x̂ᵀ)/m; x̂ towards γ; 1 towards β",
+    "Conv2d": "W, as a transposed convolution, towards x; x towards W; 1 (summed) towards b",
+    "Reshape": "1 (only the shape changes)",
+}
+
+
+def walk(steps):
+    """A backward pass as a table: each step, and the local derivative its op multiplies by."""
+    show_table(["step", "op", "output", "sends gradients to", "multiplies the gradient at its output by"],
+               [list(s.row()) + [LOCAL_DERIVATIVE.get(s.op, "")] for s in steps])
+
+
+for t in (x, gamma, beta, mu, x_mu, var, sigma, x_hat):
+    t.zero_grad()
+steps = list(md.backward_steps(y, dy))
+walk(steps)
+
+# %% [markdown]
+# The step at $\hat x$: the gradient arriving there is $\partial l/\partial \hat x = \partial l/\partial y\cdot\gamma$,
+# and the op that made $\hat x$ (a multiplication of $x - \mu$ by
+# $1/\sigma$) multiplies it by its local derivatives: $1/\sigma$ towards $x - \mu$,
+# and $x - \mu$ towards $1/\sigma$. The graph marks that step.
+
+# %%
+at_xhat = next(s for s in steps if s.output is x_hat)
+print(at_xhat)
+graph_step = md.draw_graph(y, rankdir="TB", step=at_xhat)
+graph_step if HAS_DOT else None
+
+# %% [markdown]
+# ## 6. One block of a network: convolution, BN, ReLU
+#
+# The same walk through a conv → BN → ReLU block, the layers' hand-derived ops
+# this time. Each step multiplies the gradient arriving at its output by its
+# op's local derivative:
+
+# %%
+md.manual_seed(SEED)
+conv, bn = md.nn.Conv2d(1, 2, 3).astype("float64"), md.nn.BatchNorm2d(2).astype("float64")
+conv.weight.name, conv.bias.name, bn.gamma.name, bn.beta.name = "W", "b", "γ", "β"
+image = named(md.Tensor(rng.standard_normal((2, 1, 5, 5)), requires_grad=True), "x")
+z = named(conv(image), "z = conv(x)")
+z_bn = named(bn(z), "BN(z)")
+a = named(md.nn.ReLU()(z_bn), "a = ReLU(BN(z))")
+block = list(md.backward_steps(a, rng.standard_normal(a.shape)))      # a random upstream dl/da
+walk(block)
+
+# %% [markdown]
+# ## 7. What the derivation buys: the graph autograd walks
 #
 # Autograd needed every intermediate of section 1 as a node, and walks back
 # through each. The hand-derived backward is one op (`Normalize`) whose backward
@@ -205,7 +287,6 @@ assert max(v for d in results.values() for v in d.values()) < 1e-10
 # shaded boxes are the leaves whose gradients we asked for.
 
 # %%
-HAS_DOT = shutil.which("dot") is not None
 graph_autograd = md.draw_graph(y, rankdir="TB")
 x_h, gamma_h, beta_h = (named(md.Tensor(a, requires_grad=True), n) for a, n in
                         ((x_np, "x"), (gamma_np, "γ"), (beta_np, "β")))
@@ -229,7 +310,7 @@ graph_autograd if HAS_DOT else None
 graph_derived if HAS_DOT else None
 
 # %% [markdown]
-# ## 5. Every form against finite differences
+# ## 8. Every form against finite differences
 #
 # `md.gradcheck` perturbs each input, measures the change of
 # $\sum_i (\partial l/\partial y_i)\,y_i$ for a random $\partial l/\partial y$,
@@ -277,7 +358,7 @@ ax.legend(fontsize=7, ncol=5, loc="upper left")
 show_figure(fig, f"{s.out}/gradcheck_errors.png")
 
 # %% [markdown]
-# ## 6. Why an upstream gradient of ones proves nothing
+# ## 9. Why an upstream gradient of ones proves nothing
 #
 # Checking $\partial(\sum_i y_i)/\partial x$ is tempting. But
 # $\sum_i \hat x_i = 0$ for every $x$, so without $\gamma$ that gradient is exactly
@@ -290,7 +371,7 @@ results["ones_upstream_max_abs_dx"] = float(np.abs(ones_dx).max())
 print(f"upstream ones, γ = 1: max |dl/dx| = {results['ones_upstream_max_abs_dx']:.1e}")
 
 # %% [markdown]
-# ## 7. Why a one-sample batch is an error
+# ## 10. Why a one-sample batch is an error
 #
 # With $m = 1$, $x - \mu = 0$ and every output is $\beta$, whatever the input: the
 # layer would train on nothing. minidl refuses it rather than return a result.

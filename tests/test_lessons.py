@@ -108,6 +108,10 @@ def test_batchnorm_backward_lesson(tmp_path, monkeypatch):
     assert r["dl/dx"]["staged vs autograd"] < 1e-10 and r["dl/dx"]["staged vs compact"] < 1e-10
     assert max(g["differences"].values()) < 1e-12          # the chapter's own terms = backward_staged
     assert set(g["differences"]) >= {"dl/dx̂", "dl/dσ²", "dl/dμ", "dl/dx"}
+    # the course's terms read off the autograd graph (retain_grad), and a walk through its backward
+    assert set(r["retained_vs_hand_derived"]) == {"dl/dx̂", "dl/dσ²", "dl/dμ", "dl/dx"}
+    assert max(r["retained_vs_hand_derived"].values()) < 1e-12
+    assert g["at_xhat"].output is g["x_hat"] and [s.op for s in g["block"]][:3] == ["ReLU", "Normalize", "Conv2d"]
     assert r["ones_upstream_max_abs_dx"] < 1e-12
     assert "more than 1 value per channel" in r["single_sample_error"]
     assert r["ops_in_graph"]["hand_derived"] == 1 and r["ops_in_graph"]["autograd"] > 10

@@ -218,3 +218,44 @@ def test_sparse_switch_lenet_turns_one_hot_and_the_choice_stays():
     for layer in layers:
         layer.mean_weight.data *= 0.0
         assert layer.mixture_weights()[0].numpy().max() == 1.0
+
+
+# ---- norm code a student can step into ----------------------------------------------
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_two_normalize_ops_have_fixed_inputs_and_one_output(affine):
+    x = md.Tensor(randn(4, 3, 2, 2), requires_grad=True)
+    g, b = (md.Tensor(randn(1, 3, 1, 1, seed=s), requires_grad=True) for s in (1, 2))
+    y = N.normalize(x, (0, 2, 3), g if affine else None, b if affine else None)
+    assert type(y.creator).__name__ == "Normalize" and len(y.creator.inputs) == 3
+    mu, var = N.moments(x, (0, 2, 3))
+    given = N.normalize(x, (), g if affine else None, b if affine else None, mean=mu, var=var)
+    assert type(given.creator).__name__ == "NormalizeWithStats" and len(given.creator.inputs) == 5
+    np.testing.assert_allclose(host(given.data), host(y.data), atol=1e-12)
+    # moments (Tensors, autograd) and Normalize's own statistics (arrays) are the same numbers
+    np.testing.assert_allclose(host(y.creator.mu), host(mu.data), atol=1e-14)
+    np.testing.assert_allclose(host(y.creator.var), host(var.data), atol=1e-14)
+
+
+def test_the_compact_backward_leaves_its_inputs_and_terms_untouched():
+    rng = np.random.default_rng(3)
+    x, gy, gamma = rng.standard_normal((6, 3)), rng.standard_normal((6, 3)), rng.standard_normal((1, 3))
+    t = N.backward_staged(gy, x, gamma, 1e-5, (0,))
+    before = gy.copy(), t.x_hat.copy(), t.sigma.copy()
+    g_x, g_gamma, g_beta = N.backward_compact(gy, t.x_hat, t.sigma, gamma, (0,))
+    for kept, was in zip((gy, t.x_hat, t.sigma), before):
+        np.testing.assert_array_equal(kept, was)
+    np.testing.assert_allclose(g_x, t.g_x, atol=1e-12)
+    # γ per feature over a per-sample σ (LayerNorm's case) takes the other branch of the means
+    t_ln = N.backward_staged(gy, x, gamma, 1e-5, (1,))
+    np.testing.assert_allclose(N.backward_compact(gy, t_ln.x_hat, t_ln.sigma, gamma, (1,))[0], t_ln.g_x, atol=1e-12)
+
+
+def test_reading_a_sparse_switch_layers_weights_writes_nothing():
+    layer = md.nn.SparseSwitchNorm2d(3)
+    for logits in (layer.mean_weight, layer.var_weight):          # unequal logits: a clear winner
+        logits.data = md.backend.to_device(np.array([0.0, 2.0, 0.5], np.float32), logits.device)
+    layer.set_radius(1.0)
+    w, v = layer.mixture_weights()
+    assert float(w.max().item()) == 1.0 and int(layer.mean_choice.item()) == -1    # read: no choice written
+    layer(md.Tensor(randn(4, 3, 2, 2).astype(np.float32)))                          # a training step records it
+    assert int(layer.mean_choice.item()) == int(w.numpy().argmax())

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..ops.norm import update_running_stats
+from ..ops.norm import moments, update_running_stats
 from ..ops.sparsemax import sparsestmax
 from ..tensor import Config, Tensor
 from .module import Module, Parameter, check_input
@@ -194,11 +194,11 @@ class _SwitchNorm(_NormBase):
         μ = Σ_k w_k·μ_k,   σ² = Σ_k v_k·σ²_k,   w = softmax(mean_weight), v = softmax(var_weight)
 
     over k ∈ (IN, LN, BN) for images, (LN, BN) for (N, C) inputs, where IN does
-    not exist. As the authors' code computes them (switchablenorms/
-    Switchable-Normalization, devkit/ops/switchable_norm.py), LN's and BN's
-    statistics come from IN's, through the second moment E[x²] = σ² + μ²:
-
-        μ_LN = mean_C μ_IN,   σ²_LN = mean_C (σ²_IN + μ²_IN) − μ²_LN     (BN: the same over N)
+    not exist. Each normalizer's statistics are ``moments(x, axes)`` over its own
+    axes, the helper every normalizer shares. (The authors' code,
+    switchablenorms/Switchable-Normalization, derives LN's and BN's from IN's
+    through the second moment E[x²] = σ² + μ²; the values are the same, and the
+    normalizers lesson shows both.)
 
     The logits start equal. Only the BN part keeps running statistics (the one
     update every BN layer uses); in eval mode they replace μ_BN and σ²_BN while
@@ -223,42 +223,35 @@ class _SwitchNorm(_NormBase):
         """(w, v): the weights over ``normalizers`` for the means and the variances."""
         return self.mean_weight.softmax(), self.var_weight.softmax()
 
-    def statistics(self, x):
-        """{normalizer: (μ, σ²)}, each broadcastable against x."""
-        if x.ndim == 2:                                            # (N, C): LN and BN only
-            stats = {"LN": (x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True))}
-            mean_bn, second_bn = x.mean(axis=0, keepdims=True), (x * x).mean(axis=0, keepdims=True)
-            m = x.shape[0]
-        else:
-            mean_in = x.mean(axis=(2, 3), keepdims=True)           # (N, C, 1, 1)
-            var_in = x.var(axis=(2, 3), keepdims=True)
-            second = var_in + mean_in * mean_in                    # E[x²] per (n, c)
-            mean_ln = mean_in.mean(axis=1, keepdims=True)          # (N, 1, 1, 1)
-            stats = {"IN": (mean_in, var_in),
-                     "LN": (mean_ln, second.mean(axis=1, keepdims=True) - mean_ln * mean_ln)}
-            mean_bn, second_bn = mean_in.mean(axis=0, keepdims=True), second.mean(axis=0, keepdims=True)
-            m = x.shape[0] * x.shape[2] * x.shape[3]
-        cs = (1, self.num_features) + (1,) * (x.ndim - 2)
-        if self.training:
-            self._check_batch(x)
-            stats["BN"] = (mean_bn, second_bn - mean_bn * mean_bn)   # (1, C, 1, 1)
-            self._update_running(*stats["BN"], m)
-        else:
-            stats["BN"] = tuple(F.reshape(F.astype(r, x.dtype), cs)
-                                for r in (self.running_mean, self.running_var))
-        return stats
+    AXES = {"IN": (2, 3), "LN": (1, 2, 3), "BN": (0, 2, 3)}          # for (N, C, H, W)
+    AXES_1D = {"LN": (1,), "BN": (0,)}                               # for (N, C)
+
+    def normalizer_statistics(self, x):
+        """{normalizer: (μ, σ²)} of x, each over its own axes (broadcastable against x)."""
+        axes = self.AXES if x.ndim == 4 else self.AXES_1D
+        return {name: moments(x, axes[name]) for name in self.normalizers}
 
     def forward(self, x):
         if x.ndim == 4:
             self._check_per_sample_image(x)
         else:
             self._check_shape(x, self.dims, self.shape_doc)
-        stats = self.statistics(x)
+        if self.training:
+            self._check_batch(x)
+        stats = self.normalizer_statistics(x)
+        cs = (1, self.num_features) + (1,) * (x.ndim - 2)
+        if self.training:
+            self._update_running(*stats["BN"], x.size // x.shape[1])
+        else:                   # eval: the running statistics stand in for the batch's
+            stats["BN"] = tuple(F.reshape(F.astype(r, x.dtype), cs) for r in (self.running_mean, self.running_var))
         w, v = self.mixture_weights()
+        self.record_choice(w, v)
         mu = sum(w[k] * stats[name][0] for k, name in enumerate(self.normalizers))
         var = sum(v[k] * stats[name][1] for k, name in enumerate(self.normalizers))
-        return F.normalize(x, (), self.gamma.reshape(stats["BN"][0].shape),
-                           self.beta.reshape(stats["BN"][0].shape), self.eps, mean=mu, var=var)
+        return F.normalize(x, (), self.gamma.reshape(cs), self.beta.reshape(cs), self.eps, mean=mu, var=var)
+
+    def record_choice(self, w, v):
+        """Switchable Norm keeps no choice; Sparse Switchable Norm records its one-hot weights."""
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, decay={self.decay}"
@@ -300,18 +293,25 @@ class _SparseSwitchNorm(_SwitchNorm):
         self.radius = float(radius)
 
     def mixture_weights(self):
+        """(w, v) by SparsestMax at the current radius; a recorded choice is a constant one-hot."""
         out = []
         for logits, choice in ((self.mean_weight, self.mean_choice), (self.var_weight, self.var_choice)):
             k = int(choice.item())
             if k >= 0:                                   # frozen: a constant one-hot
                 one_hot = np.eye(len(self.normalizers), dtype=logits.dtype)[k]
                 out.append(Tensor._wrap(backend.to_device(one_hot, logits.device)))
-                continue
-            p = sparsestmax(logits, self.radius)
-            if self.training and not Config.freeze_state and float(p.max().item()) == 1.0:
-                choice.data[...] = int(p.numpy().argmax())
-            out.append(p)
+            else:
+                out.append(sparsestmax(logits, self.radius))
         return tuple(out)
+
+    def record_choice(self, w, v):
+        """Writes the buffers mean_choice and var_choice once the weights (w, v)
+        of a training step are one-hot, freezing that normalizer from then on."""
+        if not self.training or Config.freeze_state:
+            return
+        for p, choice in ((w, self.mean_choice), (v, self.var_choice)):
+            if int(choice.item()) < 0 and float(p.max().item()) == 1.0:
+                choice.data[...] = int(p.numpy().argmax())
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, decay={self.decay}, radius={self.radius}"
