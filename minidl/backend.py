@@ -123,15 +123,21 @@ def device_of(array):
     return "cpu"
 
 
+def canonical_device(device):
+    """"cpu" or "gpu"; PyTorch's "cuda" (or "cuda:0") is accepted as "gpu"."""
+    return "gpu" if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")) else device
+
+
 def module_for(device):
-    """The array module of a device: numpy for "cpu", cupy for "gpu"."""
+    """The array module of a device: numpy for "cpu", cupy for "gpu" (alias "cuda")."""
+    device = canonical_device(device)
     if device == "cpu":
         return np
     if device == "gpu":
         return _load_cupy()
     hint = (f" ({device!r} names a backend: devices are 'cpu' and 'gpu', backends 'numpy' and "
             "'cupy', chosen with md.use_backend)") if device in BACKENDS else ""
-    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu'{hint}")
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu' (or PyTorch's 'cuda'){hint}")
 
 
 def to_device(array, device):

@@ -321,8 +321,10 @@ class Function:
     ``self.needs_grad`` (one bool per input: will anyone ask for its gradient?
     An op may skip keeping or computing what nobody needs)."""
 
+    float_result = False     # True where the op's value is not an integer (exp, log, x ** 0.5, ...)
+
     def __call__(self, *inputs):
-        tensors = _as_tensors(type(self).__name__, inputs)
+        tensors = _as_tensors(type(self).__name__, inputs, self.float_result)
         self.xp = get_array_module(*[t.data for t in tensors])
         # which inputs want a gradient, known before forward: an op may skip
         # keeping (forward) or computing (backward) what nobody will ask for
@@ -345,10 +347,16 @@ class Function:
         raise NotImplementedError
 
 
-def _as_tensors(op, inputs):
-    """Tensors for a Function's inputs. Python numbers take the dtype and
-    device of the tensor inputs (no silent float64 promotion); tensors and arrays
-    must agree on device and floating dtype."""
+def _as_tensors(op, inputs, float_result=False):
+    """Tensors for a Function's inputs, by the one dtype rule:
+
+    - floating tensors must agree (float32 and float64 never mix silently);
+    - an integer (or boolean) tensor meeting a float, tensor or Python number,
+      takes the float's dtype, float32 for a Python number, as does any integer
+      input of an op whose value is not an integer (exp, log, true division);
+    - Python numbers take the tensors' dtype; integers among integers stay so.
+
+    Tensors and arrays must also agree on device."""
     tensors = [x if isinstance(x, Tensor) else Tensor._wrap(x) if _is_array(x) else None
                for x in inputs]
     if Config.promote_float64:
@@ -363,12 +371,18 @@ def _as_tensors(op, inputs):
         raise TypeError(f"{op}: inputs have different float dtypes "
                         f"({', '.join(sorted(str(d) for d in floats))}); minidl never promotes "
                         "silently: cast one with .astype()")
+    float_number = any(t is None and isinstance(x, (float, np.floating)) for t, x in zip(tensors, inputs))
+    target = floats.pop() if floats else (
+        np.dtype(np.float32) if float_number or float_result else None)
+    if target is not None:        # integers meet a float: they take its dtype (outside the graph)
+        tensors = [Tensor._wrap(t.data.astype(target)) if t is not None and t.dtype.kind in "biu" else t
+                   for t in tensors]
     if any(t is None for t in tensors):
         xp = get_array_module(*[t.data for t in present]) if present else backend.default_module()
-        dtype = floats.pop() if floats else np.float32
+        dtype = target if target is not None else (
+            np.result_type(*[t.dtype for t in present]) if present else np.dtype(np.float32))
         # a number becomes xp.full, not xp.asarray: on a GPU a fill kernel, not a copy from the host
         tensors = [t if t is not None else Tensor._wrap(
                    xp.full((), x, dtype=dtype) if isinstance(x, (int, float, np.number))
                    else xp.asarray(x, dtype=dtype)) for t, x in zip(tensors, inputs)]
     return tensors
-

@@ -1,5 +1,6 @@
 """Every input a student might give: PyTorch's result, or an error that names
 the op or layer, what it got and what it expected."""
+import os
 import subprocess
 import sys
 import zipfile
@@ -52,12 +53,18 @@ def test_power_zero_has_zero_gradient_at_zero():
 
 
 # ---- empty tensors, flatten -------------------------------------------------
-def test_empty_reductions():
-    assert np.isnan(md.Tensor(np.zeros(0)).mean().item())          # PyTorch's answer, no warning
-    assert md.Tensor(np.zeros(0)).sum().item() == 0
+def test_empty_reductions_follow_one_rule():
+    # a sum of no values is 0, a product 1; a statistic of no values is an error naming op and shape
+    assert md.Tensor(np.zeros(0)).sum().item() == 0 and md.Tensor(np.zeros(0)).prod().item() == 1
     assert md.Tensor(np.zeros((0, 1))).max(axis=1).shape == (0,)   # well defined: nothing reduced empty
-    with pytest.raises(ValueError, match=r"max: cannot reduce over an axis of length 0 \(input shape \(0, 1\)"):
-        md.Tensor(np.zeros((0, 1))).max(axis=0)
+    assert md.Tensor(np.zeros((0, 1))).mean(axis=1).shape == (0,)
+    for op, call in (("max", lambda t: t.max(axis=0)), ("mean", lambda t: t.mean(axis=0)),
+                     ("argmax", lambda t: t.argmax(axis=0)), ("var", lambda t: t.var(axis=0)),
+                     ("min", lambda t: t.min())):
+        with pytest.raises(ValueError, match=rf"{op}: 0 value\(s\) over axes \(0,( 1)?\) of a tensor of shape \(0, 1\)"):
+            call(md.Tensor(np.zeros((0, 1))))
+    with pytest.raises(ValueError, match=r"var: 1 value\(s\) over axes \(0,\) .* needs at least 2"):
+        md.Tensor(np.ones(1)).var(ddof=1)
 
 
 def test_flatten_is_numpys_and_the_layer_keeps_the_batch():
@@ -220,3 +227,65 @@ def test_functional_norms_never_promote_gamma_silently():
     bn = md.nn.BatchNorm1d(3).astype("float64")     # float32 running statistics are cast: they are not parameters
     bn.running_mean.data = bn.running_mean.data.astype(np.float32)
     assert bn.eval()(x).dtype == np.float64
+
+
+# ---- the dtype rule, kept for integers ----------------------------------------------------
+def test_integers_meeting_floats_take_the_floats_dtype_float32_for_a_python_number(backend):
+    i = md.Tensor(np.array([1, 2], np.int32))
+    f32 = md.Tensor(np.array([0.5, 4.0], np.float32))
+    for result, value in ((i + 0.5, [1.5, 2.5]), (i.exp(), np.exp([1, 2])), (i ** 0.5, np.sqrt([1, 2])),
+                          (F.maximum(i, f32), [1, 4]), (i / i, [1, 1]), (f32 / i, [0.5, 2]),
+                          (2.0 * i, [2, 4]), (i.mean(), 1.5), (i.sigmoid(), 1 / (1 + np.exp([-1, -2])))):
+        assert result.dtype == np.float32, result
+        np.testing.assert_allclose(md.backend.as_numpy(result.data), value, rtol=1e-6)
+    for result in (i + 1, i * 2, i ** 2, -i):                # integers among integers stay integers
+        assert result.dtype == np.int32
+    f64 = md.Tensor(np.array([0.5, 4.0]))
+    assert (i + f64).dtype == np.float64                      # the float tensor's dtype
+
+
+def test_max_pool_with_padding_on_integers(backend):
+    x = md.Tensor(np.arange(16, dtype=np.int32).reshape(1, 1, 4, 4) - 20)     # all negative
+    for pool in (F.max_pool2d, F.max_pool2d_reference):
+        np.testing.assert_array_equal(md.backend.as_numpy(pool(x, 3, 2, padding=1).data),
+                                      [[[[-15, -13], [-7, -5]]]])
+
+
+def test_astype_to_an_integer_leaves_the_graph(backend):
+    t = md.Tensor([1.5, -2.7], requires_grad=True).astype("int32")
+    assert t.dtype == np.int32 and not t.requires_grad and t.creator is None
+    assert md.backend.as_numpy(t.data).tolist() == [1, -2]
+
+
+def test_batch_norm_refuses_arrays_as_running_statistics_by_name():
+    with pytest.raises(TypeError, match="batch_norm: running_mean must be a Tensor.*got ndarray"):
+        F.batch_norm(md.Tensor(np.ones((4, 3))), np.zeros(3), np.ones(3), training=True, decay=0.0)
+
+
+def test_flatten_of_an_empty_batch_keeps_its_shape():
+    assert md.Tensor(np.zeros((0, 0))).flatten(1).shape == (0, 0)
+    assert md.nn.Flatten()(md.Tensor(np.zeros((0, 3, 2)))).shape == (0, 6)
+    assert md.Tensor(np.zeros((0, 0))).flatten().shape == (0,)
+
+
+def test_max_pool_layer_refuses_stride_0_as_the_op_does():
+    x = md.Tensor(np.zeros((1, 1, 4, 4), np.float32))
+    for pool in (lambda: md.nn.MaxPool2d(2, stride=0)(x), lambda: F.max_pool2d(x, 2, stride=0)):
+        with pytest.raises(ValueError, match="max_pool2d: stride must be >= 1"):
+            pool()
+    assert md.nn.MaxPool2d(2).stride == 2                      # None: the window
+
+
+def test_cuda_is_pytorchs_name_for_the_gpu():
+    from minidl import backend
+    assert backend.canonical_device("cuda") == "gpu" and backend.canonical_device("cuda:0") == "gpu"
+    with pytest.raises(ValueError, match=r"unknown device 'tpu'; expected 'cpu' or 'gpu' \(or PyTorch's 'cuda'\)"):
+        md.Tensor([1.0]).to("tpu")
+
+
+def test_an_unknown_backend_is_refused_at_first_use_naming_the_choices():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "import minidl as md; md.Tensor([1.0])"], capture_output=True,
+                       text=True, env={**os.environ, "MINIDL_BACKEND": "foo"})
+    assert r.returncode != 0 and "MINIDL_BACKEND='foo': expected one of ('numpy', 'cupy')" in r.stderr

@@ -59,7 +59,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        # stride=None means the window; stride=0 is refused by the op, as F.max_pool2d refuses it
+        self.kernel_size, self.stride, self.padding = kernel_size, kernel_size if stride is None else stride, padding
 
     def forward(self, x):
         return type(self).pool(x, self.kernel_size, self.stride, self.padding)

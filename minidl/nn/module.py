@@ -176,7 +176,8 @@ class Module:
         return self
 
     def to(self, device):
-        """Move every parameter and buffer to "cpu" or "gpu", in place."""
+        """Move every parameter and buffer to "cpu" or "gpu" ("cuda" too), in place."""
+        device = backend.canonical_device(device)
         for t in self.parameters() + [b for _, b in self.named_buffers()]:
             t.data = backend.to_device(t.data, device)
             t.grad = None if t.grad is None else backend.to_device(t.grad, device)

@@ -2,14 +2,16 @@
 from ..tensor import Tensor
 from .conv import (avg_pool2d, avg_pool2d_reference, conv2d, conv2d_reference, max_pool2d,
                    max_pool2d_reference)
-from .elementwise import (abs, add, clip, div, dropout, exp, log, maximum, mul, neg, pow, rdiv, relu,
-                          rsub, sigmoid, sqrt, sub, tanh, where)
-from .loss import cross_entropy, log_softmax, mse_loss, softmax
+from .elementwise import (abs, add, clip, div, dropout, elu, eq, exp, ge, gelu, gt, le, leaky_relu, log, lt,
+                          maximum, minimum, mul, ne, neg, pow, rdiv, relu, rsub, sigmoid, silu, softplus, sqrt,
+                          sub, tanh, where)
+from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, log_softmax, mse_loss,
+                   nll_loss, one_hot, softmax)
 from .matmul import linear, matmul
-from .norm import batch_norm, group_norm, instance_norm, layer_norm, normalize
-from .reduce import max, mean, min, sum, var
-from .shape import (astype, broadcast_to, concatenate, flatten, getitem, pad, reshape, stack,
-                    to_device, transpose)
+from .norm import batch_norm, group_norm, instance_norm, layer_norm, moments, normalize
+from .reduce import argmax, argmin, max, mean, min, prod, std, sum, var
+from .shape import (astype, broadcast_to, concatenate, flatten, getitem, pad, reshape, squeeze, stack,
+                    to_device, transpose, unsqueeze)
 from .sparsemax import sparsemax, sparsestmax
 
 
@@ -27,6 +29,10 @@ Tensor.__neg__ = neg
 Tensor.__matmul__ = matmul
 Tensor.__rmatmul__ = lambda a, b: matmul(b, a)
 Tensor.__getitem__ = getitem
+# comparisons give boolean tensors outside the graph; a Tensor still hashes by identity
+Tensor.__gt__, Tensor.__ge__, Tensor.__lt__, Tensor.__le__ = gt, ge, lt, le
+Tensor.__eq__, Tensor.__ne__ = eq, ne
+Tensor.__hash__ = object.__hash__
 Tensor.exp = exp
 Tensor.log = log
 Tensor.sqrt = sqrt
@@ -40,6 +46,12 @@ Tensor.mean = mean
 Tensor.var = var
 Tensor.max = max
 Tensor.min = min
+Tensor.std = std
+Tensor.prod = prod
+Tensor.argmax = argmax
+Tensor.argmin = argmin
+Tensor.squeeze = squeeze
+Tensor.unsqueeze = unsqueeze
 Tensor.reshape = reshape
 Tensor.transpose = transpose
 Tensor.T = property(lambda x: transpose(x))
@@ -50,9 +62,12 @@ Tensor.log_softmax = log_softmax
 Tensor.astype = astype
 Tensor.to = to_device          # a copy on "cpu" or "gpu"; gradients flow back to this tensor
 
-__all__ = ["abs", "add", "astype", "avg_pool2d", "avg_pool2d_reference", "conv2d",
-           "conv2d_reference", "dropout", "linear", "batch_norm", "group_norm", "instance_norm",
-           "layer_norm", "normalize", "max_pool2d", "max_pool2d_reference", "broadcast_to", "clip", "concatenate", "cross_entropy", "div", "exp",
-           "flatten", "getitem", "log", "log_softmax", "matmul", "max", "maximum", "mean", "min",
-           "mse_loss", "mul", "neg", "pad", "pow", "relu", "reshape", "sigmoid", "softmax",
-           "sparsemax", "sparsestmax", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "var", "where"]
+__all__ = ["abs", "add", "argmax", "argmin", "astype", "avg_pool2d", "avg_pool2d_reference",
+           "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits", "broadcast_to", "clip",
+           "concatenate", "conv2d", "conv2d_reference", "cross_entropy", "div", "dropout", "elu", "eq", "exp",
+           "flatten", "ge", "gelu", "getitem", "group_norm", "gt", "instance_norm", "layer_norm", "le",
+           "leaky_relu", "linear", "log", "log_softmax", "lt", "matmul", "max", "max_pool2d",
+           "max_pool2d_reference", "maximum", "mean", "min", "minimum", "moments", "mse_loss", "mul", "ne", "neg",
+           "nll_loss", "normalize", "one_hot", "pad", "pow", "prod", "relu", "reshape", "sigmoid", "silu",
+           "softmax", "softplus", "sparsemax", "sparsestmax", "sqrt", "squeeze", "stack", "std", "sub", "sum",
+           "tanh", "transpose", "unsqueeze", "var", "where"]

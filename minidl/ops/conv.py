@@ -174,11 +174,11 @@ def conv2d_reference(x, W, b=None, stride=1, padding=0):
     differentiates it."""
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
     out = out_size("conv2d_reference", x.shape, W.shape[2:], stride, padding)
-    xp_ = pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    padded = pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
     y = None
     for i in range(W.shape[2]):
         for j in range(W.shape[3]):
-            patch = transpose(getitem(xp_, window(i, j, stride, out)), (0, 2, 3, 1))  # (N, OH, OW, C)
+            patch = transpose(getitem(padded, window(i, j, stride, out)), (0, 2, 3, 1))  # (N, OH, OW, C)
             term = matmul(patch, transpose(getitem(W, (slice(None), slice(None), i, j))))
             y = term if y is None else add(y, term)                                   # (N, OH, OW, O)
     y = transpose(y, (0, 3, 1, 2))
@@ -272,7 +272,7 @@ class MaxPool2d(_Pool):
     name = "max_pool2d"
 
     def forward(self, x):
-        self.x = x = self._pad(x, -np.inf)
+        self.x = x = self._pad(x, _lowest(x.dtype))
         (kh, kw), (sh, sw), (OH, OW) = self.kernel, self.stride, self.out
         if not self.needs_grad[0]:      # inference: the maxima alone
             m, _ = _max_along(self.xp, x, 3, kw, sw, OW)                  # (N, C, Hp, OW)
@@ -325,6 +325,12 @@ class AvgPool2d(_Pool):
         return self._crop(gx)
 
 
+def _lowest(dtype):
+    """What max pooling pads with: −inf for floats, the smallest value for integers
+    (a padded cell must never win a window)."""
+    return -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     return MaxPool2d(kernel_size, stride, padding)(x)
 
@@ -338,9 +344,8 @@ def _pool_reference(x, kernel_size, stride, padding, reduce):
     s = _pair(stride if stride is not None else kernel_size, "stride")
     p = _pair(padding, "padding")
     out = out_size("pool_reference", x.shape, k, s, p)
-    xp_ = pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2),
-              value=-np.inf if reduce == "max" else 0.0)
-    slices = stack([getitem(xp_, window(i, j, s, out)) for i in range(k[0]) for j in range(k[1])])
+    padded = pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), value=_lowest(x.dtype) if reduce == "max" else 0)
+    slices = stack([getitem(padded, window(i, j, s, out)) for i in range(k[0]) for j in range(k[1])])
     return reduce_max(slices, axis=0) if reduce == "max" else slices.mean(axis=0)
 
 

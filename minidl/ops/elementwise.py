@@ -1,9 +1,12 @@
 """Elementwise ops. Broadcasting works both ways: each backward reduces its
-gradient back to its input's shape with ``sum_to``."""
+gradient back to its input's shape with ``sum_to``. Constants are Python floats:
+a NumPy float64 scalar would promote a float32 array."""
+import math
+
 import numpy as np
 
 from ..backend import get_array_module
-from ..tensor import Function
+from ..tensor import Function, Tensor, _as_tensors
 
 
 def sum_to(g, shape):
@@ -73,6 +76,8 @@ class Pow(Function):
             raise TypeError(f"pow: the exponent must be a Python number, got {type(c).__name__}; "
                             "for a tensor exponent write exp(b * log(a))")
         self.c = c.item() if isinstance(c, np.generic) else c  # a NumPy scalar would promote float32
+        # x ** 2 of an integer stays an integer; x ** 0.5 or x ** -1 does not
+        self.float_result = not (isinstance(self.c, int) and self.c >= 0)
 
     def forward(self, x):
         self.x = x
@@ -85,6 +90,8 @@ class Pow(Function):
 
 
 class Exp(Function):
+    float_result = True
+
     def forward(self, x):
         self.y = self.xp.exp(x)
         return self.y
@@ -94,6 +101,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    float_result = True
+
     def forward(self, x):
         self.x = x
         return self.xp.log(x)
@@ -174,6 +183,8 @@ class ReLU(Function):
 
 
 class Sigmoid(Function):
+    float_result = True
+
     def forward(self, x):
         # 1/(1 + e^−x) for x ≥ 0 and e^x/(1 + e^x) for x < 0: e^(−|x|) never
         # overflows, and the negative tail keeps full relative precision
@@ -187,12 +198,106 @@ class Sigmoid(Function):
 
 
 class Tanh(Function):
+    float_result = True
+
     def forward(self, x):
         self.y = self.xp.tanh(x)
         return self.y
 
     def backward(self, gy):
         return gy * (1 - self.y * self.y)
+
+
+class LeakyReLU(Function):
+    def __init__(self, negative_slope=0.01):
+        self.slope = negative_slope
+
+    def forward(self, x):
+        self.positive = x > 0
+        return self.xp.where(self.positive, x, x * self.slope)
+
+    def backward(self, gy):
+        return gy * self.xp.where(self.positive, 1.0, self.slope).astype(gy.dtype)
+
+
+class ELU(Function):
+    """x for x > 0, α(eˣ − 1) below: smooth at 0 when α = 1."""
+    float_result = True
+
+    def __init__(self, alpha=1.0):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.positive = x > 0
+        self.below = self.alpha * (self.xp.exp(self.xp.minimum(x, 0)) - 1)   # exp of x ≤ 0 never overflows
+        return self.xp.where(self.positive, x, self.below)
+
+    def backward(self, gy):
+        # d/dx α(eˣ − 1) = α·eˣ = below + α
+        return gy * self.xp.where(self.positive, 1.0, self.below + self.alpha).astype(gy.dtype)
+
+
+def erf(a):
+    """The error function of an array, to about 1e-15, from any array module:
+    its Taylor series below |x| = 3, its continued fraction for erfc above."""
+    xp = get_array_module(a)
+    x = xp.abs(a.astype(np.float64))
+    s = xp.minimum(x, 3.0)
+    term, total = s.copy(), s.copy()
+    for n in range(1, 90):               # erf(s) = 2/√π Σ (−1)ⁿ s^(2n+1) / (n!·(2n + 1))
+        term = term * (-s * s) / n
+        total += term / (2 * n + 1)
+    z = xp.maximum(x, 3.0)
+    f = z.copy()                          # erfc(z) = e^(−z²)/√π / (z + ½/(z + 1/(z + 3/2/(z + ...))))
+    for k in range(80, 0, -1):
+        f = z + (k / 2) / f
+    value = xp.where(x < 3.0, total * (2 / math.sqrt(math.pi)), 1 - xp.exp(-z * z) / (math.sqrt(math.pi) * f))
+    return (xp.sign(a) * value).astype(a.dtype)
+
+
+class GELU(Function):
+    """x·Φ(x), Φ the standard normal CDF (PyTorch's default, approximate="none"),
+    or with ``approximate="tanh"`` 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))."""
+    float_result = True
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = self.xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + erf(x / math.sqrt(2)))                               # Φ(x)
+        return x * self.cdf
+
+    def backward(self, gy):
+        x = self.x
+        if self.approximate == "tanh":
+            dt = (1 - self.t ** 2) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x ** 2)
+            return gy * (0.5 * (1 + self.t) + 0.5 * x * dt)
+        pdf = self.xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)                        # φ(x)
+        return gy * (self.cdf + x * pdf)                                           # Φ + x·φ
+
+
+class Softplus(Function):
+    """log(1 + e^(βx))/β, linear above ``threshold`` (βx > threshold) as PyTorch."""
+    float_result = True
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        self.bx = self.beta * x
+        # log(1 + e^t) = max(t, 0) + log(1 + e^(−|t|)): no overflow
+        soft = (self.xp.maximum(self.bx, 0) + self.xp.log1p(self.xp.exp(-self.xp.abs(self.bx)))) / self.beta
+        return self.xp.where(self.bx > self.threshold, x, soft)
+
+    def backward(self, gy):
+        sig = 1 / (1 + self.xp.exp(-self.bx))                # d/dx softplus = σ(βx)
+        return gy * self.xp.where(self.bx > self.threshold, 1.0, sig).astype(gy.dtype)
 
 
 def add(a, b): return Add()(a, b)
@@ -221,9 +326,15 @@ def sqrt(x): return pow(x, 0.5)                      # sqrt(x)  ==  x ** 0.5
 def abs(x): return Abs()(x)                          # noqa: A001
 def clip(x, lo=None, hi=None): return Clip(lo, hi)(x)
 def maximum(a, b): return Maximum()(a, b)
+def minimum(a, b): return neg(maximum(_negate(a), _negate(b)))   # min(a, b)  ==  −max(−a, −b)
+def leaky_relu(x, negative_slope=0.01): return LeakyReLU(negative_slope)(x)
+def elu(x, alpha=1.0): return ELU(alpha)(x)
+def gelu(x, approximate="none"): return GELU(approximate)(x)
+def softplus(x, beta=1.0, threshold=20.0): return Softplus(beta, threshold)(x)
 def relu(x): return ReLU()(x)
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
+def silu(x): return mul(x, sigmoid(x))                # silu(x)  ==  x·σ(x)
 
 
 def where(cond, a, b):
@@ -244,3 +355,18 @@ def dropout(x, p=0.5, training=True):
     draw = backend.rng() if x.device == "cpu" else backend.device_rng()
     keep = draw.random(x.shape, dtype=np.float32) >= p
     return mul(x, (keep / (1 - p)).astype(x.dtype))
+
+
+# ---- comparisons: boolean tensors, outside the graph (they have no gradient) ----
+def _compare(op, how, a, b):
+    a, b = _as_tensors(op, (a, b))
+    _broadcast_shape(op, a.data, b.data)
+    return Tensor._wrap(how(a.data, b.data))
+
+
+def gt(a, b): return _compare("gt", lambda x, y: x > y, a, b)
+def ge(a, b): return _compare("ge", lambda x, y: x >= y, a, b)
+def lt(a, b): return _compare("lt", lambda x, y: x < y, a, b)
+def le(a, b): return _compare("le", lambda x, y: x <= y, a, b)
+def eq(a, b): return _compare("eq", lambda x, y: x == y, a, b)
+def ne(a, b): return _compare("ne", lambda x, y: x != y, a, b)

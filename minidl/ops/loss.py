@@ -3,17 +3,16 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Function, Tensor
-from .elementwise import neg, pow, sub
+from .elementwise import add, clip, log, mul, neg, pow, rsub, sub
 from .reduce import mean, normalize_axis
 from .shape import getitem
 
 
 class Softmax(Function):
-    def __init__(self, axis=-1):
-        self.axis = axis
+    def __init__(self, axes):
+        self.axis = axes
 
     def forward(self, x):
-        self.axis = normalize_axis("softmax", self.axis, x.ndim)
         e = self.xp.exp(x - x.max(axis=self.axis, keepdims=True))  # shift: no overflow
         self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
@@ -26,11 +25,10 @@ class Softmax(Function):
 class LogSoftmax(Function):
     """x - logsumexp(x), computed after subtracting the max: stable for logits of 1e4."""
 
-    def __init__(self, axis=-1):
-        self.axis = axis
+    def __init__(self, axes):
+        self.axis = axes
 
     def forward(self, x):
-        self.axis = normalize_axis("log_softmax", self.axis, x.ndim)
         s = x - x.max(axis=self.axis, keepdims=True)
         self.y = s - self.xp.log(self.xp.exp(s).sum(axis=self.axis, keepdims=True))
         return self.y
@@ -40,11 +38,11 @@ class LogSoftmax(Function):
 
 
 def softmax(x, axis=-1):
-    return Softmax(axis)(x)
+    return Softmax(normalize_axis("softmax", axis, x.ndim))(x)
 
 
 def log_softmax(x, axis=-1):
-    return LogSoftmax(axis)(x)
+    return LogSoftmax(normalize_axis("log_softmax", axis, x.ndim))(x)
 
 
 def _check_finite(op, loss):
@@ -54,38 +52,98 @@ def _check_finite(op, loss):
     return loss
 
 
+def _class_targets(op, scores, targets, what):
+    """Integer class targets (N,) for ``scores`` (N, C), called ``what`` in messages,
+    on the scores' device, checked."""
+    t = targets.data if isinstance(targets, Tensor) else targets
+    t = np.asarray(t) if isinstance(t, (list, tuple, int, np.integer)) else t
+    if backend.device_of(t) != scores.device:
+        t = backend.to_device(t, scores.device)      # host targets for GPU scores: one copy
+    if scores.ndim != 2 or t.shape != (scores.shape[0],):
+        raise ValueError(f"{op}: expected {what} (N, C) and targets (N,), got {scores.shape} and {t.shape}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be integer class indices, got dtype {t.dtype}")
+    if t.size:
+        backend.defer_check(((t < 0) | (t >= scores.shape[1])).any(), ValueError,
+                            f"{op}: targets must be class indices in [0, {scores.shape[1]}) "
+                            f"for {what} of shape {scores.shape}; some are outside")
+    return t
+
+
+def nll_loss(log_probs, targets):
+    """Mean negative log-likelihood: −mean_i log_probs[i, t_i], for log-probabilities
+    (N, C) (log_softmax's output) and integer targets (N,)."""
+    t = _class_targets("nll_loss", log_probs, targets, "log_probs")
+    xp = backend.get_array_module(log_probs.data)
+    # −mean_i log_probs[i, t_i]
+    return _check_finite("nll_loss", neg(mean(getitem(log_probs, (xp.arange(len(t)), t)))))
+
+
 def cross_entropy(logits, targets):
     """Mean negative log-likelihood of integer class ``targets`` (N,) under
     ``logits`` (N, C)."""
-    t = targets.data if isinstance(targets, Tensor) else targets
-    t = np.asarray(t) if isinstance(t, (list, tuple, int, np.integer)) else t
-    if backend.device_of(t) != logits.device:
-        t = backend.to_device(t, logits.device)      # host targets for GPU logits: one copy
-    xp = backend.get_array_module(logits.data)
-    if logits.ndim != 2 or t.shape != (logits.shape[0],):
-        raise ValueError(f"cross_entropy: expected logits (N, C) and targets (N,), got "
-                         f"{logits.shape} and {t.shape}")
+    # cross_entropy  ==  nll_loss(log_softmax(logits))
+    _class_targets("cross_entropy", logits, targets, "logits")
+    return nll_loss(log_softmax(logits, axis=1), targets)
+
+
+def one_hot(targets, num_classes):
+    """(N,) integer classes as an (N, num_classes) int64 tensor of 0s and 1s
+    (outside the graph)."""
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    xp = backend.get_array_module(t)
     if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype "
-                        f"{t.dtype}")
-    if t.size:
-        backend.defer_check(((t < 0) | (t >= logits.shape[1])).any(), ValueError,
-                            f"cross_entropy: targets must be class indices in [0, {logits.shape[1]}) "
-                            f"for logits of shape {logits.shape}; some are outside")
-    # -mean_i log softmax(logits_i)[t_i]
-    picked = getitem(log_softmax(logits, axis=1), (xp.arange(len(t)), t))
-    return _check_finite("cross_entropy", neg(mean(picked)))
+        raise TypeError(f"one_hot: expected integer classes, got dtype {t.dtype}")
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"one_hot: classes must lie in [0, {num_classes}), got values from {int(t.min())} "
+                         f"to {int(t.max())}")
+    return Tensor._wrap((t[..., None] == xp.arange(num_classes)).astype(np.int64))
+
+
+class BCEWithLogits(Function):
+    """mean(max(z, 0) − z·t + log(1 + e^(−|z|))): the binary cross-entropy of
+    σ(z) against t, written so no exp overflows. Its gradient, (σ(z) − t)/n."""
+    float_result = True
+
+    def forward(self, z, t):
+        self.z, self.t = z, t
+        xp = self.xp
+        return (xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))).mean()
+
+    def backward(self, gy):
+        xp, z, t = self.xp, self.z, self.t
+        sig = xp.where(z >= 0, 1 / (1 + xp.exp(-xp.abs(z))), xp.exp(-xp.abs(z)) / (1 + xp.exp(-xp.abs(z))))
+        g = gy / z.size
+        return g * (sig - t), g * -z
+
+
+def _same_shape(op, pred, target):
+    shape = target.shape if hasattr(target, "shape") else np.shape(target)
+    if tuple(pred.shape) != tuple(shape):
+        raise ValueError(f"{op}: pred has shape {pred.shape} but target has shape {tuple(shape)}; "
+                         "they must match (an (N, 1) against (N,) would silently broadcast to (N, N))")
+    if not isinstance(target, Tensor) and backend.device_of(target) != pred.device:
+        target = backend.to_device(np.asarray(target, dtype=pred.dtype), pred.device)   # host target
+    return target
+
+
+def binary_cross_entropy_with_logits(logits, target):
+    """Mean binary cross-entropy of σ(logits) against targets in [0, 1]: stable for any logit."""
+    target = _same_shape("binary_cross_entropy_with_logits", logits, target)
+    return _check_finite("binary_cross_entropy_with_logits", BCEWithLogits()(logits, target))
+
+
+def binary_cross_entropy(probs, target):
+    """−mean(t·log p + (1 − t)·log(1 − p)) for probabilities p; each log is kept
+    ≥ −100, as PyTorch does, so p = 0 or 1 gives a large loss, not inf."""
+    target = _same_shape("binary_cross_entropy", probs, target)
+    with np.errstate(divide="ignore"):          # log 0 = −inf, then clamped: p = 0 or 1 is no error here
+        log_p, log_1mp = clip(log(probs), -100, None), clip(log(rsub(probs, 1.0)), -100, None)
+    # −mean(t·log p + (1 − t)·log(1 − p))
+    return _check_finite("binary_cross_entropy", neg(mean(add(mul(target, log_p), mul(rsub(target, 1.0), log_1mp)))))
 
 
 def mse_loss(pred, target):
     """Mean of (pred - target)²; shapes must match exactly (no silent broadcast)."""
-    target_shape = target.shape if hasattr(target, "shape") else np.shape(target)
-    if tuple(pred.shape) != tuple(target_shape):
-        raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
-                         f"{tuple(target_shape)}; they must match (an (N, 1) against (N,) "
-                         "would silently broadcast to (N, N))")
-    if not isinstance(target, Tensor) and backend.device_of(target) != pred.device:
-        target = backend.to_device(np.asarray(target, dtype=pred.dtype), pred.device)   # host target
+    target = _same_shape("mse_loss", pred, target)
     return _check_finite("mse_loss", mean(pow(sub(pred, target), 2)))
-
-

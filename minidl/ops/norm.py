@@ -50,15 +50,8 @@ from .. import backend
 from ..backend import get_array_module
 from ..tensor import Config, Function, Tensor
 from .elementwise import add, mul, pow, sub, sum_product_to, sum_to
-from .reduce import mean, normalize_axis, var
+from .reduce import count, mean, normalize_axis, var
 from .shape import astype, reshape
-
-
-def _count(shape, axes):
-    m = 1
-    for a in axes:
-        m *= shape[a]
-    return m
 
 
 class StagedTerms(NamedTuple):
@@ -80,7 +73,7 @@ def backward_staged(gy, x, gamma, eps, axes):
     term a line, returned with the forward's intermediates as ``StagedTerms``.
     ``gamma`` broadcasts against x; dl/dγ and dl/dβ have its shape. Shapes are
     BatchNorm's on (N, C, H, W)."""
-    m = _count(x.shape, axes)
+    m = count(x.shape, axes)
     mu = x.mean(axis=axes, keepdims=True)                                  # (1, C, 1, 1)
     x_mu = x - mu                                                          # (N, C, H, W)
     var = (x_mu * x_mu).mean(axis=axes, keepdims=True)                     # (1, C, 1, 1)
@@ -105,7 +98,7 @@ def backward_compact(gy, x_hat, sigma, gamma, axes):
     gradient loses its mean and its component along x̂, then is scaled by 1/σ.
     Every term is its own array and keeps its value; only dl/dx, the result, is
     built up in place (fewer passes over the data)."""
-    m = _count(x_hat.shape, axes)
+    m = count(x_hat.shape, axes)
     g_beta = sum_to(gy, gamma.shape)                                       # dl/dβ, γ's shape
     g_gamma = sum_product_to(gy, x_hat, gamma.shape)                       # dl/dγ, γ's shape
     g_xhat = gy * gamma                                                    # dl/dx̂, (N, C, H, W)
@@ -137,7 +130,7 @@ class Normalize(Function):
         self.axes, self.eps, self.backward_form = axes, eps, backward
 
     def forward(self, x, gamma, beta):
-        m = _count(x.shape, self.axes)
+        m = count(x.shape, self.axes)
         self.x = x                                                         # for the staged backward
         self.mu = x.mean(axis=self.axes, keepdims=True)                    # μ, (1, C, 1, 1)
         x_mu = x - self.mu                                                 # x − μ, (N, C, H, W)
@@ -281,6 +274,10 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
     Training: batch statistics, and the running ones (Tensors of shape (C,))
     updated by ``update_running_stats``. Not training: the running statistics
     are given to the same formula, which makes the layer an affine map of x."""
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"batch_norm: {name} must be a Tensor, which it updates in place (a layer's "
+                            f"buffer), got {type(t).__name__}; wrap it once: md.Tensor(array)")
     cs = channel_shape(x)
     g, b = _channel(gamma, cs), _channel(beta, cs)
     axes = batch_axes(x)
@@ -288,7 +285,7 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
         if running_mean is None:
             raise ValueError("batch_norm: eval mode needs running_mean and running_var")
         return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
-    m = _count(x.shape, axes)
+    m = count(x.shape, axes)
     if m < 2:
         raise ValueError(
             f"batch_norm: expected more than 1 value per channel when training, got input of "
@@ -301,7 +298,7 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
 
 
 def _per_sample_values(op, shape, axes):
-    if _count(shape, axes) < 2:
+    if count(shape, axes) < 2:
         raise ValueError(f"{op}: expected more than 1 value per statistic, got input of shape "
                          f"{tuple(shape)} (1 value over axes {axes}): every output would be 0")
 

@@ -25,16 +25,10 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    def __init__(self, axes=None):
-        self.axes = axes
+    def __init__(self, axes):
+        self.axes = axes                     # a permutation of the input's axes, non-negative
 
     def forward(self, x):
-        if self.axes is None:
-            self.axes = tuple(reversed(range(x.ndim)))
-        if sorted(a % x.ndim for a in self.axes) != list(range(x.ndim)):
-            raise ValueError(f"transpose: axes {self.axes} are not a permutation of "
-                             f"the {x.ndim} axes of shape {x.shape}")
-        self.axes = tuple(a % x.ndim for a in self.axes)
         return x.transpose(self.axes)
 
     def backward(self, gy):
@@ -145,7 +139,7 @@ class BroadcastTo(Function):
 
 
 class AsType(Function):
-    """A copy in another dtype; the gradient goes back in the original dtype."""
+    """A copy in another floating dtype; the gradient goes back in the original dtype."""
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
@@ -176,8 +170,12 @@ def reshape(x, *shape):
 
 
 def transpose(x, *axes):
+    """The axes permuted (reversed by default)."""
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-    return Transpose(tuple(axes) if axes else None)(x)
+    axes = tuple(axes) if axes else tuple(reversed(range(x.ndim)))
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
+    return Transpose(tuple(a % x.ndim for a in axes))(x)
 
 
 def flatten(x, start_axis=0):
@@ -185,7 +183,27 @@ def flatten(x, start_axis=0):
     by default, as NumPy's and PyTorch's flatten; ``nn.Flatten`` keeps the batch
     axis (start_axis=1)."""
     start = normalize_axis("flatten", start_axis, max(x.ndim, 1))[0]
-    return reshape(x, x.shape[:start] + (-1,))
+    merged = 1
+    for n in x.shape[start:]:
+        merged *= n
+    return reshape(x, x.shape[:start] + (merged,))      # not −1: it cannot be inferred when size is 0
+
+
+def squeeze(x, axis=None):
+    """Drop axes of length 1: all of them, or those in ``axis`` (an int or a tuple;
+    one of another length is an error, where PyTorch ignores it silently)."""
+    axes = tuple(a for a in range(x.ndim) if x.shape[a] == 1) if axis is None else \
+        normalize_axis("squeeze", axis, x.ndim)
+    longer = [a for a in axes if x.shape[a] != 1]
+    if longer:
+        raise ValueError(f"squeeze: axis {longer[0]} of shape {x.shape} has length {x.shape[longer[0]]}, not 1")
+    return reshape(x, tuple(n for a, n in enumerate(x.shape) if a not in axes))
+
+
+def unsqueeze(x, axis):
+    """A new axis of length 1 at position ``axis`` (−1: last)."""
+    a = normalize_axis("unsqueeze", axis, x.ndim + 1)[0]
+    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
 
 
 def getitem(x, index):
@@ -215,9 +233,15 @@ def broadcast_to(x, shape):
 
 
 def astype(x, dtype):
+    """A copy in ``dtype``. To an integer (or bool) dtype it is outside the graph,
+    as in PyTorch: an integer carries no gradient."""
+    if np.dtype(dtype).kind in "biu":
+        return Tensor._wrap(x.data.astype(dtype))
     return AsType(dtype)(x)
 
 
 def to_device(x, device):
+    """A copy on "cpu" or "gpu" (PyTorch's "cuda" is "gpu"); gradients flow back."""
+    device = backend.canonical_device(device)
     backend.module_for(device)  # unknown device or missing CuPy raises here
     return ToDevice(device)(x)
