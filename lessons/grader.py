@@ -30,6 +30,7 @@ import traceback
 import numpy as np
 
 import minidl as md
+from minidl.gradcheck import FINE, WRONG, band, relative_error
 from minidl.ops import norm as N
 
 BANDS = """The bands (relative error of the worst element):
@@ -80,14 +81,6 @@ def grade_any(obj):
     return grade(obj)
 
 
-def _relative_error(a, b):
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))) if a.size else 0.0
-
-
-def _band(rel):
-    return "wrong" if rel > 1e-2 else "fine" if rel < 1e-7 else "check"
-
-
 def _student_frames(exc):
     """The lines of the student's own code in a traceback (not the grader's)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
@@ -133,16 +126,16 @@ def grade_case(fn, label, shape, seed):
             rows.append((name, f"has shape {values.shape}, expected {ref.shape}", None, None))
             continue
         values = values.reshape(ref.shape)
-        rel = max(_relative_error(values, num), _relative_error(values, ref))
-        band = _band(rel)
+        rel = max(relative_error(values, num), relative_error(values, ref))
+        verdict_band = band(rel)
         low_precision = mine.dtype.kind == "f" and mine.dtype.itemsize < 8
         problem = None
-        if band == "wrong":
-            problem = f"relative error {rel:.1e} (wrong > 1e-2)"
-        elif band == "check" and not low_precision:
-            problem = (f"relative error {rel:.1e} in float64 (fine < 1e-7): close, but not "
+        if verdict_band == "wrong":
+            problem = f"relative error {rel:.1e} (wrong > {WRONG:g})"
+        elif verdict_band == "check" and not low_precision:
+            problem = (f"relative error {rel:.1e} in float64 (fine < {FINE:g}): close, but not "
                        "float64 rounding; look for a missing or extra ε or a slightly wrong term")
-        rows.append((name, problem, rel, band + (" (float32)" if low_precision else "")))
+        rows.append((name, problem, rel, verdict_band + (" (float32)" if low_precision else "")))
     return rows
 
 
@@ -152,11 +145,11 @@ def grade(fn, seed=0):
     print(f"{'input':<28} {'gradient':<9} {'rel. error':>10}  band")
     failures = []
     for k, (label, shape) in enumerate(CASES):
-        for name, problem, rel, band in grade_case(fn, label, shape, seed + k):
+        for name, problem, rel, shown in grade_case(fn, label, shape, seed + k):
             if rel is None:
                 print(f"{label:<28} {name}: {problem}")
             else:
-                print(f"{label:<28} {name:<9} {rel:>10.2e}  {band}" + (f"   <- {problem}" if problem else ""))
+                print(f"{label:<28} {name:<9} {rel:>10.2e}  {shown}" + (f"   <- {problem}" if problem else ""))
             if problem:
                 failures.append(f"{name} on {label}: {problem.splitlines()[0]}")
     verdict = "PASS" if not failures else "FAIL: " + failures[0] + (

@@ -29,12 +29,19 @@ class GradcheckError(AssertionError):
         self.report = report
 
 
-def _band(rel):
-    if rel > 1e-2:
-        return "wrong"
-    if rel < 1e-7:
-        return "fine"
-    return "check"   # 1e-7..1e-2: fine for kinks and float noise, suspicious otherwise
+FINE, WRONG = 1e-7, 1e-2     # the bands of the relative error (CS231n's)
+
+
+def relative_error(a, b):
+    """The worst element's relative error as CS231n defines it: |a − b| / max(1e-8, |a| + |b|)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))) if a.size else 0.0
+
+
+def band(rel):
+    """"fine" below 1e-7 (float64 rounding), "wrong" above 1e-2 (a wrong term),
+    "check" between (kinks, float32 noise, or a slip: look closer)."""
+    return "wrong" if rel > WRONG else "fine" if rel < FINE else "check"
 
 
 class InputReport:
@@ -49,12 +56,10 @@ class InputReport:
         self.index = np.unravel_index(i, analytic.shape) if analytic.size else ()
         self.analytic = float(analytic.flat[i]) if analytic.size else 0.0
         self.numeric = float(numeric.flat[i]) if analytic.size else 0.0
-        # relative error as CS231n defines it: |a - n| / max(1e-8, |a| + |n|)
-        self.rel_error = abs(self.analytic - self.numeric) / max(
-            1e-8, abs(self.analytic) + abs(self.numeric))
+        self.rel_error = relative_error(self.analytic, self.numeric)
         self.max_abs_diff = float(diff.max()) if diff.size else 0.0
         self.passed = bool((excess <= 1).all())
-        self.band = _band(self.rel_error)
+        self.band = band(self.rel_error)
         self.kinks = kinks
         self.vacuous = bool(np.abs(numeric).max() < atol) if numeric.size else True
 
