@@ -95,7 +95,7 @@ def grade_case(fn, label, shape, seed):
     gamma, beta = 1 + 0.5 * rng.standard_normal(C), rng.standard_normal(C)
     dy = rng.standard_normal(shape)
     axes = (0,) + tuple(range(2, len(shape)))
-    cs = (1, C) + (1,) * (len(shape) - 2)
+    cs = N.channel_shape(shape)
     t = N.backward_staged(dy, x, gamma.reshape(cs), EPS, axes)
     reference = (t.g_x, t.g_gamma.reshape(C), t.g_beta.reshape(C))
 
@@ -273,7 +273,7 @@ def _batch(shape, rng, small_channel=True):
     missing step shows; with ``small_channel`` one channel's variance is
     below ε, so a missing ε shows too."""
     C = shape[1]
-    cs = (1, C) + (1,) * (len(shape) - 2)
+    cs = N.channel_shape(shape)
     offset = np.array([20.0, -0.3, 0.5])[:C].reshape(cs)
     scale = np.array([5.0, 0.002 if small_channel else 0.5, 1.0])[:C].reshape(cs)
     return (offset + scale * rng.standard_normal(shape)).astype(np.float32).astype(np.float64)
@@ -321,7 +321,7 @@ def _forward(module, fw, x, grad=False):
 
 def check_parameters(cls, fw, shape, dims, rng):
     module = cls(shape[1], dims, momentum=MOMENTUM, eps=EPS)
-    want = (1, shape[1]) if dims == 2 else (1, shape[1], 1, 1)
+    want = N.channel_shape(shape)                # (1, C) or (1, C, 1, 1), the skeleton's shape
     params = fw.parameters(module)
     for name in ("gamma", "beta"):
         t = getattr(module, name, None)

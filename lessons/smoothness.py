@@ -42,6 +42,7 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
+from minidl.ops.norm import channel_shape
 from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
@@ -157,7 +158,7 @@ class NoisyBN(md.nn.Module):
         y = self.bn(x)
         if not self.training:
             return y
-        rng, shape = md.backend.rng(), (1, y.shape[1]) + (1,) * (y.ndim - 2)
+        rng, shape = md.backend.rng(), channel_shape(y.shape)
         mu_t, sigma_t = rng.uniform(-1, 1), rng.uniform(0.5, 2)
         scale = rng.uniform(0.5, 1.5, shape) * sigma_t
         shift = rng.normal(mu_t, 1.0, shape)

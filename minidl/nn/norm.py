@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..ops.norm import moments, update_running_stats
+from ..ops.norm import channel_shape, moments, update_running_stats
 from ..ops.sparsemax import sparsestmax
 from ..tensor import Config, Tensor
 from .module import Module, Parameter, check_input
@@ -239,7 +239,7 @@ class _SwitchNorm(_NormBase):
         if self.training:
             self._check_batch(x)
         stats = self.normalizer_statistics(x)
-        cs = (1, self.num_features) + (1,) * (x.ndim - 2)
+        cs = channel_shape(x.shape)
         if self.training:
             self._update_running(*stats["BN"], x.size // x.shape[1])
         else:                   # eval: the running statistics stand in for the batch's

@@ -222,9 +222,10 @@ def batch_norm_reference(x, gamma, beta, eps=1e-5, axes=(0,)):
     return add(mul(x_hat, gamma), beta)
 
 
-def channel_shape(x):
-    """Shape that broadcasts a per-channel vector against x (N, C, ...): (1, C, 1, ...)."""
-    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+def channel_shape(shape):
+    """The shape that broadcasts one value per channel against an input of
+    ``shape`` (N, C, ...): (1, C, 1, ...)."""
+    return (1, shape[1]) + (1,) * (len(shape) - 2)
 
 
 def batch_axes(x):
@@ -278,7 +279,7 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
         if t is not None and not isinstance(t, Tensor):
             raise TypeError(f"batch_norm: {name} must be a Tensor, which it updates in place (a layer's "
                             f"buffer), got {type(t).__name__}; wrap it once: md.Tensor(array)")
-    cs = channel_shape(x)
+    cs = channel_shape(x.shape)
     g, b = _channel(gamma, cs), _channel(beta, cs)
     axes = batch_axes(x)
     if not training:
@@ -320,7 +321,7 @@ def instance_norm(x, gamma=None, beta=None, eps=1e-5):
         raise ValueError(f"instance_norm: expected (N, C, H, W) or (N, C, L), got {x.shape}")
     axes = tuple(range(2, x.ndim))
     _per_sample_values("instance_norm", x.shape, axes)
-    cs = channel_shape(x)
+    cs = channel_shape(x.shape)
     return normalize(x, axes, _channel(gamma, cs), _channel(beta, cs), eps)
 
 
