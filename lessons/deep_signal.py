@@ -53,7 +53,7 @@ from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say
                             show_table, train_classifier, write_json, write_text)
 
 TEST, EPOCHS, BATCH = 2000, 2, 64
-SEED_TABLES = {
+SLIDE_TABLES = {   # seed 000: ImageNet ResNet-50 top-1 (%)
     "with normalization": {"BN": "76.4", "LN": "74.7", "IN": "71.6", "GN": "75.9", "SN": "76.9",
                            "RescaleNet": "76.58 ± 0.08", "FRN": "77.2", "RescaleNet + cosine LR": "77.2 ± 0.06"},
     "without normalization": {"Fixup": "72.4", "Fixup + mixup": "76.0", "Fixup + dropout": "75.5",
@@ -295,7 +295,7 @@ def accuracy(name):
 table = show_table([f"{blocks}-block residual MLP", f"largest stable lr (of {lr_grid})", f"test accuracy at lr {lr_bn}"],
                    [[name, largest[name] or "none of them", accuracy(name)] for name in kinds])
 seed_table = show_table(["seed 000: ImageNet ResNet-50", "top-1 (%)"],
-                        [[group, ", ".join(f"{k} {v}" for k, v in t.items())] for group, t in SEED_TABLES.items()])
+                        [[group, ", ".join(f"{k} {v}" for k, v in t.items())] for group, t in SLIDE_TABLES.items()])
 caveat = ("What a small model can show of the seed's tables: the variance and stability argument (sections "
           "1-2 and the stable rates), and that RescaleNet trains without normalization. What it cannot: "
           "ImageNet accuracy differences of a point or two between normalizers, which need a ResNet-50 "

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import functional as F
+from ..ops.elementwise import check_dropout_p
 from . import init
 from .module import Module, Parameter, check_input
 
@@ -96,8 +97,7 @@ class Flatten(Module):
 class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        check_dropout_p("Dropout", p)              # at construction, not at the first forward
         self.p = p
 
     def forward(self, x):

@@ -343,12 +343,16 @@ def where(cond, a, b):
     return Where(cond)(a, b)
 
 
+def check_dropout_p(op, p):
+    if not 0 <= p < 1:
+        raise ValueError(f"{op}: p must be in [0, 1), got {p}")
+
+
 def dropout(x, p=0.5, training=True):
     """Inverted dropout: zero each value with probability p, scale the rest by
     1/(1-p) so the expectation is unchanged; identity when not training."""
     from .. import backend
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    check_dropout_p("dropout", p)
     if not training or p == 0:
         return x
     # drawn where x lives (no host-to-device copy per call); both generators follow manual_seed

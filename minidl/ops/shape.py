@@ -88,10 +88,9 @@ def _array_index(index):
 
 class Concatenate(Function):
     def __init__(self, axis):
-        self.axis = axis
+        self.axis = axis                     # non-negative
 
     def forward(self, *xs):
-        self.axis = normalize_axis("concatenate", self.axis, xs[0].ndim)[0]
         for x in xs:
             rest = [n for i, n in enumerate(x.shape) if i != self.axis]
             ref = [n for i, n in enumerate(xs[0].shape) if i != self.axis]
@@ -211,7 +210,9 @@ def getitem(x, index):
 
 
 def concatenate(xs, axis=0):
-    return Concatenate(axis)(*xs)
+    if not xs:
+        raise ValueError("concatenate: expected at least one tensor")
+    return Concatenate(normalize_axis("concatenate", axis, xs[0].ndim)[0])(*xs)
 
 
 def stack(xs, axis=0):
