@@ -17,19 +17,14 @@ from .reduce import max as reduce_max
 from .shape import getitem, pad, reshape, stack, transpose
 
 # im2col is built in pieces of whole samples, so no step ever holds a 200+ MB
-# matrix. Forward and dl/dW multiply each piece as soon as it is built: on the
-# CPU a piece that fits in the L2 cache is copied and read several times faster
-# than one that goes through main memory (measured: LeNet-5's first conv at
-# batch 128, forward and dl/dW, 2x faster in 512 KB pieces than in one 30 MB
-# piece). dl/dx scatters back with kh·kw slice additions per piece, so there
-# fewer, bigger pieces win. On a GPU big pieces keep it busy.
+# matrix; forward and dl/dW multiply each piece as soon as it is built, while it
+# is still in the L2 cache. dl/dx scatters back with kh·kw slice additions per
+# piece, so there fewer, bigger pieces win; on a GPU big pieces keep it busy.
+# (What each size measured: docs/performance.md.)
 CACHE_BYTES = {"numpy": 512 * 2**10, "cupy": 64 * 2**20}
 COL_BYTES = 64 * 2**20
-# The forward's pieces are also cut to at most SMALL_GEMM multiply-adds: up to
-# about 10^6 OpenBLAS multiplies with kernels that skip packing the operands
-# (measured at batch 128: LeNet-5's second conv forward 1.2-1.3 ms in pieces of 2
-# samples against 1.4-1.7 ms in pieces of 6; inference 5-8 % faster). dl/dW's
-# products gain nothing from it (measured), so they keep cache-sized pieces.
+# The forward's pieces are also cut to at most SMALL_GEMM multiply-adds, the size
+# below which OpenBLAS multiplies without packing its operands.
 SMALL_GEMM = {"numpy": 10**6, "cupy": None}
 
 
@@ -266,9 +261,7 @@ class MaxPool2d(_Pool):
     a box blur): kw + kh slices instead of kh·kw. Each pass finds its offset of
     the first maximum; together they give the window offset i·kw + j that gets
     the gradient, the first maximum in row-major order as in PyTorch: the first
-    row holding the maximum, and in it the first column. (LeNet-5's first pool
-    at batch 128, against one running max over the 4 offsets: inference 0.29
-    ms against 0.48, training forward 0.83 against 0.95.)"""
+    row holding the maximum, and in it the first column."""
     name = "max_pool2d"
 
     def forward(self, x):

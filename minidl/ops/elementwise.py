@@ -22,8 +22,7 @@ def sum_to(g, shape):
 
 def sum_product_to(a, b, shape):
     """``sum_to(a * b, shape)`` without the a·b temporary: einsum multiplies and
-    sums in one pass (a BatchNorm's Σ dl/dy·x̂ and Σ(x − μ)² on LeNet-5's first
-    activation, 0.1 ms against 0.45 ms for the product, then the sum)."""
+    sums in one pass (BatchNorm's Σ dl/dy·x̂ and Σ(x − μ)²)."""
     xp = get_array_module(a)
     letters = "abcdefghijklmnopqrstuvwxyz"[:a.ndim]
     lead = a.ndim - len(shape)
