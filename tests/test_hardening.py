@@ -202,20 +202,29 @@ LAYERS = {  # a module may import only from these parts of minidl (STYLE.md's on
 
 
 def test_imports_flow_one_way_with_no_cycle():
+    """Relative and absolute imports alike: each part of minidl imports only the
+    parts below it, and no file of the library imports the lessons (or tests)."""
     import ast
     import pathlib
     root = pathlib.Path(md.__file__).parent
     for path in root.rglob("*.py"):
         part = path.relative_to(root).parts[0].removesuffix(".py")
-        if part not in LAYERS:
-            continue
         package = path.relative_to(root).parts[:-1]
         for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = list(package[:len(package) - node.level + 1])
                 target = (base + (node.module or "").split("."))[0] if (base or node.module) else ""
-                names = [target] if node.module or base else [a.name for a in node.names]
-                for t in names:
+                targets = [target] if node.module or base else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) or isinstance(node, ast.Import):
+                modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for m in modules:
+                    top, _, rest = m.partition(".")
+                    assert top not in ("lessons", "tests"), f"{path.name} imports {m}: the library depends on its teaching scripts"
+                    if top == "minidl":
+                        targets.append(rest.partition(".")[0])
+            if part in LAYERS:
+                for t in targets:
                     assert t in LAYERS[part] | {""}, f"{path.name} imports minidl.{t} (a layer above it)"
 
 

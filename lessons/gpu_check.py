@@ -1,6 +1,6 @@
 """Confirm the GPU path on a machine with a GPU, in one command:
 
-    python -m minidl.gpu_check              # from a source checkout (the tests live in tests/)
+    python -m lessons.gpu_check             # from a source checkout (the tests live in tests/)
 
 Runs, each with MINIDL_BACKEND=cupy: the test suite, every lesson's --quick
 run, and the benchmark (against PyTorch CUDA where installed); then prints one
@@ -9,11 +9,12 @@ whose path the summary gives.
 """
 import argparse
 import os
-import pkgutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from lessons.handout import LESSONS
 
 
 def run(name, command, env, logs):
@@ -45,9 +46,7 @@ def main(argv=None):
         steps.append(("test suite", [sys.executable, "-m", "pytest", "-q", args.tests]))
     else:
         print(f"no {args.tests}/ here (not a source checkout): the test suite is skipped")
-    import lessons
-    for lesson in sorted(m.name for m in pkgutil.iter_modules(lessons.__path__)
-                         if m.name not in ("common", "grader")):
+    for lesson in LESSONS:
         steps.append((f"lesson {lesson} --quick", [sys.executable, "-m", f"lessons.{lesson}", "--quick",
                                                    "--out", os.path.join(logs, lesson)]))
     if not args.skip_benchmark:
