@@ -275,20 +275,28 @@ def evaluate(model, dataset, batch_size=500):
 
 
 def train_classifier(model, train, epochs, batch_size, lr, seed, momentum=0.9, weight_decay=5e-4,
-                     desc=None, after_step=None):
-    """SGD with momentum on cross-entropy, the data order fixed by ``seed``.
-    ``after_step(step, model)`` runs after every update (a probe, a schedule).
+                     desc=None, after_step=None, on_batch=None, after_epoch=None, opt=None, start_epoch=0,
+                     reseed=False):
+    """SGD with momentum on cross-entropy, the data order fixed by ``seed`` (and,
+    with ``reseed``, minidl's own random draws such as augmentation).
+
+    Hooks: ``on_batch(logits, y, loss)`` sees every batch, ``after_step(step,
+    model)`` runs after every update (a probe, a schedule; ``step`` counts from
+    the start of training), ``after_epoch(epoch, model)`` after each epoch's
+    last update. ``opt`` and ``start_epoch`` resume a run from a checkpoint.
     Returns the training loss of every step; a run that diverges stops there,
     its last loss NaN."""
     import minidl.functional as F
-    opt = md.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if opt is None:
+        opt = md.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loader = md.data.DataLoader(train, batch_size, shuffle=True, drop_last=True)
-    losses = []
-    bar = progress(Epochs(loader, epochs, seed), desc=desc)
+    losses, steps = [], len(loader)
+    bar = progress(Epochs(loader, epochs, seed, start_epoch, reseed), desc=desc)
     with np.errstate(over="ignore", invalid="ignore"):    # divergence is reported as a NaN loss
-        for step, (x, y) in enumerate(bar):
+        for step, (x, y) in enumerate(bar, start_epoch * steps):
             try:
-                loss = F.cross_entropy(model(x), y)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -296,9 +304,13 @@ def train_classifier(model, train, epochs, batch_size, lr, seed, momentum=0.9, w
                 losses.append(float("nan"))
                 return losses
             losses.append(loss.item())
+            if on_batch is not None:
+                on_batch(logits, y, losses[-1])
             if after_step is not None:
                 after_step(step, model)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if after_epoch is not None and step % steps == steps - 1:
+                after_epoch(step // steps, model)
     return losses
 
 

@@ -65,10 +65,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-import minidl.functional as F
 from lessons import grader
-from lessons.common import (Epochs, check_resume, evaluate, progress, run_identity, say, settings,
-                            show_figure, show_table, synthetic_images, write_json, write_text)
+from lessons.common import (check_resume, evaluate, run_identity, say, settings, show_figure, show_table,
+                            synthetic_images, train_classifier, write_json, write_text)
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4      # SGD, with a cosine learning-rate schedule
 VALIDATION = 5000                       # training images held out for the validation curve (at most a tenth)
@@ -200,39 +199,41 @@ for label, decay in RUNS.items():
     start, history = resume(ckpt, identity, model, opt)
     history = history or {k: [] for k in HISTORY}
     sched.epoch = start
-    loader = md.data.DataLoader(train, s.batch_size, shuffle=True, drop_last=True)
     probe = md.Tensor(train.get_batch(np.arange(min(2000, len(train))))[0])
-    steps, probe_every = len(loader), max(1, len(loader) // PROBES_PER_EPOCH)
-    bar = progress(Epochs(loader, s.epochs, s.seed, start, reseed=True), desc=label)
-    t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-    for k, (x, y) in enumerate(bar):
-        epoch, step = divmod(start * steps + k, steps)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history["step_loss"].append(loss.item())
-        loss_sum, seen = loss_sum + loss.item() * len(y), seen + len(y)
-        correct += int((logits.numpy().argmax(1) == y.numpy()).sum())
+    probe_every = max(1, len(train) // s.batch_size // PROBES_PER_EPOCH)
+    epoch_sums = dict(loss=0.0, correct=0, seen=0, start=time.time())
+
+    def on_batch(logits, y, loss):
+        history["step_loss"].append(loss)
+        epoch_sums["loss"] += loss * len(y)
+        epoch_sums["correct"] += int((logits.numpy().argmax(1) == y.numpy()).sum())
+        epoch_sums["seen"] += len(y)
+
+    def measure_lag(step, model):
+        """How far the first BN layer's running statistics are from its input's."""
         if decay is not None and step % probe_every == 0:
             mean, var = population_stats(model, probe)
-            history["lag_step"].append(epoch * steps + step)
             running_mean, running_var = running_stats(model.features[1])
+            history["lag_step"].append(step)
             history["lag_mean"].append(float(np.abs(running_mean - mean).mean()))
             history["lag_var"].append(float(np.abs(running_var - var).mean()))
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        if step == steps - 1:                 # the end of an epoch: evaluate, record, save
-            sched.step()
-            val_loss, val_acc = evaluate(model, val)
-            for key, v in (("train_loss", loss_sum / seen), ("train_acc", 100.0 * correct / seen),
-                           ("val_loss", val_loss), ("val_acc", val_acc), ("test_acc", evaluate(model, test)[1]),
-                           ("epoch_seconds", time.time() - t0)):
-                history[key].append(v)
-            md.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                     "run": json.dumps(identity),
-                     "history": {key: np.asarray(v, dtype=float) for key, v in history.items()}}, ckpt)
-            t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+
+    def end_of_epoch(epoch, model):
+        """Evaluate, record the epoch, and save a checkpoint to resume from."""
+        sched.step()
+        val_loss, val_acc = evaluate(model, val)
+        seen = epoch_sums["seen"]
+        for key, v in (("train_loss", epoch_sums["loss"] / seen), ("train_acc", 100.0 * epoch_sums["correct"] / seen),
+                       ("val_loss", val_loss), ("val_acc", val_acc), ("test_acc", evaluate(model, test)[1]),
+                       ("epoch_seconds", time.time() - epoch_sums["start"])):
+            history[key].append(v)
+        md.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                 "run": json.dumps(identity),
+                 "history": {key: np.asarray(v, dtype=float) for key, v in history.items()}}, ckpt)
+        epoch_sums.update(loss=0.0, correct=0, seen=0, start=time.time())
+
+    train_classifier(model, train, s.epochs, s.batch_size, s.lr, s.seed, desc=label, opt=opt, start_epoch=start,
+                     on_batch=on_batch, after_step=measure_lag, after_epoch=end_of_epoch, reseed=True)
     results[label] = history
     print(f"{label}: test accuracy {history['test_acc'][-1]:.2f}% after {s.epochs} epochs "
           f"({sum(history['epoch_seconds']):.0f} s)")
