@@ -78,7 +78,7 @@ def test_error_with_batch_statistics(model, dataset, batch_size):
         model.train()
         correct, n = 0, len(dataset) // batch_size * batch_size
         for x, y in md.data.DataLoader(dataset, batch_size, drop_last=True):
-            correct += int((model(x).numpy().argmax(1) == y.numpy()).sum())
+            correct += (model(x).argmax(axis=1) == y).sum().item()
     return 100.0 - 100.0 * correct / n
 
 

@@ -108,7 +108,7 @@ def accuracy_with_ablated(model, ablated):
                     for c in (c for k, c in ablated if k == conv):
                         mask[0, c] = 0
                     h = h * md.Tensor(mask)
-            correct += int((model.classifier(h).numpy().argmax(1) == y.numpy()).sum())
+            correct += (model.classifier(h).argmax(axis=1) == y).sum().item()
     return 100.0 * correct / len(test)
 
 

@@ -269,7 +269,7 @@ def evaluate(model, dataset, batch_size=500):
         for x, y in md.data.DataLoader(dataset, batch_size):
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y).item() * len(y)
-            correct += int((logits.numpy().argmax(1) == y.numpy()).sum())
+            correct += (logits.argmax(axis=1) == y).sum().item()
     model.train()
     return loss_sum / len(dataset), 100.0 * correct / len(dataset)
 

@@ -206,7 +206,7 @@ for label, decay in RUNS.items():
     def on_batch(logits, y, loss):
         history["step_loss"].append(loss)
         epoch_sums["loss"] += loss * len(y)
-        epoch_sums["correct"] += int((logits.numpy().argmax(1) == y.numpy()).sum())
+        epoch_sums["correct"] += (logits.argmax(axis=1) == y).sum().item()
         epoch_sums["seen"] += len(y)
 
     def measure_lag(step, model):
