@@ -41,7 +41,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 NORMS = {"BatchNorm": "batch", "GroupNorm": "group", "LayerNorm": "layer", "none": None}
@@ -52,7 +52,7 @@ SLIDE_FIGURE = {"batch": [32, 16, 8, 4, 2], "BatchNorm": [76.4, 76.3, 75.2, 72.7
 s = settings("batch_size", dict(train_size=12000, epochs=1, batch_sizes=[2, 4, 8, 16, 32, 64, 128],
                                 lr_per_32=0.01, seed=0),
              quick=dict(train_size=192, batch_sizes=[2, 8, 32]), doc=__doc__,
-             help=dict(lr_per_32="learning rate at batch 32, scaled linearly with the batch size"))
+             help=dict(lr_per_32="learning rate at batch 32, scaled linearly with the batch size"), runs=True)
 
 # %% [markdown]
 # ## 1. Data: a fixed subset, the same for every run
@@ -86,21 +86,22 @@ def test_error_with_batch_statistics(model, dataset, batch_size):
 # ## 3. Every normalizer at every batch size
 
 # %%
-for label, kind in NORMS.items():
-    for batch in s.batch_sizes:
-        key = f"{label}/{batch}"
-        if key in store:
-            continue
-        md.manual_seed(s.seed)                      # the same initial weights in every run
-        model = md.models.LeNet5(in_channels=1, input_size=28, norm=kind)
-        lr = s.lr_per_32 * batch / 32
-        losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=key)
-        result = {"lr": lr, "test_error": 100.0 - evaluate(model, test)[1],
-                  "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 20):])),
-                  "diverged": bool(not np.isfinite(losses[-1]))}
-        if kind == "batch":
-            result["test_error_batch_statistics"] = test_error_with_batch_statistics(model, test, batch)
-        store[key] = result
+def train_at(label, batch):
+    """One normalizer at one batch size, from the same initial weights as every run."""
+    md.manual_seed(s.seed)
+    model = md.models.LeNet5(in_channels=1, input_size=28, norm=NORMS[label])
+    lr = s.lr_per_32 * batch / 32
+    losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=f"{label}/{batch}")
+    result = {"lr": lr, "test_error": 100.0 - evaluate(model, test)[1],
+              "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 20):])),
+              "diverged": bool(not np.isfinite(losses[-1]))}
+    if NORMS[label] == "batch":
+        result["test_error_batch_statistics"] = test_error_with_batch_statistics(model, test, batch)
+    return result
+
+
+run_all({f"{label}/{batch}": (train_at, (label, batch)) for label in NORMS for batch in s.batch_sizes},
+        store, s.workers, desc="batch_size")
 cell = lambda r: f"{r['test_error']:.2f}" + (" (diverged)" if r["diverged"] else "")
 table = show_table(["test error (%)"] + [f"B={b}" for b in s.batch_sizes],
                    [[label] + [cell(store[f"{label}/{b}"]) for b in s.batch_sizes] for label in NORMS] +

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 TEST = 2000
@@ -65,7 +65,7 @@ SLIDE_TABLE = {   # seed 003: CaffeNet, ImageNet at 128 px, top-1 accuracy (%)
 
 s = settings("bn_placement", dict(train_size=10000, epochs=2, batch_size=64, lr=0.02, seeds=3),
              quick=dict(train_size=400, epochs=1, batch_size=32, seeds=2), doc=__doc__,
-             help=dict(seeds="runs per variant"))
+             help=dict(seeds="runs per variant"), runs=True)
 dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST)
 store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), epochs=s.epochs, batch_size=s.batch_size,
                                      lr=s.lr, seeds=s.seeds, quick=s.quick, variants=VARIANTS), fresh=s.fresh)
@@ -95,15 +95,16 @@ print(lenet5("after", True, "relu"))
 # ## 2. Every variant from the same seeds
 
 # %%
-for name, (placement, affine, activation) in VARIANTS.items():
-    for seed in range(s.seeds):
-        key = f"{name}/{seed}"
-        if key in store:
-            continue
-        md.manual_seed(seed)
-        model = lenet5(placement, affine, activation)
-        losses = train_classifier(model, train, s.epochs, s.batch_size, s.lr, seed, desc=key)
-        store[key] = {"test_acc": evaluate(model, test)[1], "final_train_loss": float(np.mean(losses[-20:]))}
+def train_variant(name, seed):
+    """One variant from one seed: its test accuracy and final training loss."""
+    md.manual_seed(seed)
+    model = lenet5(*VARIANTS[name])
+    losses = train_classifier(model, train, s.epochs, s.batch_size, s.lr, seed, desc=f"{name}/{seed}")
+    return {"test_acc": evaluate(model, test)[1], "final_train_loss": float(np.mean(losses[-20:]))}
+
+
+run_all({f"{name}/{seed}": (train_variant, (name, seed)) for name in VARIANTS for seed in range(s.seeds)},
+        store, s.workers, desc="bn_placement")
 summary = {}
 for name in VARIANTS:
     accs = np.array([store[f"{name}/{k}"]["test_acc"] for k in range(s.seeds)])

@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say, settings, show_figure,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
                             show_table, train_classifier, verdict, write_json, write_text)
 
 TEST, BATCH, LR = 2000, 64, 0.01
@@ -50,7 +50,7 @@ CHECKPOINTS = {"no BN": "no_BN.npz", "BN": "BN_decay0.9.npz"}
 s = settings("bn_regularization", dict(orders=10, lenet_runs="runs/lenet5_batchnorm", train_size=20000,
                                        epochs=3, seed=0),
              quick=dict(orders=3, train_size=400, epochs=1), doc=__doc__,
-             help=dict(orders="random ablation orders", lenet_runs="the LeNet-5 lesson's output folder"))
+             help=dict(orders="random ablation orders", lenet_runs="the LeNet-5 lesson's output folder"), runs=True)
 dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
 
 # %% [markdown]
@@ -71,17 +71,30 @@ def lenet_checkpoint(label):
 
 
 models, provenance = {}, {}
-for label, norm in (("no BN", None), ("BN", "batch")):
+NORMS = {"no BN": None, "BN": "batch"}
+
+
+def train_here(label):
+    """LeNet-5 trained here, when the LeNet-5 lesson left no checkpoint: its weights."""
+    md.manual_seed(s.seed)
+    model = md.models.LeNet5(in_channels=1, input_size=28, norm=NORMS[label])
+    train_classifier(model, train, s.epochs, BATCH, LR, s.seed, desc=label)
+    return model.state_dict()
+
+
+found = {label: lenet_checkpoint(label) for label in NORMS}
+trained = run_all({label: (train_here, (label,)) for label in NORMS if found[label] is None}, {}, s.workers,
+                  desc="training")
+for label, norm in NORMS.items():
     md.manual_seed(s.seed)
     model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
-    found = lenet_checkpoint(label)
-    if found is not None:
-        model.load_state_dict(found[0]["model"])
+    if found[label] is not None:
+        state, made_by = found[label]
+        model.load_state_dict(state["model"])
         # the lesson normalized with its own training split's statistics; ours are close (same data)
-        provenance[label] = f"the LeNet-5 lesson's checkpoint ({found[1]['epochs']} epochs on all of Fashion-MNIST)"
+        provenance[label] = f"the LeNet-5 lesson's checkpoint ({made_by['epochs']} epochs on all of Fashion-MNIST)"
     else:
-        train_classifier(model, train, s.epochs, BATCH, LR, s.seed,
-                         desc=label)
+        model.load_state_dict(trained[label])
         provenance[label] = f"trained here ({len(train)} images, {s.epochs} epochs)"
     model.eval()
     models[label] = model
@@ -114,14 +127,15 @@ def accuracy_with_ablated(model, ablated):
 
 channels = [(0, c) for c in range(6)] + [(1, c) for c in range(16)]     # LeNet-5's 6 + 16 conv channels
 levels = [0, 6, 11, 16, 22] if s.quick else list(range(len(channels) + 1))   # how many are ablated
-for label, model in models.items():
-    for order in range(s.orders):
-        key = f"{label}/{order}"
-        if key in store:
-            continue
-        perm = np.random.default_rng([s.seed, order]).permutation(len(channels))
-        curve = [accuracy_with_ablated(model, {channels[i] for i in perm[:k]}) for k in levels]
-        store[key] = curve
+def ablation_curve(label, order):
+    """Test accuracy as the channels go, one after another, in a random order of its own."""
+    perm = np.random.default_rng([s.seed, order]).permutation(len(channels))
+    return [accuracy_with_ablated(models[label], {channels[i] for i in perm[:k]}) for k in levels]
+
+
+run_all({f"{label}/{order}": (ablation_curve, (label, order)) for label in models for order in range(s.orders)},
+        store, s.workers, desc="ablation orders")
+for label in models:
     curves = np.array([store[f"{label}/{o}"] for o in range(s.orders)])
     half = levels.index(min(levels, key=lambda k: abs(k - len(channels) / 2)))
     print(f"{label}: accuracy with {levels[half]} of {len(channels)} channels ablated "

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 
 import matplotlib
 import numpy as np
@@ -31,14 +32,15 @@ QUICK_BANNER = ("**Quick run: a smoke test.** The data are synthetic and the run
                 "code runs, and its numbers mean nothing. No verdict is drawn from them.")
 
 
-def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER):
+def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER, runs=False):
     """A lesson's settings with its flags applied: ``defaults`` are the constants
     at the lesson's top ({setting: default}); each becomes a flag
     ``--setting-name`` typed by its default (bool: a switch, list: one or more
     values, None: a string). ``quick`` holds what ``--quick`` changes (the one
     source of quick settings); a flag the user gave wins over it. Every lesson
     also has ``--out`` (default runs/<name>, or runs/<name>-quick) and ``--fresh``
-    (ignore finished runs in --out).
+    (ignore finished runs in --out); with ``runs``, ``--workers`` too (how many
+    independent runs go at once; default: one per core, 1 on the CuPy backend).
 
     Flags come from the command line in a script and from the environment
     variable MINIDL_LESSON_ARGS in a notebook (a kernel's argv is not the
@@ -55,6 +57,9 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     p.add_argument("--quick", action="store_true",
                    help="a smoke test in seconds: " + ", ".join(f"{k}={v}" for k, v in quick.items()))
     p.add_argument("--fresh", action="store_true", help="ignore (and overwrite) finished runs in --out")
+    if runs:
+        p.add_argument("--workers", type=int, help="independent runs at once, each in its own process (default: "
+                       "one per core, 1 on the CuPy backend; 1: one after another in this process)")
     for key, default in defaults.items():
         flag, text = "--" + key.replace("_", "-"), help.get(key, "") + f" (default {default})"
         if isinstance(default, bool):
@@ -65,7 +70,8 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
             p.add_argument(flag, type=str if default is None else type(default), help=text)
     argv = shlex.split(os.environ.get(ARGS_VARIABLE, "")) if in_notebook() else sys.argv[1:]
     given = vars(p.parse_args(argv))
-    s = dict(defaults, quick=given.pop("quick", False), fresh=given.pop("fresh", False))
+    s = dict(defaults, quick=given.pop("quick", False), fresh=given.pop("fresh", False),
+             workers=given.pop("workers", None))
     if s["quick"]:
         s.update(quick)
     s.update(given)                       # a flag the user gave wins over --quick
@@ -332,6 +338,187 @@ class Epochs:
             if self.reseed:
                 md.manual_seed([self.seed, epoch])
             yield from self.loader
+
+
+# ---- independent runs, on every core -------------------------------------------
+def default_workers():
+    """How many runs go at once by default: the cores this process may use
+    (``os.sched_getaffinity`` where it exists), 1 on the CuPy backend (one GPU)."""
+    if md.get_backend() == "cupy":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Every run multiplies with one BLAS thread, however many runs share the machine:
+# OpenBLAS's results change in their last bits with its thread count (measured:
+# a LeNet-5 run's final loss 1.0327963 on 1 thread, 1.0327965 on 2), and short
+# runs amplify that. One thread costs a run nothing measurable here: minidl's
+# products are too small to gain from a second thread, and the cores go to runs.
+BLAS_THREADS_PER_RUN = 1
+
+
+def _start_worker(blas_threads):
+    """In each worker process: its share of the BLAS threads, and no progress bars
+    (the parent shows one line per run)."""
+    global _limits
+    from threadpoolctl import threadpool_limits
+    os.environ["MINIDL_PROGRESS"] = "0"
+    # a forked worker must not write through the parent's streams (a notebook kernel's
+    # are sockets served by threads the child does not have): what it has to say, it returns
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    _limits = threadpool_limits(blas_threads)       # kept alive for the worker's life
+
+
+_FORKED_RUNS = {}   # the runs a forked pool's workers find by key (a lesson's functions need no pickling)
+
+
+def _run_forked(key, blas_threads):
+    function, args = _FORKED_RUNS[key]
+    return _run_one(function, args, blas_threads)
+
+
+def _run_one(function, args, blas_threads):
+    """One run where it executes: with a fixed number of BLAS threads, so its numbers
+    do not depend on how many runs share the machine."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(blas_threads):
+        return function(*args)
+
+
+def _note(error, text):
+    """Say where an exception came from (its notes print under the traceback; Python 3.11+)."""
+    if hasattr(error, "add_note"):
+        error.add_note(text)
+
+
+class RunsProgress:
+    """One line per run in progress and a count of finished runs: updated in place
+    in a notebook or a terminal, nothing in a pipe or a log, nothing left when done."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.finished, self.running = total, desc or "runs", 0, {}
+        self.show = os.environ.get("MINIDL_PROGRESS") != "0" and (in_notebook() or sys.stderr.isatty())
+        self.handle, self.lines = None, 0
+        if self.show and in_notebook():
+            from IPython.display import display
+            self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def update(self):
+        if not self.show:
+            return
+        import time
+        now = time.time()
+        text = [f"{self.desc}: {self.finished}/{self.total} finished"] + [
+            f"  running {key} ({now - t0:.0f} s)" for key, t0 in self.running.items()]
+        if self.handle is not None:
+            self.handle.update({"text/plain": "\n".join(text)}, raw=True)
+        else:
+            sys.stderr.write("\x1b[1A\x1b[2K" * self.lines + "\n".join(text) + "\n")
+            sys.stderr.flush()
+            self.lines = len(text)
+
+    def start(self, key):
+        import time
+        self.running[key] = time.time()
+        self.update()
+
+    def done(self, key):
+        self.running.pop(key, None)
+        self.finished += 1
+        self.update()
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.update({"text/plain": ""}, raw=True)
+        elif self.show and self.lines:
+            sys.stderr.write("\x1b[1A\x1b[2K" * self.lines)
+            sys.stderr.flush()
+
+
+def run_all(runs, store, workers=None, executor=None, desc=None):
+    """Run every one of ``runs``, a dict {key: (function, args)}, that ``store``
+    (a RunStore, or any dict) does not hold yet, and store each result under its
+    key as it finishes. ``function(*args)`` trains one model and returns its
+    result; it seeds itself from its arguments, so a run's numbers do not depend
+    on the number of workers or the order runs finish.
+
+    ``workers=1`` runs them here, one after another (None: ``default_workers()``). More runs them in that many
+    worker processes of the standard library's pool (forked: they share this
+    process's data), each run with one BLAS thread (``BLAS_THREADS_PER_RUN``). ``executor``,
+    any ``concurrent.futures.Executor`` (a thread pool, or a cluster's, such as
+    Dask's ``Client(...).get_executor()``), is used instead of the local pool.
+    An exception in a run stops everything: it is raised here, noting the run's
+    key and the worker's traceback;
+    Ctrl-C stops the workers, and the runs finished so far stay stored."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import traceback
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"run_all: workers must be >= 1, got {workers}")
+    todo = [key for key in runs if key not in store]
+    progress_line = RunsProgress(len(runs), desc)
+    progress_line.finished = len(runs) - len(todo)
+    if executor is None and workers <= 1:
+        try:
+            for key in todo:
+                function, args = runs[key]
+                progress_line.start(key)
+                try:
+                    store[key] = _run_one(function, args, BLAS_THREADS_PER_RUN)
+                except BaseException as error:
+                    _note(error, f"in run {key!r} of {desc or 'run_all'}")
+                    raise
+                progress_line.done(key)
+        finally:
+            progress_line.close()
+        return store
+    threads = BLAS_THREADS_PER_RUN
+    own = executor is None
+    if own:
+        _FORKED_RUNS.clear()
+        _FORKED_RUNS.update(runs)              # before the fork: each worker inherits it
+        # fork: the workers share this process's data and the lesson's functions, even a
+        # notebook's; they only compute, so the parent's threads they lack are never needed
+        executor = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                          initializer=_start_worker, initargs=(threads,))
+    futures, queued = {}, list(todo)        # a pool starts its tasks in the order they were submitted
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            for key in todo:
+                function, args = runs[key]
+                futures[executor.submit(_run_forked, key, threads) if own else
+                        executor.submit(_run_one, function, args, threads)] = key
+        for key in queued[:workers]:
+            progress_line.start(key)
+        del queued[:workers]
+        for future in cf.as_completed(futures):
+            key = futures[future]
+            error = future.exception()
+            if error is not None:              # the run's own exception, with its key and the worker's traceback
+                _note(error, f"in run {key!r} of {desc or 'run_all'}; in its worker:\n"
+                             + "".join(traceback.format_exception(error)).rstrip())
+                raise error
+            store[key] = future.result()
+            progress_line.done(key)
+            if queued:
+                progress_line.start(queued.pop(0))
+    except BaseException as stop:
+        for future in futures:
+            future.cancel()
+        if own:
+            for process in list(getattr(executor, "_processes", {}).values()):   # stop the runs in flight
+                process.terminate()
+            executor.shutdown(wait=True, cancel_futures=True)
+        if isinstance(stop, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"stopped; {sum(k in store for k in runs)} finished run(s) are stored") from None
+        raise
+    finally:
+        progress_line.close()
+    if own:
+        executor.shutdown()
+    return store
 
 
 class RunStore:

@@ -49,7 +49,7 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say, settings, show_figure,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
                             show_table, train_classifier, write_json, write_text)
 
 TEST, EPOCHS, BATCH = 2000, 2, 64
@@ -69,7 +69,7 @@ s = settings("deep_signal", dict(
     quick=dict(width=64, depth=12, probe=200, res_depths=[1, 4, 8], blocks=4, train_width=64, train_size=400,
                lr_grid=[0.01, 0.1, 1.0], stability_steps=10), doc=__doc__,
     help=dict(multipliers="RescaleNet with learnable scalars m_k/√L on each branch (eq. 10)",
-              stability_steps="steps per learning-rate probe"))
+              stability_steps="steps per learning-rate probe"), runs=True)
 width, depth, probe_n, res_depths, blocks, lr_grid, stability_steps = (
     s.width, s.depth, s.probe, s.res_depths, s.blocks, s.lr_grid, s.stability_steps)
 dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
@@ -241,16 +241,17 @@ store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), blocks=b
                                    quick=s.quick), fresh=s.fresh)
 stability_set = md.data.ArrayDataset(train.images[:stability_steps * BATCH], train.targets[:stability_steps * BATCH],
                                      train.transform)
-for name, (kind, multipliers) in kinds.items():
-    for lr in lr_grid:
-        key = f"stability/{name}/{lr}"
-        if key in store:
-            continue
-        md.manual_seed(s.seed)
-        model = ResidualMLP(blocks, s.train_width, kind, multipliers=multipliers)
-        losses = train_classifier(model, stability_set, 1, BATCH, lr, s.seed, desc=key)
-        stable = bool(np.isfinite(losses).all() and np.mean(losses[-10:]) < losses[0])
-        store[key] = {"stable": stable, "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}
+def probe_rate(name, lr):
+    """A short run at this rate: stable when the loss stays finite and ends below where it began."""
+    md.manual_seed(s.seed)
+    model = ResidualMLP(blocks, s.train_width, kinds[name][0], multipliers=kinds[name][1])
+    losses = train_classifier(model, stability_set, 1, BATCH, lr, s.seed, desc=f"{name} at {lr}")
+    stable = bool(np.isfinite(losses).all() and np.mean(losses[-10:]) < losses[0])
+    return {"stable": stable, "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:]))}
+
+
+run_all({f"stability/{name}/{lr}": (probe_rate, (name, lr)) for name in kinds for lr in lr_grid},
+        store, s.workers, desc="learning-rate probes")
 largest = {name: max([lr for lr in lr_grid if store[f"stability/{name}/{lr}"]["stable"]], default=None)
            for name in kinds}
 bn_losses = {lr: store[f"stability/BN/{lr}"]["last_loss"] for lr in lr_grid if store[f"stability/BN/{lr}"]["stable"]}
@@ -263,14 +264,14 @@ print(f"BN's best rate in the probe: {lr_bn}; every kind trains at it below")
 # Training each kind at BN's rate
 
 # %%
-for name, (kind, multipliers) in kinds.items():
-    key = f"train/{name}"
-    if key in store:
-        continue
+def train_kind(name):
     md.manual_seed(s.seed)
-    model = ResidualMLP(blocks, s.train_width, kind, multipliers=multipliers)
-    losses = train_classifier(model, train, 1 if s.quick else EPOCHS, BATCH, lr_bn, s.seed, desc=key)
-    store[key] = {"losses": losses, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None}
+    model = ResidualMLP(blocks, s.train_width, kinds[name][0], multipliers=kinds[name][1])
+    losses = train_classifier(model, train, 1 if s.quick else EPOCHS, BATCH, lr_bn, s.seed, desc=name)
+    return {"losses": losses, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None}
+
+
+run_all({f"train/{name}": (train_kind, (name,)) for name in kinds}, store, s.workers, desc="training")
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for name in kinds:

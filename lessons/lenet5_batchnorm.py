@@ -66,7 +66,7 @@ import numpy as np
 
 import minidl as md
 from lessons import grader
-from lessons.common import (check_resume, evaluate, run_identity, say, settings, show_figure, show_table,
+from lessons.common import (check_resume, evaluate, run_all, run_identity, say, settings, show_figure, show_table,
                             synthetic_images, train_classifier, write_json, write_text)
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4      # SGD, with a cosine learning-rate schedule
@@ -82,7 +82,8 @@ s = settings("lenet5_batchnorm", dict(
     help=dict(dataset="cifar10 or fashion-mnist (default: CIFAR-10 where present or downloadable)",
               data_root="the folder holding cifar-10-batches-py", subset="train on this many images only",
               biased_running_var="store the biased batch variance in running_var, as the homework does",
-              backend="numpy or cupy", norm="FILE.py:CLASS, your BatchNorm module, used wherever BN goes"))
+              backend="numpy or cupy", norm="FILE.py:CLASS, your BatchNorm module, used wherever BN goes"),
+    runs=True)
 if s.backend:
     md.use_backend(s.backend)
 if s.norm:                  # the homework: the student's module beside no BN and minidl's BN
@@ -180,15 +181,15 @@ def resume(ckpt, identity, model, opt):
     check_resume(ckpt, state.get("run"), identity)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    print(f"resumed after epoch {state['epoch']} from {ckpt}")
     return int(state["epoch"]), {k: [float(v) for v in np.atleast_1d(a)] if np.size(a) else []
                                  for k, a in state["history"].items()}
 
 
 HISTORY = ("step_loss", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc",
            "lag_step", "lag_mean", "lag_var", "epoch_seconds")
-results = {}
-for label, decay in RUNS.items():
+def train_run(label):
+    """One model trained (or resumed from its checkpoint) to the end: its history."""
+    decay = RUNS[label]
     model = make_model(decay)
     opt = md.optim.SGD(model.parameters(), lr=s.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     sched = md.optim.CosineAnnealingLR(opt, T_max=s.epochs)
@@ -234,9 +235,15 @@ for label, decay in RUNS.items():
 
     train_classifier(model, train, s.epochs, s.batch_size, s.lr, s.seed, desc=label, opt=opt, start_epoch=start,
                      on_batch=on_batch, after_step=measure_lag, after_epoch=end_of_epoch, reseed=True)
-    results[label] = history
-    print(f"{label}: test accuracy {history['test_acc'][-1]:.2f}% after {s.epochs} epochs "
-          f"({sum(history['epoch_seconds']):.0f} s)")
+    return {"history": history, "resumed_after": start}
+
+
+finished = run_all({label: (train_run, (label,)) for label in RUNS}, {}, s.workers, desc="LeNet-5")
+results = {label: finished[label]["history"] for label in RUNS}   # in the table's order, whichever finished first
+for label, h in results.items():
+    if finished[label]["resumed_after"]:
+        print(f"{label}: resumed after epoch {finished[label]['resumed_after']} from its checkpoint")
+    print(f"{label}: test accuracy {h['test_acc'][-1]:.2f}% after {s.epochs} epochs ({sum(h['epoch_seconds']):.0f} s)")
 
 # %% [markdown]
 # ## 3. Training and validation loss: the homework's plot

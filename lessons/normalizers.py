@@ -44,7 +44,7 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_identity, say, settings, show_figure,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
                             show_table, train_classifier, write_json, write_text)
 
 CUBE = (3, 4, 2, 2)            # (N, C, H, W) for the cube and the matrices
@@ -55,7 +55,7 @@ SLIDE_IMAGENET = {"BN": 76.4, "LN": 74.7, "IN": 71.6, "GN": 75.9, "SN": 76.9}   
 
 s = settings("normalizers", dict(train_size=12000, epochs=2, lr=0.02, seed=0),
              quick=dict(train_size=600, epochs=2), doc=__doc__,
-             help=dict(train_size="Fashion-MNIST training images used"))
+             help=dict(train_size="Fashion-MNIST training images used"), runs=True)
 batch = 32 if s.quick else BATCH
 results = {}
 
@@ -190,9 +190,8 @@ def mixture(model):
     return found
 
 
-for kind in ("switch", "sparse_switch"):
-    if kind in store:
-        continue
+def train_switchable(kind):
+    """LeNet-5 with SN or SSN in every normalization layer; SSN's radius grows 0 → 1 over the run."""
     md.manual_seed(s.seed)
     model = md.models.LeNet5(in_channels=1, input_size=28, norm=kind)
     schedule = md.nn.RadiusSchedule(model, steps) if kind == "sparse_switch" else None
@@ -204,8 +203,12 @@ for kind in ("switch", "sparse_switch"):
             if step % RECORD_EVERY == 0:
                 trace.append({"step": step, "radius": schedule.layers[0].radius, "weights": mixture(model)})
     losses = train_classifier(model, train, s.epochs, batch, s.lr, s.seed, desc=kind, after_step=after_step)
-    store[kind] = {"test_acc": evaluate(model, test)[1], "final_loss": float(np.mean(losses[-20:])),
-                   "weights": mixture(model), "trace": trace}
+    return {"test_acc": evaluate(model, test)[1], "final_loss": float(np.mean(losses[-20:])),
+            "weights": mixture(model), "trace": trace}
+
+
+run_all({kind: (train_switchable, (kind,)) for kind in ("switch", "sparse_switch")}, store, s.workers,
+        desc="switchable norms")
 
 fmt = lambda names, p: ", ".join(f"{k} {q:.2f}" for k, q in zip(names, p))
 table = show_table(["model", "layer", "mean weights", "variance weights"],

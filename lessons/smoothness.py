@@ -43,7 +43,7 @@ import numpy as np
 import minidl as md
 import minidl.functional as F
 from minidl.ops.norm import channel_shape
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 TEST = 2000
@@ -53,7 +53,7 @@ s = settings("smoothness", dict(train_size=10000, epochs=2, batch_size=64, lrs=[
                                 probe_batch=256, seed=0),
              quick=dict(train_size=256, epochs=1, batch_size=32, probe_every=4, probe_batch=64), doc=__doc__,
              help=dict(probe_every="training steps between landscape probes",
-                       probe_batch="the fixed batch the landscape is measured on"))
+                       probe_batch="the fixed batch the landscape is measured on"), runs=True)
 batch, probe_every, probe_batch = s.batch_size, s.probe_every, s.probe_batch
 dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
 x_probe, y_probe = (md.Tensor(a) for a in train.get_batch(np.arange(probe_batch)))
@@ -96,25 +96,22 @@ def landscape(model, lr):
             "beta_smoothness": max(betas)}
 
 
-for lr in s.lrs:
-    for label, norm in (("no BN", None), ("BN", "batch")):
-        key = f"{label}/{lr}"
-        if key in store:
-            continue
-        md.manual_seed(s.seed)
-        model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
-        probes = []
+def train_probed(label, lr):
+    """LeNet-5 with or without BN at this rate, the landscape probed every few steps."""
+    md.manual_seed(s.seed)
+    model = md.models.LeNet5(in_channels=1, input_size=28, norm=None if label == "no BN" else "batch")
+    probes = []
 
-        def after_step(step, model):
-            if step % probe_every == 0:
-                probes.append(dict(step=step, **landscape(model, lr)))
-        losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=key,
-                                  after_step=after_step)
-        store[key] = {"probes": probes, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None,
-                      "losses": losses}
-        print(f"{key:<12} test accuracy {store[key]['test_acc']}%, median loss range "
-              f"{np.median([p['loss_range'] for p in probes]):.3g}, median β-smoothness "
-              f"{np.median([p['beta_smoothness'] for p in probes]):.3g}")
+    def after_step(step, model):
+        if step % probe_every == 0:
+            probes.append(dict(step=step, **landscape(model, lr)))
+    losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=f"{label}/{lr}", after_step=after_step)
+    return {"probes": probes, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None,
+            "losses": losses}
+
+
+run_all({f"{label}/{lr}": (train_probed, (label, lr)) for lr in s.lrs for label in ("no BN", "BN")},
+        store, s.workers, desc="smoothness")
 
 # %% [markdown]
 # The three measures over training (the paper's Figure 4)
@@ -172,10 +169,8 @@ def noisy_lenet(seed):
 
 
 lr = s.lrs[0]
-for label in ("standard BN", "noisy BN"):
-    key = f"noise/{label}"
-    if key in store:
-        continue
+def train_noise(label):
+    """Standard or noisy BN at the first rate, with snapshots of what the second conv receives."""
     if label == "noisy BN":
         model = noisy_lenet(s.seed)
     else:
@@ -185,14 +180,17 @@ for label in ("standard BN", "noisy BN"):
 
     def after_step(step, model):
         if step % probe_every == 0:
-            with md.no_grad(), md.frozen_state():   # what the second conv receives: after BN, noise,
-                h = x_probe                           # ReLU and pooling, in training mode
+            with md.no_grad(), md.frozen_state():   # after BN, noise, ReLU and pooling, in training mode
+                h = x_probe
                 for layer in list(model.features.children())[:4]:
                     h = layer(h)
             snapshots.append({"step": step, "values": h.numpy()[:, 0].ravel()[::7].tolist()})
-    losses = train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=key, after_step=after_step)
-    store[key] = {"test_acc": evaluate(model, test)[1], "snapshots": snapshots}
-    print(f"{label}: test accuracy {store[key]['test_acc']:.2f}%")
+    train_classifier(model, train, s.epochs, batch, lr, s.seed, desc=label, after_step=after_step)
+    return {"test_acc": evaluate(model, test)[1], "snapshots": snapshots}
+
+
+run_all({f"noise/{label}": (train_noise, (label,)) for label in ("standard BN", "noisy BN")},
+        store, s.workers, desc="noisy BN")
 noise_line = (f"test accuracy at lr {lr}: standard BN {store['noise/standard BN']['test_acc']:.2f}%, "
               f"noisy BN {store['noise/noisy BN']['test_acc']:.2f}%, no BN {store[f'no BN/{lr}']['test_acc']}%")
 print(noise_line)

@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 HIDDEN, LAYERS, BATCH = 64, 7, 64
@@ -49,7 +49,7 @@ HIDDEN, LAYERS, BATCH = 64, 7, 64
 s = settings("weight_init", dict(train_size=8000, val_size=2000, epochs=3, lr=0.02,
                                  stds=np.logspace(-4, 0, 10).tolist(), seed=0),
              quick=dict(train_size=300, val_size=200, epochs=1, stds=[1e-4, 1e-2, 1.0]), doc=__doc__,
-             help=dict(stds="initial weight standard deviations"))
+             help=dict(stds="initial weight standard deviations"), runs=True)
 stds = s.stds
 # the validation images are Fashion-MNIST's test split (a held-out set we never tune on)
 dataset, train, val = fashion_mnist(s.quick, s.train_size, s.val_size, s.seed)
@@ -108,19 +108,21 @@ for bn in (False, True):
 # ## 3. Training at every std, with and without BN
 
 # %%
-for bn in (False, True):
-    for std in stds:
-        key = f"{'BN' if bn else 'no BN'}/{std:.2e}"
-        if key in store:
-            continue
-        md.manual_seed(s.seed)
-        model = mlp(std, bn)
-        losses = train_classifier(model, train, s.epochs, BATCH, s.lr, s.seed, desc=key)
-        diverged = not np.isfinite(losses[-1])
-        store[key] = {"train_acc": None if diverged else evaluate(model, train)[1],
-                      "val_acc": None if diverged else evaluate(model, val)[1], "diverged": diverged}
-        print(f"{key:<16} " + ("diverged" if diverged else
-                               f"train {store[key]['train_acc']:.2f}%, validation {store[key]['val_acc']:.2f}%"))
+def train_init(std, bn):
+    """The MLP from weights of this std, with or without BN: train and validation accuracy."""
+    md.manual_seed(s.seed)
+    model = mlp(std, bn)
+    losses = train_classifier(model, train, s.epochs, BATCH, s.lr, s.seed, desc=f"std {std:.0e}")
+    diverged = not np.isfinite(losses[-1])
+    return {"train_acc": None if diverged else evaluate(model, train)[1],
+            "val_acc": None if diverged else evaluate(model, val)[1], "diverged": diverged}
+
+
+run_all({f"{'BN' if bn else 'no BN'}/{std:.2e}": (train_init, (std, bn)) for bn in (False, True) for std in stds},
+        store, s.workers, desc="weight_init")
+acc = lambda r: "diverged" if r["diverged"] else f"{r['train_acc']:.2f}% / {r['val_acc']:.2f}%"
+show_table(["initial std", "no BN: train / validation", "BN: train / validation"],
+           [[f"{std:.0e}", acc(store[f"no BN/{std:.2e}"]), acc(store[f"BN/{std:.2e}"])] for std in stds])
 
 
 def accuracies(bn, which):

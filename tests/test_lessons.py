@@ -452,3 +452,68 @@ def test_lenet5_trains_the_students_module_beside_minidls(tmp_path, monkeypatch)
     # the student's module and minidl's BN compute the same training step
     assert g["results"]["your BatchNorm2d"]["step_loss"] == pytest.approx(
         g["results"]["minidl BN decay=0.9"]["step_loss"], rel=1e-4)
+
+
+# ---- every core at work: independent runs in parallel, identical results ----------------
+def square_after(x, seconds):
+    import time
+    time.sleep(seconds)                 # later keys finish first: storing must not depend on order
+    return {"x": x, "square": x * x}
+
+
+def fails_on(x):
+    if x == 2:
+        raise ZeroDivisionError("run 2 broke")
+    return x
+
+
+@pytest.mark.parametrize("make", ["thread", "process", "workers", "in-process"])
+def test_run_all_stores_every_result_by_key_with_any_executor(make):
+    import concurrent.futures as cf
+    from lessons.common import run_all
+    runs = {f"x={x}": (square_after, (x, 0.05 * (3 - x))) for x in range(4)}
+    store = {"x=0": {"x": 0, "square": 0}}          # finished before: not run again
+    if make in ("thread", "process"):
+        pool = cf.ThreadPoolExecutor(2) if make == "thread" else cf.ProcessPoolExecutor(2)
+        with pool:
+            run_all(runs, store, executor=pool)
+    else:
+        run_all(runs, store, workers=2 if make == "workers" else 1)
+    assert store == {f"x={x}": {"x": x, "square": x * x} for x in range(4)}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_run_stops_everything_naming_its_key_and_traceback(workers):
+    from lessons.common import run_all
+    store = {}
+    with pytest.raises(ZeroDivisionError, match="run 2 broke") as e:
+        run_all({f"run {x}": (fails_on, (x,)) for x in range(4)}, store, workers=workers, desc="test")
+    notes = "\n".join(getattr(e.value, "__notes__", []))
+    if sys.version_info >= (3, 11):
+        assert "in run 'run 2' of test" in notes
+        if workers > 1:
+            assert "fails_on" in notes and 'raise ZeroDivisionError("run 2 broke")' in notes   # the worker's traceback
+    assert "run 2" not in store
+
+
+def test_a_lessons_results_do_not_depend_on_the_number_of_workers(tmp_path, monkeypatch):
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        run_lesson("bn_placement", "--quick", "--workers", str(workers), "--out", str(out), monkeypatch=monkeypatch)
+        results[workers] = json.loads((out / "results.json").read_text())
+    assert results[1] == results[2]
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs():
+    import signal
+    import threading
+    import time
+    from lessons.common import run_all
+    store = {}
+    runs = {"fast": (square_after, (1, 0.05)), **{f"slow {x}": (square_after, (x, 30.0)) for x in range(3)}}
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    start = time.time()
+    with pytest.raises(KeyboardInterrupt, match=r"stopped; 1 finished run\(s\) are stored"):
+        run_all(runs, store, workers=2)
+    assert list(store) == ["fast"] and time.time() - start < 10      # the 30 s runs were stopped, not awaited
