@@ -6,7 +6,11 @@
 
 Prints images/s (median over rounds) for a training step (forward, backward,
 SGD with momentum) and for inference on CIFAR-shaped input, the ratio to
-PyTorch, and the peak memory of one batch-1000 training step with BN.
+PyTorch, and the peak memory of one batch-1000 training step with BN. Then, on
+the CPU, what a user gets from the whole machine: one minidl process core for
+core against PyTorch on one thread, and one minidl process per core training at
+once (as the lessons run their independent models) against PyTorch on all
+cores (``--no-cores`` skips it).
 
 How it measures. Each library runs in its own worker process, and the rounds
 alternate: minidl, PyTorch, minidl, ... for every setting. In one process the
@@ -137,20 +141,29 @@ def worker(library, backend, threads):
 
 
 class Worker:
-    def __init__(self, library, backend, threads):
+    def __init__(self, library, backend, threads, blas_threads=None):
         cmd = [sys.executable, "-m", "minidl.benchmark", "--worker", library,
                "--backend", backend] + (["--threads", str(threads)] if threads else [])
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if blas_threads:      # set before NumPy loads in the worker: the only time it takes effect
+            env.update({k: str(blas_threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         first = self.proc.stdout.readline()
         if not first:
             self.proc.wait()
             raise RuntimeError(f"benchmark: the {library} worker did not start")
         self.info = json.loads(first)
 
-    def ask(self, **req):
+    def send(self, **req):
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self):
         return json.loads(self.proc.stdout.readline())
+
+    def ask(self, **req):
+        self.send(**req)
+        return self.receive()
 
     def close(self):
         self.proc.stdin.close()
@@ -166,6 +179,7 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=5, help="timed steps per round")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-cores", action="store_true", help="skip the every-core comparison")
     p.add_argument("--memory-batch", type=int, default=1000,
                    help="batch of the training step whose peak memory is measured")
     p.add_argument("--worker", choices=["minidl", "torch"], help=argparse.SUPPRESS)
@@ -213,6 +227,48 @@ def main(argv=None):
               f"{ours.ask(what='memory', batch=args.memory_batch)['mb']:.0f} MB "
               f"(im2col built in pieces of at most {md.ops.conv.COL_BYTES // 2**20} MB)")
     for w in (ours, theirs):
+        if w is not None:
+            w.close()
+    if not gpu and not args.no_cores:
+        every_core(args, backend, not args.no_torch and theirs is not None, max(args.batch_sizes))
+
+
+def every_core(args, backend, with_torch, batch):
+    """What a user gets from the whole machine: one minidl training process, core
+    for core against PyTorch on one thread, and the aggregate images/s of one
+    minidl process per core running at once (as the lessons' runs do) against
+    PyTorch's one process on all its threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    one = Worker("minidl", backend, None, blas_threads=1)
+    crowd = [one] + [Worker("minidl", backend, None, blas_threads=1) for _ in range(cores - 1)]
+    torch_one = Worker("torch", backend, 1) if with_torch else None
+    torch_all = Worker("torch", backend, cores) if with_torch else None
+    print(f"\nevery core: training at batch {batch}; minidl with 1 BLAS thread per process, {cores} cores")
+    print(f"{'model':<14}{'minidl, 1 process':>19}{'torch, 1 thread':>17}{'core for core':>15}"
+          f"{f'minidl, {cores} processes':>22}{f'torch, {cores} threads':>19}{'aggregate':>11}")
+    rate = lambda reply: batch * args.iters / reply["seconds"]             # noqa: E731
+    for norm in (None, "batch"):
+        req = dict(what="rate", batch=batch, norm=norm, mode="train", iters=args.iters)
+        solo, t1, crowd_total, tn = [], [], [], []
+        for _ in range(args.rounds):
+            time.sleep(PAUSE_S)
+            solo.append(rate(one.ask(**req)))
+            time.sleep(PAUSE_S)
+            for w in crowd:                 # all at once: each process on its own core
+                w.send(**req)
+            crowd_total.append(sum(rate(w.receive()) for w in crowd))
+            if with_torch:
+                time.sleep(PAUSE_S)
+                t1.append(rate(torch_one.ask(**req)))
+                time.sleep(PAUSE_S)
+                tn.append(rate(torch_all.ask(**req)))
+        med = statistics.median
+        line = f"{'LeNet5' + ('+BN' if norm else ''):<14}{med(solo):>19.0f}"
+        line += (f"{med(t1):>17.0f}{med(a / b for a, b in zip(solo, t1)):>14.2f}x" if with_torch else f"{'':>32}")
+        line += f"{med(crowd_total):>22.0f}"
+        line += (f"{med(tn):>19.0f}{med(a / b for a, b in zip(crowd_total, tn)):>10.2f}x" if with_torch else "")
+        print(line, flush=True)
+    for w in crowd + [torch_one, torch_all]:
         if w is not None:
             w.close()
 

@@ -19,3 +19,8 @@ def test_benchmark_runs_in_worker_processes_and_prints_every_setting():
     assert all(int(rate) > 0 for *_, rate in rows)
     memory = re.search(r"peak memory of one LeNet5\+BN training step at batch 4: \d+ MB", out)
     assert bool(memory) == (md.get_backend() == "numpy")    # tracemalloc sees host memory only
+    if md.get_backend() == "numpy":                          # what one process and every core give
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert f"every core: training at batch 2; minidl with 1 BLAS thread per process, {cores} cores" in out
+        crowd = re.findall(r"^(LeNet5(?:\+BN)?)\s+(\d+)\s+(\d+)$", out, re.M)
+        assert [name for name, *_ in crowd] == ["LeNet5", "LeNet5+BN"] and all(int(a) > 0 for _, a, _ in crowd)
