@@ -33,7 +33,7 @@
 # %%
 """GroupNorm vs BatchNorm across batch sizes (Wu & He 2018, Figure 1; seeds 002, 003).
 
-    python -m lessons.batch_size             # 28 runs, about 2.4 minutes on a 2-core CPU
+    python -m lessons.batch_size             # 28 runs, about 2 minutes on 2 cores (4 with --workers 1)
     python -m lessons.batch_size --quick     # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

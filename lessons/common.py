@@ -178,6 +178,14 @@ def table(header, rows):
                       ["| " + " | ".join(r) + " |" for r in cells[1:]])
 
 
+class Shown(str):
+    """Text that was already shown (a table's Markdown): a notebook does not echo
+    it again when it is a cell's last value."""
+
+    def _ipython_display_(self):
+        pass
+
+
 def show_table(header, rows, title=None):
     """Show a table: rendered in a notebook, aligned columns on the command line.
     Returns its Markdown, for summary.md."""
@@ -191,7 +199,7 @@ def show_table(header, rows, title=None):
         line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
         print((title + "\n" if title else "") + "\n".join(
             [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]) + "\n")
-    return markdown
+    return Shown(markdown)
 
 
 # ---- verdicts only from models that learned -----------------------------------

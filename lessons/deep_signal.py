@@ -39,7 +39,7 @@
 # %%
 """Signal propagation: dead ReLUs, residual variance, RescaleNet (seed 000).
 
-    python -m lessons.deep_signal            # about 37 s on a 2-core CPU
+    python -m lessons.deep_signal            # about 42 s on 2 cores
     python -m lessons.deep_signal --quick    # seconds, synthetic images
 """
 import math

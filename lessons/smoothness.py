@@ -34,7 +34,7 @@
 # %%
 """Loss-landscape smoothness with and without BN, and noisy BN (Santurkar et al.; seeds 001, 003).
 
-    python -m lessons.smoothness            # about 36 s on a 2-core CPU
+    python -m lessons.smoothness            # about 39 s on 2 cores
     python -m lessons.smoothness --quick    # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

@@ -32,7 +32,7 @@
 # %%
 """Weight-initialization sensitivity with and without BN (seed 003).
 
-    python -m lessons.weight_init            # 20 runs, about 17 s on a 2-core CPU
+    python -m lessons.weight_init            # 20 runs, about 21 s on 2 cores
     python -m lessons.weight_init --quick    # seconds, synthetic images
 """
 import math

@@ -68,6 +68,7 @@ def test_lesson_runs_as_a_notebook(name, tmp_path):
     assert not [o for o in outputs if o.get("name") == "stderr"], "output on stderr"
     texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
     assert not [t for t in texts if "█" in t or "·····" in t], "a progress bar left in the notebook"
+    assert not [t for t in texts if "|---|" in t], "a table echoed as raw Markdown text"
     doc = lessons_module(name).__doc__.strip().splitlines()[0]
     assert not [t for t in texts if doc in t], "an output repeats the docstring"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
