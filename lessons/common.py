@@ -464,6 +464,10 @@ def run_all(runs, store, workers=None, executor=None, desc=None):
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"run_all: workers must be >= 1, got {workers}")
+    if executor is None and workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        print(f"{desc or 'run_all'}: this system cannot fork worker processes (Windows): running the runs "
+              "one after another; pass executor= to use a pool of your own")
+        workers = 1
     todo = [key for key in runs if key not in store]
     progress_line = RunsProgress(len(runs), desc)
     progress_line.finished = len(runs) - len(todo)
