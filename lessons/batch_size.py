@@ -41,7 +41,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 NORMS = {"BatchNorm": "batch", "GroupNorm": "group", "LayerNorm": "layer", "none": None}

@@ -42,7 +42,7 @@ import numpy as np
 
 import minidl as md
 from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
-                            show_table, train_classifier, verdict, write_json, write_text)
+                            train_classifier, verdict, write_json, write_text)
 
 TEST, BATCH, LR = 2000, 64, 0.01
 CHECKPOINTS = {"no BN": "no_BN.npz", "BN": "BN_decay0.9.npz"}

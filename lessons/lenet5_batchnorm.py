@@ -318,7 +318,7 @@ say(f"This run made {total_steps} updates: the initial running statistics still 
 # %%
 rows = [[label, f"{h['test_acc'][-1]:.2f}%", f"{COURSE_CIFAR10[label]:.2f}%", f"{h['train_loss'][-1]:.4f}",
          f"{h['val_loss'][-1]:.4f}", f"{sum(h['epoch_seconds']):.0f} s"] for label, h in results.items()]
-table = show_table([f"model", f"test accuracy ({dataset})", "course (CIFAR-10)", "final training loss",
+table = show_table(["model", f"test accuracy ({dataset})", "course (CIFAR-10)", "final training loss",
                     "final validation loss", "time"], rows)
 write_json(f"{s.out}/results.json", {"dataset": dataset, "epochs": s.epochs, "batch_size": s.batch_size,
                                      "lr": s.lr, "runs": results})

@@ -44,7 +44,7 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, settings, show_figure,
                             show_table, train_classifier, write_json, write_text)
 
 CUBE = (3, 4, 2, 2)            # (N, C, H, W) for the cube and the matrices

@@ -43,7 +43,7 @@ import numpy as np
 import minidl as md
 import minidl.functional as F
 from minidl.ops.norm import channel_shape
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 TEST = 2000

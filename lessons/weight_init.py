@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
+from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
                             show_figure, show_table, train_classifier, verdict, write_json, write_text)
 
 HIDDEN, LAYERS, BATCH = 64, 7, 64

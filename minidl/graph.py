@@ -69,11 +69,11 @@ def _label(t, names, grad=None):
     return "\\n".join(rows)
 
 
-def draw_graph(y, path=None, names=None, rankdir="LR", size=None, step=None):
+def draw_graph(y, path=None, names=None, rankdir="LR", step=None):
     """The graph below tensor ``y`` as DOT source (a :class:`Graph`); rendered to
     ``path`` too when given. Tensors are labelled with their ``name`` or by
     ``names``, e.g. ``dict(model.named_parameters(), x=x)``. ``rankdir`` "TB"
-    draws it top to bottom; ``size="7,9"`` scales it down to fit 7 × 9 inches.
+    draws it top to bottom (narrow enough for a page).
     ``step``, one step of ``md.backward_steps(y)``, is marked: its op filled,
     its output labelled with the upstream gradient and its inputs with the
     gradients it sends them."""
@@ -107,7 +107,6 @@ def draw_graph(y, path=None, names=None, rankdir="LR", size=None, step=None):
             stack.append(x)
     graph = Graph("digraph minidl {\n"
                   f'  rankdir={rankdir}; node [fontname="Helvetica", fontsize=10];\n'
-                  + (f'  size="{size}";\n' if size else "")
                   + "\n".join(nodes[::-1] + edges[::-1]) + "\n}\n")
     if path is not None:
         graph.render(path)

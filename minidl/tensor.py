@@ -152,6 +152,15 @@ class Tensor:
             extra += f", name={self.name!r}"
         return f"tensor({body}{extra})"
 
+    def __bool__(self):
+        """The truth of a one-value tensor. With more values it is ambiguous and an
+        error, as in PyTorch: ``x in [a, b]`` or ``if x == y`` would otherwise
+        compare element by element and always be true."""
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {tuple(self.shape)} is ambiguous; "
+                             "use (x == y).all().item(), or `is` to ask whether it is the same tensor")
+        return bool(self.data.reshape(()).item())
+
     # ---- conversions ------------------------------------------------------
     def numpy(self):
         """A NumPy array (copied from the GPU where needed)."""

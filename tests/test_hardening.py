@@ -293,8 +293,6 @@ def test_cuda_is_pytorchs_name_for_the_gpu():
 
 
 def test_an_unknown_backend_is_refused_at_first_use_naming_the_choices():
-    import subprocess
-    import sys
     r = subprocess.run([sys.executable, "-c", "import minidl as md; md.Tensor([1.0])"], capture_output=True,
                        text=True, env={**os.environ, "MINIDL_BACKEND": "foo"})
     assert r.returncode != 0 and "MINIDL_BACKEND='foo': expected one of ('numpy', 'cupy')" in r.stderr

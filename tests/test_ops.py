@@ -162,3 +162,12 @@ def test_new_ops_match_pytorch_forward_and_backward(name, ours, theirs, shapes):
     y_t.backward(torch.tensor(up))
     for a, b in zip(x_md, x_t):
         np.testing.assert_allclose(host(a.grad), b.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_tensor_of_several_values_has_no_truth_value(backend):
+    a, b = md.Tensor([1.0, 2.0]), md.Tensor([3.0, 4.0])
+    with pytest.raises(ValueError, match=r"truth value of a tensor of shape \(2,\) is ambiguous"):
+        a in [b]                                   # would compare element-wise and always be true
+    assert bool(md.Tensor([3.0]) > 2.0) and (a == None) is False and a in [a]   # noqa: E711
+    with pytest.raises(TypeError, match="argmax: axis must be one int"):
+        a.argmax(axis=(0,))

@@ -31,7 +31,8 @@ Tensor.__rmatmul__ = lambda a, b: matmul(b, a)
 Tensor.__getitem__ = getitem
 # comparisons give boolean tensors outside the graph; a Tensor still hashes by identity
 Tensor.__gt__, Tensor.__ge__, Tensor.__lt__, Tensor.__le__ = gt, ge, lt, le
-Tensor.__eq__, Tensor.__ne__ = eq, ne
+Tensor.__eq__ = lambda a, b: NotImplemented if b is None else eq(a, b)   # x == None: Python's answer
+Tensor.__ne__ = lambda a, b: NotImplemented if b is None else ne(a, b)
 Tensor.__hash__ = object.__hash__
 Tensor.exp = exp
 Tensor.log = log

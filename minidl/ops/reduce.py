@@ -143,6 +143,8 @@ def _arg(op, x, axis, keepdims):
         _need_values(op, data.shape, tuple(range(data.ndim)))
         out = getattr(data.reshape(-1), op)()
         return Tensor._wrap(out.reshape((1,) * data.ndim if keepdims else ()).astype(np.int64))
+    if not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be one int (or None for the flattened tensor), got {axis!r}")
     a = normalize_axis(op, axis, data.ndim)[0]
     _need_values(op, data.shape, (a,))
     out = getattr(data, op)(axis=a)
