@@ -41,8 +41,11 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
-                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.verdicts import verdict
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, in_mode, train_classifier
 
 NORMS = {"BatchNorm": "batch", "GroupNorm": "group", "LayerNorm": "layer", "none": None}
 TEST = 2000
@@ -74,8 +77,7 @@ store = RunStore(s.out, run_identity(dataset=dataset, train=len(train), epochs=s
 # %%
 def test_error_with_batch_statistics(model, dataset, batch_size):
     """Test error with BN in training mode on batches of ``batch_size`` (running statistics untouched)."""
-    with md.frozen_state(), md.no_grad():
-        model.train()
+    with in_mode(model, training=True), md.frozen_state(), md.no_grad():
         correct, n = 0, len(dataset) // batch_size * batch_size
         for x, y in md.data.DataLoader(dataset, batch_size, drop_last=True):
             correct += (model(x).argmax(axis=1) == y).sum().item()
@@ -101,7 +103,7 @@ def train_at(label, batch):
 
 
 run_all({f"{label}/{batch}": (train_at, (label, batch)) for label in NORMS for batch in s.batch_sizes},
-        store, s.workers, desc="batch_size")
+        store, s.workers, s.scheduler, desc="batch_size")
 cell = lambda r: f"{r['test_error']:.2f}" + (" (diverged)" if r["diverged"] else "")
 table = show_table(["test error (%)"] + [f"B={b}" for b in s.batch_sizes],
                    [[label] + [cell(store[f"{label}/{b}"]) for b in s.batch_sizes] for label in NORMS] +

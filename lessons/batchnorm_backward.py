@@ -53,7 +53,8 @@ import numpy as np
 import minidl as md
 from minidl.ops import norm
 from lessons import grader
-from lessons.common import say, settings, show_figure, show_table, write_json, write_text
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
 
 EPS, SEED = 1e-5, 7
 HAS_DOT = shutil.which("dot") is not None        # Graphviz draws the graphs where it is installed

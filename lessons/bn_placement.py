@@ -46,8 +46,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, learned, run_all, run_identity, say, settings,
-                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.verdicts import learned, verdict
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, train_classifier
 
 TEST = 2000
 VARIANTS = {   # variant: (where BN goes, keeps γ and β, activation)
@@ -104,7 +107,7 @@ def train_variant(name, seed):
 
 
 run_all({f"{name}/{seed}": (train_variant, (name, seed)) for name in VARIANTS for seed in range(s.seeds)},
-        store, s.workers, desc="bn_placement")
+        store, s.workers, s.scheduler, desc="bn_placement")
 summary = {}
 for name in VARIANTS:
     accs = np.array([store[f"{name}/{k}"]["test_acc"] for k in range(s.seeds)])

@@ -14,9 +14,9 @@
 # %% [markdown]
 # # Is a BatchNorm network more robust to losing channels?
 #
-# Seed `001` presents BN's regularizing effect through Morcos et al. (2018):
-# networks that generalize better depend less on single directions, and BN
-# networks less so. The test is **cumulative channel ablation**: silence the
+# The course's slides (deck 001) present BN's regularizing effect through Morcos
+# et al. (2018): networks that generalize better depend less on single
+# directions, and BN networks less so. The test is **cumulative channel ablation**: silence the
 # convolution channels one after another, in random orders (a silenced channel
 # outputs 0 after its ReLU), and watch the test accuracy fall. A network whose
 # accuracy falls more slowly, relative to its intact accuracy, depends less on
@@ -27,9 +27,15 @@
 # for LeNet-5 trained without and with BN (the LeNet-5 lesson's checkpoints when
 # it has run on Fashion-MNIST, otherwise trained here), and report what ours do,
 # whichever way it comes out.
+#
+# Both networks are measured as they are used after training, in **eval mode**:
+# BN normalizes with its running statistics, so silencing a channel cannot be
+# undone by renormalizing the test batch. (An earlier version of this lesson
+# ablated the BN network in training mode by accident, and its verdict was
+# the opposite of what its models show in eval mode.)
 
 # %%
-"""Cumulative channel ablation of LeNet-5 with and without BN (Morcos et al. 2018; seed 001).
+"""Cumulative channel ablation of LeNet-5 with and without BN (Morcos et al. 2018; the course's slides, deck 001).
 
     python -m lessons.bn_regularization            # about 1 minute on 2 cores, with the LeNet-5 lesson's checkpoints
     python -m lessons.bn_regularization --quick    # seconds, synthetic images
@@ -41,8 +47,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
-                            train_classifier, verdict, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings, summary_header
+from lessons.verdicts import COMPARISON_HEADER, compare, comparison_rows, verdict
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, evaluating, fashion_mnist, train_classifier
 
 TEST, BATCH, LR = 2000, 64, 0.01
 CHECKPOINTS = {"no BN": "no_BN.npz", "BN": "BN_decay0.9.npz"}
@@ -70,7 +79,7 @@ def lenet_checkpoint(label):
     return state, made_by
 
 
-models, provenance = {}, {}
+models, provenance, test_acc = {}, {}, {}
 NORMS = {"no BN": None, "BN": "batch"}
 
 
@@ -83,8 +92,8 @@ def train_here(label):
 
 
 found = {label: lenet_checkpoint(label) for label in NORMS}
-trained = run_all({label: (train_here, (label,)) for label in NORMS if found[label] is None}, {}, s.workers,
-                  desc="training")
+trained = run_all({label: (train_here, (label,)) for label in NORMS if found[label] is None},
+                  {}, s.workers, s.scheduler, desc="training")
 for label, norm in NORMS.items():
     md.manual_seed(s.seed)
     model = md.models.LeNet5(in_channels=1, input_size=28, norm=norm)
@@ -96,9 +105,10 @@ for label, norm in NORMS.items():
     else:
         model.load_state_dict(trained[label])
         provenance[label] = f"trained here ({len(train)} images, {s.epochs} epochs)"
-    model.eval()
+    model.eval()                        # how a trained network is used, and stays: evaluate() keeps the mode
     models[label] = model
-    print(f"{label}: {provenance[label]}; test accuracy {evaluate(model, test)[1]:.2f}%")
+    test_acc[label] = evaluate(model, test)[1]
+    print(f"{label}: {provenance[label]}; test accuracy (eval mode) {test_acc[label]:.2f}%")
 store = RunStore(s.out, run_identity(dataset=dataset, orders=s.orders, seed=s.seed, quick=s.quick,
                                    models=provenance), fresh=s.fresh)
 
@@ -108,9 +118,9 @@ store = RunStore(s.out, run_identity(dataset=dataset, orders=s.orders, seed=s.se
 
 # %%
 def accuracy_with_ablated(model, ablated):
-    """Test accuracy with the channels in ``ablated`` ({(conv index, channel)}) set to 0."""
+    """Test accuracy, in eval mode, with the channels in ``ablated`` ({(conv index, channel)}) set to 0."""
     correct = 0
-    with md.no_grad():
+    with evaluating(model), md.no_grad():
         for x, y in md.data.DataLoader(test, 500):
             h, conv = x, -1
             for layer in model.features.children():
@@ -134,7 +144,7 @@ def ablation_curve(label, order):
 
 
 run_all({f"{label}/{order}": (ablation_curve, (label, order)) for label in models for order in range(s.orders)},
-        store, s.workers, desc="ablation orders")
+        store, s.workers, s.scheduler, desc="ablation orders")
 for label in models:
     curves = np.array([store[f"{label}/{o}"] for o in range(s.orders)])
     half = levels.index(min(levels, key=lambda k: abs(k - len(channels) / 2)))
@@ -155,30 +165,35 @@ for label, color in (("no BN", "tab:gray"), ("BN", "tab:red")):
     ax.plot(fractions, relative.mean(axis=0), color=color, label=label)
     ax.fill_between(fractions, relative.min(axis=0), relative.max(axis=0), color=color, alpha=0.2)
     areas = [float(np.trapezoid(r, fractions)) for r in relative]          # one per ablation order
-    summary[label] = {"intact_acc": float(curves[0, 0]), "mean_curve": curves.mean(axis=0).tolist(),
-                      "area_relative": float(np.mean(areas)),
-                      "area_standard_error": float(np.std(areas, ddof=1) / np.sqrt(len(areas))) if len(areas) > 1 else float("inf")}
+    summary[label] = {"test_acc": test_acc[label], "intact_acc": float(curves[0, 0]),
+                      "mean_curve": curves.mean(axis=0).tolist(), "areas": areas,
+                      "area_relative": float(np.mean(areas))}
 ax.set(xlabel="fraction of conv channels ablated", ylabel="test accuracy / intact accuracy",
        title="Cumulative channel ablation (band: min–max over orders)")
 ax.legend()
-show_figure(fig, f"{s.out}/ablation.png")
+plot = show_figure(fig, f"{s.out}/ablation.png")
 
-difference = summary["BN"]["area_relative"] - summary["no BN"]["area_relative"]
-spread = 2 * float(np.hypot(summary["BN"]["area_standard_error"], summary["no BN"]["area_standard_error"]))
+areas = {label: summary[label]["areas"] for label in summary}
+[comparison] = compare(areas, [("BN", "no BN")])
+rows = show_table(COMPARISON_HEADER, comparison_rows([comparison], s.quick, list(test_acc.values())),
+                  title=f"Area under the relative curve, BN − no BN, over {s.orders} ablation orders (Welch's t-test)")
 measured = (f"Area under the relative-accuracy curve (mean over {s.orders} orders): BN "
             f"{summary['BN']['area_relative']:.3f}, no BN {summary['no BN']['area_relative']:.3f}; the difference "
-            f"{difference:+.3f} against twice its standard error, {spread:.3f}.")
-if abs(difference) <= spread:
-    finding = ("The difference is within the spread over ablation orders: neither network is shown to be more "
+            f"{comparison.difference:+.3f}, 95 % interval [{comparison.low:+.3f}, {comparison.high:+.3f}], "
+            f"p = {comparison.p:.3g}.")
+if not comparison.resolved:
+    finding = ("The ablation orders' spread does not resolve the difference: neither network is shown to be more "
                "robust here (Morcos et al. report BN networks more robust).")
 else:
-    finding = (f"The BN network is {'more' if difference > 0 else 'less'} robust to channel ablation here "
-               f"({'as' if difference > 0 else 'unlike what'} Morcos et al. report for BN networks).")
-answer = verdict(finding, [summary[k]["intact_acc"] for k in summary], s.quick)
+    finding = (f"The BN network is {'more' if comparison.difference > 0 else 'less'} robust to channel ablation "
+               f"here ({'as' if comparison.difference > 0 else 'unlike what'} Morcos et al. report for BN networks, "
+               "whose networks were trained to convergence on CIFAR-10 and ImageNet).")
+answer = verdict(finding, list(test_acc.values()), s.quick)
 say(measured + " " + answer)
 write_json(f"{s.out}/results.json", {"dataset": dataset, "models": provenance, "summary": summary,
-                                   "curves": store.runs})
-write_text(f"{s.out}/summary.md", f"# BN and cumulative channel ablation ({dataset})\n\n"
-           + "\n".join(f"- {k}: {v}; intact test accuracy {summary[k]['intact_acc']:.2f}%" for k, v in provenance.items())
-           + f"\n\n{measured} {answer}\n\n![ablation](ablation.png)\n")
+                                   "comparison": comparison.as_dict(), "curves": store.runs})
+write_text(f"{s.out}/summary.md", summary_header(s, f"BN and cumulative channel ablation ({dataset})")
+           + "\n".join(f"- {k}: {v}; test accuracy (eval mode) {summary[k]['test_acc']:.2f}%"
+                       for k, v in provenance.items())
+           + f"\n\n{rows}\n\n{measured} {answer}\n\n![ablation]({plot})\n")
 print(f"plots, results.json and summary.md in {s.out}/")

@@ -50,7 +50,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import say, settings, show_figure, show_table, write_json, write_text
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
 
 AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet², the six rows the slide shows
 PRICE = [567, 345, 141, 167, 287, 227]           # $1000

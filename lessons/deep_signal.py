@@ -49,8 +49,10 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings, show_figure,
-                            show_table, train_classifier, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, train_classifier
 
 TEST, EPOCHS, BATCH = 2000, 2, 64
 SLIDE_TABLES = {   # seed 000: ImageNet ResNet-50 top-1 (%)
@@ -251,7 +253,7 @@ def probe_rate(name, lr):
 
 
 run_all({f"stability/{name}/{lr}": (probe_rate, (name, lr)) for name in kinds for lr in lr_grid},
-        store, s.workers, desc="learning-rate probes")
+        store, s.workers, s.scheduler, desc="learning-rate probes")
 largest = {name: max([lr for lr in lr_grid if store[f"stability/{name}/{lr}"]["stable"]], default=None)
            for name in kinds}
 bn_losses = {lr: store[f"stability/BN/{lr}"]["last_loss"] for lr in lr_grid if store[f"stability/BN/{lr}"]["stable"]}
@@ -271,7 +273,8 @@ def train_kind(name):
     return {"losses": losses, "test_acc": evaluate(model, test)[1] if np.isfinite(losses[-1]) else None}
 
 
-run_all({f"train/{name}": (train_kind, (name,)) for name in kinds}, store, s.workers, desc="training")
+run_all({f"train/{name}": (train_kind, (name,)) for name in kinds}, store, s.workers, s.scheduler,
+        desc="training")
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for name in kinds:

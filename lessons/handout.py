@@ -15,7 +15,7 @@ import sys
 import time
 
 import lessons
-from lessons.common import ARGS_VARIABLE
+from lessons.settings import ARGS_VARIABLE
 
 LESSONS = ["conditioning", "batchnorm_backward", "lenet5_batchnorm", "normalizers", "batch_size",
            "bn_placement", "deep_signal", "smoothness", "weight_init", "bn_regularization"]

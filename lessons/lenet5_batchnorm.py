@@ -66,8 +66,10 @@ import numpy as np
 
 import minidl as md
 from lessons import grader
-from lessons.common import (check_resume, evaluate, run_all, run_identity, say, settings, show_figure, show_table,
-                            synthetic_images, train_classifier, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.runs import check_resume, run_all, run_identity
+from lessons.training import evaluate, synthetic_images, train_classifier
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4      # SGD, with a cosine learning-rate schedule
 VALIDATION = 5000                       # training images held out for the validation curve (at most a tenth)
@@ -238,7 +240,8 @@ def train_run(label):
     return {"history": history, "resumed_after": start}
 
 
-finished = run_all({label: (train_run, (label,)) for label in RUNS}, {}, s.workers, desc="LeNet-5")
+finished = run_all({label: (train_run, (label,)) for label in RUNS}, {}, s.workers, s.scheduler,
+                   desc="LeNet-5")
 results = {label: finished[label]["history"] for label in RUNS}   # in the table's order, whichever finished first
 for label, h in results.items():
     if finished[label]["resumed_after"]:

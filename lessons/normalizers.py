@@ -44,8 +44,10 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, settings, show_figure,
-                            show_table, train_classifier, write_json, write_text)
+from lessons.chapter import show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, train_classifier
 
 CUBE = (3, 4, 2, 2)            # (N, C, H, W) for the cube and the matrices
 GROUPS = 2
@@ -207,8 +209,8 @@ def train_switchable(kind):
             "weights": mixture(model), "trace": trace}
 
 
-run_all({kind: (train_switchable, (kind,)) for kind in ("switch", "sparse_switch")}, store, s.workers,
-        desc="switchable norms")
+run_all({kind: (train_switchable, (kind,)) for kind in ("switch", "sparse_switch")}, store,
+        s.workers, s.scheduler, desc="switchable norms")
 
 fmt = lambda names, p: ", ".join(f"{k} {q:.2f}" for k, q in zip(names, p))
 table = show_table(["model", "layer", "mean weights", "variance weights"],

@@ -43,8 +43,11 @@ import numpy as np
 import minidl as md
 import minidl.functional as F
 from minidl.ops.norm import channel_shape
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
-                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.verdicts import verdict
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, train_classifier
 
 TEST = 2000
 STEP_MULTIPLES = [0.5, 1, 2, 4]        # step sizes along the gradient, × the learning rate
@@ -111,7 +114,7 @@ def train_probed(label, lr):
 
 
 run_all({f"{label}/{lr}": (train_probed, (label, lr)) for lr in s.lrs for label in ("no BN", "BN")},
-        store, s.workers, desc="smoothness")
+        store, s.workers, s.scheduler, desc="smoothness")
 
 # %% [markdown]
 # The three measures over training (the paper's Figure 4)
@@ -190,7 +193,7 @@ def train_noise(label):
 
 
 run_all({f"noise/{label}": (train_noise, (label,)) for label in ("standard BN", "noisy BN")},
-        store, s.workers, desc="noisy BN")
+        store, s.workers, s.scheduler, desc="noisy BN")
 noise_line = (f"test accuracy at lr {lr}: standard BN {store['noise/standard BN']['test_acc']:.2f}%, "
               f"noisy BN {store['noise/noisy BN']['test_acc']:.2f}%, no BN {store[f'no BN/{lr}']['test_acc']}%")
 print(noise_line)

@@ -41,8 +41,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.common import (RunStore, evaluate, fashion_mnist, run_all, run_identity, say, settings,
-                            show_figure, show_table, train_classifier, verdict, write_json, write_text)
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings
+from lessons.verdicts import verdict
+from lessons.runs import RunStore, run_all, run_identity
+from lessons.training import evaluate, fashion_mnist, train_classifier
 
 HIDDEN, LAYERS, BATCH = 64, 7, 64
 
@@ -119,7 +122,7 @@ def train_init(std, bn):
 
 
 run_all({f"{'BN' if bn else 'no BN'}/{std:.2e}": (train_init, (std, bn)) for bn in (False, True) for std in stds},
-        store, s.workers, desc="weight_init")
+        store, s.workers, s.scheduler, desc="weight_init")
 acc = lambda r: "diverged" if r["diverged"] else f"{r['train_acc']:.2f}% / {r['val_acc']:.2f}%"
 show_table(["initial std", "no BN: train / validation", "BN: train / validation"],
            [[f"{std:.0e}", acc(store[f"no BN/{std:.2e}"]), acc(store[f"BN/{std:.2e}"])] for std in stds])

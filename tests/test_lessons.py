@@ -318,7 +318,7 @@ def test_bn_regularization_lesson(tmp_path, monkeypatch):
 
 # ---- output for a person ----------------------------------------------------
 def test_no_verdict_from_models_that_learned_nothing():
-    from lessons.common import verdict
+    from lessons.verdicts import verdict
     assert verdict("It agrees.", [85.0, 90.0], quick=False) == "It agrees."
     at_chance = verdict("It agrees.", [10.5, 90.0], quick=False)
     assert "agrees" not in at_chance and "10.5%" in at_chance and "twice chance" in at_chance
@@ -342,7 +342,7 @@ def test_quick_never_overrides_a_flag_the_user_gave(tmp_path, monkeypatch):
 
 
 def test_tables_render_as_aligned_text_on_the_command_line(capsys):
-    from lessons.common import show_table
+    from lessons.chapter import show_table
     markdown = show_table(["a", "long header"], [["x*y", 1], ["longer cell", 22]])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("a            long header") and set(lines[1]) <= {"-", " "}
@@ -470,7 +470,7 @@ def fails_on(x):
 @pytest.mark.parametrize("make", ["thread", "process", "workers", "in-process"])
 def test_run_all_stores_every_result_by_key_with_any_executor(make):
     import concurrent.futures as cf
-    from lessons.common import run_all
+    from lessons.runs import run_all
     runs = {f"x={x}": (square_after, (x, 0.05 * (3 - x))) for x in range(4)}
     store = {"x=0": {"x": 0, "square": 0}}          # finished before: not run again
     if make in ("thread", "process"):
@@ -484,7 +484,7 @@ def test_run_all_stores_every_result_by_key_with_any_executor(make):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_run_stops_everything_naming_its_key_and_traceback(workers):
-    from lessons.common import run_all
+    from lessons.runs import run_all
     store = {}
     with pytest.raises(ZeroDivisionError, match="run 2 broke") as e:
         run_all({f"run {x}": (fails_on, (x,)) for x in range(4)}, store, workers=workers, desc="test")
@@ -509,7 +509,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs():
     import signal
     import threading
     import time
-    from lessons.common import run_all
+    from lessons.runs import run_all
     store = {}
     runs = {"fast": (square_after, (1, 0.05)), **{f"slow {x}": (square_after, (x, 30.0)) for x in range(3)}}
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
