@@ -14,7 +14,7 @@
 # %% [markdown]
 # # Why normalize? Gradient descent on house prices
 #
-# The course opens its normalization deck (seed `000`, "Why BN?") with a linear
+# The course opens its normalization slides (deck 000, "Why BN?") with a linear
 # regression: predict a house's price from its living area. With the data
 # rescaled as *area × 0.01, price × 0.1*, 1000 steps of gradient descent from
 # $w = (10, 50)$ end far from the optimum; rescaled as *area × 0.0001*, they
@@ -39,7 +39,7 @@
 # input.
 
 # %%
-"""Gradient descent on house prices, badly vs well scaled (seed 000).
+"""Gradient descent on house prices, badly vs well scaled (the course's slides, deck 000).
 
     python -m lessons.conditioning                       # about 4 s; plots in runs/conditioning/
     python -m lessons.conditioning --csv my_houses.csv   # your own data: columns area,price
@@ -50,8 +50,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.chapter import say, show_figure, show_table, write_json, write_text
-from lessons.settings import settings
+from lessons.chapter import integer_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings, summary_header
 
 AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet², the six rows the slide shows
 PRICE = [567, 345, 141, 167, 287, 227]           # $1000
@@ -173,17 +173,23 @@ descent_table = show_table(
 # %% [markdown]
 # ## 5. Loss curves
 #
-# Look at how far each curve is from the optimum after the same number of steps:
-# the badly conditioned case crawls, the standardized one is done after the
-# first step.
+# Look at how far each curve is from the optimum after the same number of steps,
+# and at how many steps each scaling needs to come within $10^{-6}$ of it
+# (printed under the plot).
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, r in results.items():
     ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-12), label=f"{name} (κ = {r['condition_number']:.3g})")
-ax.set(xlabel="iteration", ylabel="loss − optimal loss", title="Gradient descent: distance to the optimum")
-ax.legend(fontsize=8)
-show_figure(fig, f"{s.out}/loss.png")
+ax.set(xlabel="iteration (gradient-descent step)", ylabel="loss − optimal loss (log scale)",
+       title="Gradient descent: how far the loss is above its minimum")
+integer_ticks(ax.xaxis)
+ax.legend(fontsize=9)
+loss_png = show_figure(fig, f"{s.out}/loss.png")
+for name, r in results.items():
+    close = np.flatnonzero(r["losses"] - r["optimal_loss"] <= 1e-6)
+    print(f"{name}: loss within 1e-6 of its minimum " +
+          (f"from step {close[0]}" if close.size else f"at none of the {s.iters} steps"))
 
 # %% [markdown]
 # ## 6. The descent path over the loss contours
@@ -209,8 +215,8 @@ for ax, (name, r) in zip(axes, results.items()):
     ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
     ax.set_aspect("equal")
     ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)", title=f"{name}\nκ = {r['condition_number']:.3g}")
-    ax.legend(fontsize=7, loc="lower left")
-show_figure(contour_fig, f"{s.out}/contours.png")
+    ax.legend(fontsize=9, loc="lower left")
+contours_png = show_figure(contour_fig, f"{s.out}/contours.png")
 
 # %% [markdown]
 # ## 7. The fitted lines after the same number of steps
@@ -224,8 +230,8 @@ for ax, (name, r) in zip(axes, results.items()):
     ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after {s.iters} steps")
     ax.plot(xs, r["w_star"][0] * xs + r["w_star"][1], "k--", label="least squares")
     ax.set(xlabel="area (scaled)", ylabel="price (scaled)", title=name)
-    ax.legend(fontsize=7)
-show_figure(fig, f"{s.out}/fit.png")
+    ax.legend(fontsize=9)
+fit_png = show_figure(fig, f"{s.out}/fit.png")
 
 # %% [markdown]
 # ## Conclusion
@@ -243,7 +249,7 @@ say(f"After {s.iters} steps: `{worst}` (κ = {results[worst]['condition_number']
     f"{results['standardized']['condition_number']:.3g}) is {results['standardized']['distance_to_optimum']:.2g} from it.")
 write_json(f"{s.out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
                                      for k, v in results.items()})
-write_text(f"{s.out}/summary.md", f"# Conditioning: gradient descent on house prices\n\n"
+write_text(f"{s.out}/summary.md", summary_header(s, "Conditioning: gradient descent on house prices") +
            f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{descent_table}\n\n"
-           "![loss](loss.png) ![path](contours.png) ![fit](fit.png)\n")
+           f"![loss]({loss_png}) ![path]({contours_png}) ![fit]({fit_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")

@@ -14,8 +14,8 @@
 # %% [markdown]
 # # The normalizer family as one idea
 #
-# The course's deck on normalization (seed `001`) and its GroupNorm slide
-# (seed `002`, Wu & He's Figure 2) present BatchNorm, LayerNorm, InstanceNorm and
+# The course's deck on normalization (the course's slides, deck 001) and its
+# GroupNorm slide (deck 002, Wu & He's Figure 2) present BatchNorm, LayerNorm, InstanceNorm and
 # GroupNorm as one formula,
 #
 # $$\hat x = \frac{x - \mu_S}{\sqrt{\sigma_S^2 + \epsilon}}, \qquad
@@ -34,7 +34,7 @@
 
 # %%
 """The normalizer family: the N/C/HW cube, Meta Normalization, Switchable and
-Sparse Switchable Norm in LeNet-5, and BN's backward as a projection (seeds 001, 002).
+Sparse Switchable Norm in LeNet-5, and BN's backward as a projection (the course's slides, decks 001 and 002).
 
     python -m lessons.normalizers            # about 22 s on 2 cores (Fashion-MNIST)
     python -m lessons.normalizers --quick    # seconds, synthetic images
@@ -44,8 +44,8 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm
-from lessons.chapter import show_figure, show_table, write_json, write_text
-from lessons.settings import settings
+from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.settings import settings, summary_header
 from lessons.runs import RunStore, run_all, run_identity
 from lessons.training import evaluate, fashion_mnist, train_classifier
 
@@ -53,7 +53,7 @@ CUBE = (3, 4, 2, 2)            # (N, C, H, W) for the cube and the matrices
 GROUPS = 2
 TEST, BATCH = 2000, 64
 RECORD_EVERY = 10              # SSN weights recorded every this many steps
-SLIDE_IMAGENET = {"BN": 76.4, "LN": 74.7, "IN": 71.6, "GN": 75.9, "SN": 76.9}   # seed 000, ResNet-50 top-1
+SLIDE_IMAGENET = {"BN": 76.4, "LN": 74.7, "IN": 71.6, "GN": 75.9, "SN": 76.9}   # the course's slides, deck 000: ResNet-50 top-1
 
 s = settings("normalizers", dict(train_size=12000, epochs=2, lr=0.02, seed=0),
              quick=dict(train_size=600, epochs=2), doc=__doc__,
@@ -106,7 +106,7 @@ show_figure(fig, f"{s.out}/cube.png")
 # %% [markdown]
 # ## 2. Meta Normalization: one pair of matrices per normalizer
 #
-# Seed `001` writes every normalizer's statistics from the IN statistics, an
+# Deck 001 writes every normalizer's statistics from the IN statistics, an
 # $N \times C$ matrix $\mu_{IN}$ (one mean per sample and channel), with two
 # binary matrices: $V$ ($N\times N$) averages over the batch, $U$ ($C \times C$)
 # over channels,
@@ -115,6 +115,12 @@ show_figure(fig, f"{s.out}/cube.png")
 #
 # IN is $V = I, U = I$; BN is $V = \mathbf{1}\mathbf{1}^\top$, $U = I$; LN is
 # $V = I$, $U = \mathbf{1}\mathbf{1}^\top$; GN is $V = I$ with a block-diagonal $U$.
+#
+# *A slip on the slide:* its text says "V aggregates the statistics from the
+# channels, while U aggregates those in a batch". It is the other way round, as
+# its own shapes and its BN and LN examples show: $V$ is $N \times N$ and
+# multiplies $\mu_{IN}$ from the left, mixing rows (samples, the batch); $U$ is
+# $C \times C$ and mixes columns (channels).
 # The slide writes the variance the same way, $\sigma^2_{MN} = \frac{1}{a_V}V\sigma^2_{IN}U\frac{1}{a_U}$.
 # That averages the per-instance variances and forgets that the instance
 # *means* differ too: the variance of a union is the mean of the parts'
@@ -157,9 +163,16 @@ show_table(["normalizer", "|MN with E[x²] − μ² − layer|", "|MN with the s
             "largest true σ² / slide's σ²"], meta_rows)
 
 # %% [markdown]
-# The exact form matches every layer to rounding. The slide's form is exact only
-# for IN (nothing is averaged); for the others it underestimates $\sigma^2$, by
-# the factor in the last column, and normalizes to the wrong scale.
+# The variance of a union is never below the mean of its parts' variances, so the
+# slide's form can only underestimate $\sigma^2$; it is exact where nothing is
+# averaged (IN). How far off it is here:
+
+# %%
+exact = max(results["meta_normalization_max_difference"].values())
+worst = max(results["slide_variance_ratio"], key=results["slide_variance_ratio"].get)
+say(f"Meta Normalization with $\\mathbb E[x^2] - \\mu^2$ matches every layer to {exact:.1e}. The slide's averaged "
+    f"$\\sigma^2_{{IN}}$ is exact for IN (ratio {results['slide_variance_ratio']['InstanceNorm']:.2f}) and "
+    f"underestimates the others' variance by up to ×{results['slide_variance_ratio'][worst]:.2f} ({worst}).")
 
 # %% [markdown]
 # ## 3. Let the network choose: Switchable and Sparse Switchable Norm
@@ -168,9 +181,16 @@ show_table(["normalizer", "|MN with E[x²] − μ² − layer|", "|MN with the s
 # statistics, $\mu = \sum_k w_k \mu_k$ and $\sigma^2 = \sum_k w'_k \sigma^2_k$, the
 # weights a softmax of learned logits. Sparse Switchable Norm (SSN) replaces the
 # softmax by SparsestMax, whose output is pushed onto a corner of the simplex as
-# its radius grows from 0 to 1: each layer ends with exactly one normalizer.
+# its radius grows from 0 to 1, so that at the end each set of weights is
+# one-hot: one normalizer's statistic.
 # A fully connected layer has no H, W, so there IN does not exist and the choice
 # is between LN and BN.
+#
+# *Where the slide and the code differ:* the slide writes one set of weights,
+# $q_1, q_2, q_3$, for both $\mu$ and $\sigma^2$. Luo et al.'s SN (and Shao et
+# al.'s SSN) learn two sets, $w$ for the mean and $w'$ for the variance, and so
+# does minidl: a layer may take its mean from one normalizer and its variance
+# from another. The table after training says what each layer chose.
 #
 # Both go into every normalization layer of LeNet-5, trained on Fashion-MNIST.
 
@@ -219,13 +239,20 @@ table = show_table(["model", "layer", "mean weights", "variance weights"],
                     for layer, (names, w, v) in store[kind]["weights"].items()])
 ours = {"SN": store["switch"]["test_acc"], "SSN": store["sparse_switch"]["test_acc"]}
 accuracy = show_table(["normalizer", f"ours: {dataset}, LeNet-5, {len(train)} images, {s.epochs} epochs",
-                       "seed 000: ImageNet, ResNet-50, top-1"],
+                       "the slides (deck 000): ImageNet, ResNet-50, top-1"],
                       [[k, f"{ours[k]:.2f}" if k in ours else "", SLIDE_IMAGENET.get(k, "")]
                        for k in ["SN", "SSN", "BN", "LN", "IN", "GN"]], title="Test accuracy (%)")
 results["switchable"] = {k: {kk: vv for kk, vv in store[k].items() if kk != "trace"} for k in store.runs}
+choices = []
+for layer, (names, w, v) in store["sparse_switch"]["weights"].items():
+    pick = lambda p: names[int(np.argmax(p))] if max(p) > 1 - 1e-6 else "a mixture"
+    choices.append(f"{layer}: mean from {pick(w)}, variance from {pick(v)}")
+one_hot = sum(max(w) > 1 - 1e-6 and max(v) > 1 - 1e-6 for _, w, v in store["sparse_switch"]["weights"].values())
+say(f"After training, SSN: {'; '.join(choices)}. {one_hot} of {len(choices)} layers are one-hot in both "
+    "sets of weights.")
 
 # %% [markdown]
-# The seed's accuracies are ImageNet ResNet-50 results: another task, model and
+# The slides' accuracies are ImageNet ResNet-50 results: another task, model and
 # scale. What a small LeNet-5 can show is *which* normalizer each layer picks.
 # Each panel below is one layer; bars are its learned weights.
 
@@ -238,7 +265,9 @@ for row, kind in enumerate(("switch", "sparse_switch")):
         ax.bar(at + 0.2, v, 0.4, label="variance weights")
         ax.set_xticks(at, names)
         ax.set_title(f"{'SN' if kind == 'switch' else 'SSN'}: {layer}", fontsize=9)
-axes[0][0].legend(fontsize=7)
+axes[0][0].legend(fontsize=9)
+for ax in axes[:, 0]:
+    ax.set_ylabel("learned weight")
 fig.suptitle("What each normalization layer of LeNet-5 learned to use")
 show_figure(fig, f"{s.out}/switch_weights.png")
 
@@ -257,7 +286,7 @@ for ax, layer in zip(axes, trace[0]["weights"] if trace else []):
         ax.plot([t["radius"] for t in trace], weights[:, k], label=name,
                 color={"IN": "tab:green", "LN": "tab:orange", "BN": "tab:blue"}[name])
     ax.set(xlabel="SparsestMax radius", title=layer)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
 axes[0].set_ylabel("mean weight")
 show_figure(radius_fig, f"{s.out}/ssn_radius.png")
 
@@ -317,7 +346,7 @@ ax.plot(*(np.outer(np.linspace(-1, 1, 2), normal / np.linalg.norm(normal) * 1.5)
         label="the line orthogonal to 1 and x̂")
 ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), zlim=(-1.5, 1.5), xlabel="x₁", ylabel="x₂", zlabel="x₃",
        title="m = 3: dl/dx lies on the line orthogonal to 1 and x̂")
-ax.legend(fontsize=7)
+ax.legend(fontsize=9)
 show_figure(fig, f"{s.out}/bn_backward_geometry.png")
 results["m3"] = {"dl/dx": dx3.tolist(), "1·dl/dx": float(dx3.sum()), "x̂·dl/dx": float(xh3 @ dx3)}
 
@@ -331,7 +360,7 @@ results["m3"] = {"dl/dx": dx3.tolist(), "1·dl/dx": float(dx3.sum()), "x̂·dl/d
 
 # %%
 write_json(f"{s.out}/results.json", results)
-write_text(f"{s.out}/summary.md", "# The normalizer family\n\n"
+write_text(f"{s.out}/summary.md", summary_header(s, "The normalizer family") +
            "## Meta Normalization vs the layers (max |difference|)\n\n" +
            "\n".join(f"- {k}: {v:.1e}" for k, v in results["meta_normalization_max_difference"].items()) +
            f"\n\n## Switchable and Sparse Switchable Norm in LeNet-5 ({dataset}, {len(train)} images, "

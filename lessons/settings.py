@@ -12,6 +12,8 @@ ARGS_VARIABLE = "MINIDL_LESSON_ARGS"
 
 QUICK_BANNER = ("**Quick run: a smoke test.** The data are synthetic and the runs tiny: this proves the "
                 "code runs, and its numbers mean nothing. No verdict is drawn from them.")
+FULL_RUN_NOTE = ("**Quick run:** this lesson has no smaller settings, so its quick run is its full run, "
+                 "on the same data.")
 
 
 def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER, runs=False):
@@ -63,6 +65,7 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
         s.update(quick)
     s.update(given)                       # a flag the user gave wins over --quick
     s["out"] = out_dir(s.get("out") or default_out(name, s["quick"]))
+    s["quick_note"] = (banner or QUICK_BANNER) if quick else FULL_RUN_NOTE
     if s["quick"] and banner:
         say(banner)
     return argparse.Namespace(**s)
@@ -70,8 +73,9 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
 
 def summary_header(s, title):
     """The first lines of a run's summary.md: its title, and for a quick run the
-    smoke-test line, so a summary read on its own never passes for a result."""
-    return f"# {title}\n\n" + (QUICK_BANNER + "\n\n" if s.quick else "")
+    smoke-test line (or, in a lesson whose quick run is its full run, that line),
+    so a summary read on its own never passes for what it is not."""
+    return f"# {title}\n\n" + (s.quick_note + "\n\n" if s.quick else "")
 
 
 def out_dir(path):

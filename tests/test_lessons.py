@@ -3,7 +3,9 @@ as a Jupyter notebook (jupytext → nbclient on a real IPython kernel), as a
 teacher opens it."""
 import json
 import os
+import re
 import runpy
+import struct
 import subprocess
 import sys
 
@@ -32,6 +34,35 @@ def lesson_docstring(name):
     import lessons
     with open(os.path.join(os.path.dirname(lessons.__file__), f"{name}.py")) as f:
         return ast.get_docstring(ast.parse(f.read()))
+
+
+VERDICT_WORDS = re.compile(r"\b(agrees?|disagrees?|more robust|less robust|opposite sign|about the same|same sign|"
+                           r"is better|is worse|confirms?|contradicts?)\b", re.IGNORECASE)
+
+
+def png_width(path):
+    """A PNG's width in pixels, from its IHDR chunk."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">I", head[16:20])[0]
+
+
+def check_quick_output(out, texts):
+    """What a quick run may show a class: its summary.md opens by saying it is a
+    quick run, links only pictures that exist, every PNG is wide enough for a
+    projector, and nothing printed draws a verdict or calls a difference resolved."""
+    summary = (out / "summary.md").read_text()
+    assert "quick run" in "\n".join(summary.splitlines()[:4]).lower(), "summary.md does not open as a quick run"
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", summary):
+        assert (out / link).exists(), f"summary.md links {link}, which was not drawn"
+    for png in out.glob("*.png"):
+        assert png_width(png) >= 900, f"{png.name} is {png_width(png)} px wide, under 900"
+    printed = "\n".join(texts)
+    words = VERDICT_WORDS.findall(printed)
+    assert not words, f"a quick run printed verdict words: {words}"
+    assert not re.search(r"resolved\??\s*(\|\s*)?yes|\byes\s*$", printed, re.IGNORECASE | re.MULTILINE), \
+        "a quick run calls a difference resolved"
 
 
 def run_lesson(name, *argv, monkeypatch):
@@ -71,6 +102,8 @@ def test_lesson_runs_as_a_notebook(name, tmp_path):
     doc = lesson_docstring(name).strip().splitlines()[0]
     assert not [t for t in texts if doc in t], "an output repeats the docstring"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    assert not [t for t in texts if re.search(r"<[\w.]+ (object )?at 0x[0-9a-f]+>", t)], "an object's repr echoed"
+    check_quick_output(out, texts)
 
 
 def test_conditioning(tmp_path, monkeypatch):
@@ -313,7 +346,68 @@ def test_bn_regularization_lesson(tmp_path, monkeypatch):
     for label in ("no BN", "BN"):
         curve = g["summary"][label]["mean_curve"]
         assert len(curve) == 5 and curve[0] == g["summary"][label]["intact_acc"]
+        # the accuracy it prints (eval mode) is the intact point of its ablation curve: both in eval mode
+        assert g["summary"][label]["test_acc"] == g["summary"][label]["intact_acc"]
+        assert not g["models"][label].training
     assert "Area under the relative-accuracy curve" in g["measured"] and "No verdict" in g["answer"]
+
+
+# ---- evaluation leaves a model as it found it ------------------------------
+def small_bn_model():
+    import minidl as md
+    md.manual_seed(0)
+    return md.nn.Sequential(md.nn.Conv2d(1, 4, 3), md.nn.BatchNorm2d(4), md.nn.ReLU(), md.nn.Dropout(0.5),
+                            md.nn.Flatten(), md.nn.Linear(16, 3))
+
+
+def modes(model):
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("start", ["train", "eval", "mixed"])
+def test_evaluate_leaves_the_model_in_the_mode_it_found(start):
+    import minidl as md
+    from lessons.training import evaluate
+    model = small_bn_model()
+    if start == "eval":
+        model.eval()
+    elif start == "mixed":                                  # a lesson may set one layer apart
+        list(model.modules())[2].eval()
+    before = modes(model)
+    data = md.data.ArrayDataset(np.random.default_rng(0).standard_normal((20, 1, 4, 4)).astype(np.float32),
+                                np.arange(20) % 3)
+    evaluate(model, data, batch_size=8)
+    assert modes(model) == before
+
+
+@pytest.mark.parametrize("helper", ["evaluating", "in_mode"])
+def test_mode_contexts_restore_every_layers_mode_even_after_an_error(helper):
+    from lessons import training
+    model = small_bn_model()
+    list(model.modules())[3].eval()
+    before = modes(model)
+    context = training.evaluating(model) if helper == "evaluating" else training.in_mode(model, True)
+    with pytest.raises(RuntimeError, match="inside"):
+        with context:
+            assert all(m.training == (helper == "in_mode") for m in model.modules())
+            raise RuntimeError("inside")
+    assert modes(model) == before
+
+
+def test_no_lesson_flips_a_models_mode_outside_a_context():
+    """The bug behind bn_regularization's reversed verdict: a helper that ended
+    with model.train(). In lessons/, a bare .train()/.eval() call is allowed only
+    where a lesson sets up a model it then uses in that mode."""
+    import lessons
+    folder = os.path.dirname(lessons.__file__)
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                for k, line in enumerate(f, 1):
+                    if re.search(r"\.train\(\)|\.train\(True\)|\.train\(False\)", line):
+                        found.setdefault(name, []).append(k)
+    assert not found, f"model.train() outside a mode context: {found}"
 
 
 # ---- output for a person ----------------------------------------------------
