@@ -20,8 +20,8 @@ Two pictures come from the same boxes:
 - ``step_through`` always uses the layout below: the page needs a hook on every
   box and a size it can promise (the BN graph of basic ops fits a 1280×720
   projector, text at least 11 px tall). The layout is ~80 lines: layers by
-  longest path, crossings reduced by barycentres, boxes aligned by isotonic
-  regression. The graphs a lesson steps through have tens of ops, where a layout
+  longest path, crossings reduced by barycentres, each box on the row of what
+  feeds it. The graphs a lesson steps through have tens of ops, where a layout
   library (grandalf, igraph's Sugiyama, networkx) would do no better and would
   still need our box sizes, columns and edge routing around it.
 """
@@ -264,22 +264,25 @@ def _layout(sizes, inputs, hgap=20, vgap=12, margin=6):
             key = lambda v: (sum(place[u] for u in near[v]) / len(near[v]) if near[v] else place[v])
             columns[c].sort(key=key)
             place.update({v: i for i, v in enumerate(columns[c])})
-    y = [0.0] * len(col_of)
+    # rows: each box on the row of (the median of) what feeds it, below the box above it;
+    # a leaf then moves to the row of what it feeds where the column leaves room
+    row = {}
     for c in columns:
-        top = 0.0
-        for v in c:
-            y[v] = top + height[v] / 2
-            top += height[v] + vgap
-    for sweep in range(12):                       # each box towards its neighbours, in order
-        for c in (columns if sweep % 2 == 0 else columns[::-1]):
-            # a box follows its real neighbours (a long edge bends instead); a bend follows both ends
-            near = [[u for u in left[v] + right[v] if u < n or v >= n] for v in c]
-            wanted = [np.mean([y[u] for u in us]) if us else y[v] for v, us in zip(c, near)]
-            y_new = _in_order(wanted, [height[v] for v in c], vgap)
-            for v, value in zip(c, y_new):
-                y[v] = value
-    top = min(y[v] - height[v] / 2 for v in range(len(col_of)))
-    y = [value - top + margin for value in y]
+        for j, v in enumerate(c):
+            fed = sorted(row[u] for u in left[v])
+            row[v] = max(fed[(len(fed) - 1) // 2] if fed else 0, row[c[j - 1]] + 1 if j else 0)
+    for c in reversed(columns):
+        for j, v in enumerate(c):
+            if not left[v] and right[v]:
+                feeds = sorted(row[u] for u in right[v])
+                low = row[c[j - 1]] + 1 if j else 0
+                high = row[c[j + 1]] - 1 if j + 1 < len(c) else float("inf")
+                row[v] = min(max(feeds[(len(feeds) - 1) // 2], low), high) if low <= high else row[v]
+    tall = [0.0] * (max(row.values()) + 1)           # a row of bends alone is thin
+    for v, r in row.items():
+        tall[r] = max(tall[r], height[v])
+    centre = [t / 2 + sum(tall[:r]) + vgap * r for r, t in enumerate(tall)]
+    y = [centre[row[v]] + margin for v in range(len(col_of))]
     widths = [max((sizes[v][0] for v in c if v < n), default=0) for c in columns]
     x_left = list(itertools.accumulate([margin] + [w + hgap for w in widths]))
     x = [x_left[col_of[v]] + widths[col_of[v]] / 2 for v in range(len(col_of))]
@@ -294,23 +297,6 @@ def _layout(sizes, inputs, hgap=20, vgap=12, margin=6):
     width = x_left[-1] - hgap + margin
     bottom = max(y[v] + height[v] / 2 for v in range(len(col_of))) + margin
     return [(x[k], y[k]) for k in range(n)], paths, width, bottom
-
-
-def _in_order(wanted, heights, gap):
-    """Positions as close as possible (least squares) to ``wanted`` that keep
-    the boxes in order without overlap: isotonic regression (pool adjacent
-    violators) on the positions less the space the boxes before need."""
-    offset = [0.0]
-    for a, b in zip(heights, heights[1:]):
-        offset.append(offset[-1] + (a + b) / 2 + gap)
-    blocks = []                                   # [mean, count]
-    for w, o in zip(wanted, offset):
-        blocks.append([w - o, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m1, n1), (m2, n2) = blocks.pop(-2), blocks.pop()
-            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    z = [m for m, count in blocks for _ in range(count)]
-    return [a + o for a, o in zip(z, offset)]
 
 
 # ---- box sizes and SVG --------------------------------------------------------
