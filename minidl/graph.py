@@ -29,6 +29,7 @@ import html
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from fractions import Fraction
@@ -110,7 +111,8 @@ def local_derivative(function):
     op = type(function).__name__
     if op == "Pow":
         c = function.c
-        return (f"{_number(c)}·u^{_number(c - 1)}, for u^{_number(c)}" if c != -1
+        power = _number(c - 1) if c - 1 >= 0 else f"({_number(c - 1)})"
+        return (f"{_number(c)}·u^{power}, for u^{_number(c)}" if c != -1
                 else "−1/u², for 1/u (a / b is a × b^−1)")
     return LOCAL_DERIVATIVE.get(op, f"what {op}.backward computes")
 
@@ -490,7 +492,7 @@ def _values_html(a, label):
     """A gradient as the panel shows it: every value of a small one, an excerpt
     with shape and norm of a large one. data-norm and data-shape for scripts."""
     a = backend.as_numpy(a).astype(np.float64)
-    fmt = lambda v: f"{v:.4g}".replace("-", "−")
+    fmt = lambda v: f"{v + 0.0:.4g}".replace("-", "−")          # + 0.0: no "−0"
     head = (f'<div class="values" data-tensor="{html.escape(label)}" data-norm="{_norm(a)!r}" '
             f'data-shape="{",".join(map(str, a.shape))}">')
     if a.size <= SMALL:
@@ -504,8 +506,8 @@ def _values_html(a, label):
 
 
 def _grad_name(box):
-    name = box.name or box.title
-    return f"dl/d{name}" if " " not in name else f"dl/d({name})"
+    name = box.name or box.title          # dl/dx̂, dl/dσ², but dl/d(x − μ), dl/d(1/σ)
+    return f"dl/d{name}" if re.fullmatch(r"[\w\u0300-\u036f]+", name) else f"dl/d({name})"
 
 
 class StepThrough:
