@@ -14,7 +14,7 @@
 # %% [markdown]
 # # The BatchNorm backward, derived and proven
 #
-# The course's BN slides (seed `003`, "Backprop Beyond the BatchNorm Layer")
+# The course's BN slides (the course's slides, deck 003, "Backprop Beyond the BatchNorm Layer")
 # derive the gradients of BatchNorm by the chain rule and leave the last terms
 # "as an ungraded HW exercise". This chapter does the whole derivation on a small
 # batch, one term per cell, and proves it three ways: against the compact closed
@@ -32,9 +32,9 @@
 # three paths: directly through $\hat x_i$, through $\mu$ and through $\sigma^2$.
 
 # %%
-"""The BatchNorm backward derived term by term and proven three ways (seed 003).
+"""The BatchNorm backward derived term by term and proven three ways (the course's slides, deck 003).
 
-    python -m lessons.batchnorm_backward                  # about 2 s; graphs and plots in runs/
+    python -m lessons.batchnorm_backward                  # about 2 s; graphs, plots and step-through pages in runs/
     python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d
     python -m lessons.batchnorm_backward --check my_bn.py:batchnorm_backward
 
@@ -45,7 +45,7 @@ PyTorch where installed), line by line; or a NumPy backward function
 the grading only (--lesson: the lesson too), ends with PASS or FAIL naming what
 is wrong, and exits 1 on FAIL.
 """
-import shutil
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,7 +57,6 @@ from lessons.chapter import say, show_figure, show_table, write_json, write_text
 from lessons.settings import settings
 
 EPS, SEED = 1e-5, 7
-HAS_DOT = shutil.which("dot") is not None        # Graphviz draws the graphs where it is installed
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
 
 s = settings("batchnorm_backward", dict(batch=4, features=3, check=None, lesson=False), doc=__doc__,
@@ -74,6 +73,22 @@ if s.check:
 # Built from the engine's basic ops, each intermediate named as the course names
 # it. Autograd will derive the backward of this graph by itself; we derive it by
 # hand below and compare.
+#
+# The slides write the same quantities with other letters. The lesson's names
+# are the ones on the graphs and in the code:
+#
+# | this lesson | the course's slides, deck 003 | the course's slides, deck 002 | meaning |
+# |---|---|---|---|
+# | $x_i$ | $z_j^{[i]}$ | $z_i^{l+1}$ | the layer's input (a pre-activation) |
+# | $m$ | $n$ | $B$ | values per feature in the batch |
+# | $\mu$, $\sigma^2$ | $\mu_j$, $\sigma_j^2$ | $\mu_i$, $\sigma_i^2$ | the batch mean and (biased) variance |
+# | $\sigma = \sqrt{\sigma^2+\epsilon}$ | $\sqrt{\sigma_j^2+\epsilon}$ (first slides: $\sigma_j$) | $\sqrt{\sigma_i^2+\epsilon}$ | the standard deviation it divides by |
+# | $\hat x_i$ | $z'^{[i]}_j$ | $\hat z_i^{l+1}$ | the normalized value |
+# | $y_i = \gamma\hat x_i + \beta$ | $a'^{[i]}_j$ | $\tilde z_i^{l+1}$ | the scaled and shifted output |
+#
+# (Deck 002 also writes $\hat x := x - \mu$ and $\tilde x := \hat x/\sigma$ on its
+# picture of centring and scaling: there $\hat x$ is only centred. Here $\hat x$ is
+# always the normalized value, as deck 002's $\hat z$.)
 
 # %%
 rng = np.random.default_rng(SEED)
@@ -92,10 +107,11 @@ def named(t, name):
 x = named(md.Tensor(x_np, requires_grad=True), "x")
 gamma = named(md.Tensor(gamma_np, requires_grad=True), "γ")
 beta = named(md.Tensor(beta_np, requires_grad=True), "β")
+eps = named(md.Tensor(np.array(EPS)), "ε")       # a constant: the graphs fold it into "+ ε"
 mu = named(x.mean(axis=0, keepdims=True), "μ")                       # (1, D)
 x_mu = named(x - mu, "x − μ")                                        # (m, D)
 var = named((x_mu * x_mu).mean(axis=0, keepdims=True), "σ²")         # (1, D)
-sigma = named((var + EPS) ** 0.5, "σ = √(σ² + ε)")                   # (1, D)
+sigma = named((var + eps) ** 0.5, "σ")                               # σ = √(σ² + ε), (1, D)
 x_hat = named(x_mu / sigma, "x̂")                                     # (m, D)
 y = named(x_hat * gamma + beta, "y")                                 # (m, D)
 for t in (mu, x_mu, var, sigma, x_hat):
@@ -144,18 +160,18 @@ g_mu = (-g_xhat / sig).sum(axis=0, keepdims=True) + g_var * (-2 * xmu).sum(axis=
 print(f"dl/dμ = {g_mu}")
 
 # %% [markdown]
-# And the three paths into $x_i$, the slide's last line:
+# And the three paths into $x_i$, the slide's last line, its terms in the slide's order:
 #
 # $$\frac{\partial l}{\partial x_i} = \frac{\partial l}{\partial \hat x_i}\cdot\frac{1}{\sqrt{\sigma^2+\epsilon}}
-#   + \frac{\partial l}{\partial \sigma^2}\cdot\frac{2(x_i - \mu)}{m}
-#   + \frac{\partial l}{\partial \mu}\cdot\frac{1}{m} .$$
+#   + \frac{\partial l}{\partial \mu}\cdot\frac{1}{m}
+#   + \frac{\partial l}{\partial \sigma^2}\cdot\frac{2(x_i - \mu)}{m} .$$
 #
-# (The slide prints the middle term as $\frac{1(z_j - \mu_j)}{n}$; the derivative
-# of $\frac{1}{m}\sum_i (x_i-\mu)^2$ in $x_i$ is $\frac{2(x_i-\mu)}{m}$, and only
-# that passes the checks below.)
+# (The slide, the course's slides, deck 003, prints the third term's factor as
+# $\frac{1(z_j - \mu_j)}{n}$; the derivative of $\frac{1}{m}\sum_i (x_i-\mu)^2$ in
+# $x_i$ is $\frac{2(x_i-\mu)}{m}$, and only that passes the checks below.)
 
 # %%
-g_x = g_xhat / sig + g_var * 2 * xmu / m + g_mu / m                          # dl/dx, (m, D)
+g_x = g_xhat / sig + g_mu / m + g_var * 2 * xmu / m                          # dl/dx, (m, D)
 print(f"dl/dx =\n{g_x}")
 
 # %% [markdown]
@@ -220,95 +236,115 @@ results["retained_vs_hand_derived"] = read_off
 # %% [markdown]
 # ## 5. Stepping through autograd's backward, node by node
 #
-# `md.backward_steps(y, dl/dy)` performs the same backward pass one op at a
-# time. Each step is an op, the gradient arriving at its output, and the
-# gradients it sends to its inputs; every op comes after all the ops that use
-# its output. In class, `steps = md.backward_steps(y, dy)` and `next(steps)` walk
-# it one node per cell. (Run to the end, it writes `.grad` exactly as
-# `y.backward(dy)`; stopped halfway, it writes nothing.)
+# `md.step_through(y, dl/dy)` shows the same backward pass one op at a time, on
+# the graph, left to right. Each step is an op: the gradient arriving at its
+# output, the op's local derivative, and the gradient it sends to each input; every
+# op comes after all the ops that use its output. Each box shows the norm of the
+# gradient gathered there so far ($\Sigma$) and the part this step sends ($+$).
+# When no later step sends to a named tensor, its gradient is complete: the moment
+# the course's term exists. Step with the buttons, the slider, or the arrow keys
+# (click the graph first). The page needs no kernel: it works in the hand-out too.
+# (`md.backward_steps(y, dy)` is the same pass as a Python generator: `next(steps)`
+# walks it one node per cell.)
 
 # %%
-LOCAL_DERIVATIVE = {   # what each op multiplies the gradient arriving at its output by
-    "Add": "1, towards each input", "Neg": "−1", "Mul": "the other factor",
-    "Pow": "p·u^(p − 1), for u^p", "Sum": "1, copied to every input value",
-    "ReLU": "1 where the input was > 0, else 0",
-    "Normalize": "the compact form: (γ/σ)·(I − P), P = (11ᵀ + x̂x̂ᵀ)/m; x̂ towards γ; 1 towards β",
-    "Conv2d": "W, as a transposed convolution, towards x; x towards W; 1 (summed) towards b",
-    "Reshape": "1 (only the shape changes)",
-}
+steps_page = md.step_through(y, dy, title="BatchNorm from basic ops: the backward pass")
+steps = steps_page.steps
+steps_page.save(f"{s.out}/steps_bn.html")
+steps_page
+
+# %% [markdown]
+# The steps that complete one of the course's six terms, read from the pass
+# itself (a tensor's gradient is complete at the last step that sends to it):
+
+# %%
+TERM = {"β": "dl/dβ", "γ": "dl/dγ", "x̂": "dl/dx̂", "σ²": "dl/dσ²", "μ": "dl/dμ", "x": "dl/dx"}
+
+
+def completed_at(steps):
+    """{tensor name: the step after which its gradient is complete}."""
+    last = {}
+    for st in steps:
+        for t, g in zip(st.inputs, st.grad_inputs):
+            if g is not None and t.name:
+                last[t.name] = st
+    return last
+
+
+completes = completed_at(steps)
+show_table(["step", "op", "output", "completes", "the course's term"],
+           [[st.index + 1, st.op, st.output.name or "", name, TERM[name]]
+            for name, st in sorted(completes.items(), key=lambda item: item[1].index) if name in TERM])
+results["term_completed_at_step"] = {TERM[n]: st.index + 1 for n, st in completes.items() if n in TERM}
 
 
 def walk(steps):
     """A backward pass as a table: each step, and the local derivative its op multiplies by."""
     show_table(["step", "op", "output", "sends gradients to", "multiplies the gradient at its output by"],
-               [list(s.row()) + [LOCAL_DERIVATIVE.get(s.op, "")] for s in steps])
+               [[st.index + 1] + list(st.row()[1:]) + [md.graph.local_derivative(st.function)] for st in steps])
 
 
-for t in (x, gamma, beta, mu, x_mu, var, sigma, x_hat):
-    t.zero_grad()
-steps = list(md.backward_steps(y, dy))
 walk(steps)
 
 # %% [markdown]
 # The step at $\hat x$: the gradient arriving there is $\partial l/\partial \hat x = \partial l/\partial y\cdot\gamma$,
-# and the op that made $\hat x$ (a multiplication of $x - \mu$ by
-# $1/\sigma$) multiplies it by its local derivatives: $1/\sigma$ towards $x - \mu$,
-# and $x - \mu$ towards $1/\sigma$. The graph marks that step.
+# and the op that made $\hat x$ (a division: $x - \mu$ times $1/\sigma$) multiplies
+# it by its local derivatives: $1/\sigma$ towards $x - \mu$, and $x - \mu$ towards
+# $1/\sigma$. A static picture of that step is drawn for print (`graph_step_xhat.png`).
 
 # %%
-at_xhat = next(s for s in steps if s.output is x_hat)
+at_xhat = next(st for st in steps if st.output is x_hat)
 print(at_xhat)
-graph_step = md.draw_graph(y, rankdir="TB", step=at_xhat)
-graph_step if HAS_DOT else None
+md.draw_graph(y, f"{s.out}/graph_step_xhat.png", step=at_xhat);
 
 # %% [markdown]
 # ## 6. One block of a network: convolution, BN, ReLU
 #
 # The same walk through a conv → BN → ReLU block, the layers' hand-derived ops
-# this time. Each step multiplies the gradient arriving at its output by its
-# op's local derivative:
+# this time: three steps, one per layer. Each multiplies the gradient arriving at
+# its output by its op's local derivative; BN's (`Normalize`) is the compact form
+# of section 3.
 
 # %%
 md.manual_seed(SEED)
 conv, bn = md.nn.Conv2d(1, 2, 3).astype("float64"), md.nn.BatchNorm2d(2).astype("float64")
 conv.weight.name, conv.bias.name, bn.gamma.name, bn.beta.name = "W", "b", "γ", "β"
 image = named(md.Tensor(rng.standard_normal((2, 1, 5, 5)), requires_grad=True), "x")
-z = named(conv(image), "z = conv(x)")
+z = named(conv(image), "z")
 z_bn = named(bn(z), "BN(z)")
-a = named(md.nn.ReLU()(z_bn), "a = ReLU(BN(z))")
-block = list(md.backward_steps(a, rng.standard_normal(a.shape)))      # a random upstream dl/da
+a = named(md.nn.ReLU()(z_bn), "a")
+block_page = md.step_through(a, rng.standard_normal(a.shape), title="conv → BN → ReLU: the backward pass")
+block = block_page.steps
+block_page.save(f"{s.out}/steps_block.html")
 walk(block)
+block_page
 
 # %% [markdown]
 # ## 7. What the derivation buys: the graph autograd walks
 #
 # Autograd needed every intermediate of section 1 as a node, and walks back
 # through each. The hand-derived backward is one op (`Normalize`) whose backward
-# is the compact form. Boxes are tensors (named as above), ellipses ops; the
-# shaded boxes are the leaves whose gradients we asked for.
+# is the compact form. Boxes are tensors (named as above, or labelled with the op
+# that made them); the shaded boxes are the leaves whose gradients we asked for.
 
 # %%
-graph_autograd = md.draw_graph(y, rankdir="TB")
+graph_autograd = md.draw_graph(y)
 x_h, gamma_h, beta_h = (named(md.Tensor(a, requires_grad=True), n) for a, n in
                         ((x_np, "x"), (gamma_np, "γ"), (beta_np, "β")))
 y_derived = named(norm.normalize(x_h, (0,), gamma_h, beta_h, EPS), "y")
 y_derived.backward(dy)
-graph_derived = md.draw_graph(y_derived, rankdir="TB")
-ops = lambda g: g.count("shape=ellipse")
-results["ops_in_graph"] = {"autograd": ops(graph_autograd), "hand_derived": ops(graph_derived)}
-for graph, path in ((graph_autograd, "graph_autograd"), (graph_derived, "graph_hand_derived")):
-    if HAS_DOT:
-        graph.render(f"{s.out}/{path}.png")
-    else:
-        write_text(f"{s.out}/{path}.dot", graph)
-say(f"Composed from basic ops: **{ops(graph_autograd)} ops** for autograd to walk back through. "
-    f"Hand-derived: **{ops(graph_derived)} op**, one backward." + ("" if HAS_DOT else
-    " (Graphviz's `dot` is not installed, so the graphs are not drawn: `apt-get install graphviz`, "
-    f"or open the `.dot` files in {s.out} in any Graphviz viewer.)"))
-graph_autograd if HAS_DOT else None
+graph_derived = md.draw_graph(y_derived)
+ops = lambda out: len(md.step_through(out, dy).steps)      # one step per op
+results["ops_in_graph"] = {"autograd": ops(y), "hand_derived": ops(y_derived)}
+pictures = {"graph_autograd": graph_autograd, "graph_hand_derived": graph_derived}
+for path, graph in pictures.items():
+    graph.render(f"{s.out}/{path}.png")          # Graphviz where installed, else minidl's own layout
+say(f"Composed from basic ops: **{results['ops_in_graph']['autograd']} ops** for autograd to walk "
+    f"back through. Hand-derived: **{results['ops_in_graph']['hand_derived']} op**, one backward.")
+graph_autograd
 
 # %%
-graph_derived if HAS_DOT else None
+graph_derived
 
 # %% [markdown]
 # ## 8. Every form against finite differences
@@ -393,10 +429,12 @@ except ValueError as e:
 
 # %%
 write_json(f"{s.out}/results.json", results)
+figures = {"gradcheck": "gradcheck_errors.png", "autograd graph": "graph_autograd.png",
+           "hand-derived": "graph_hand_derived.png", "the step at x̂": "graph_step_xhat.png"}
 write_text(f"{s.out}/summary.md", "# BatchNorm backward\n\n" + "\n".join(
-    f"- {k}: {v}" for k, v in results.items()) +
-    "\n\n![gradcheck](gradcheck_errors.png)\n\n![autograd graph](graph_autograd.png) "
-    "![hand-derived](graph_hand_derived.png)\n")
+    f"- {k}: {v}" for k, v in results.items()) + "\n\nStep through the passes: [BN](steps_bn.html), "
+    "[conv → BN → ReLU](steps_block.html)\n\n" + " ".join(     # only pictures that exist
+    f"![{k}]({f})" for k, f in figures.items() if os.path.exists(f"{s.out}/{f}")) + "\n")
 print(f"plots, graphs, results.json and summary.md in {s.out}/")
 if s.check:
     print(verdict)

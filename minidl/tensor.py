@@ -18,6 +18,9 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module
+# the record of one step and how it prints live with the pictures of a graph (graph.py
+# leans on backend alone, so this import runs no circle)
+from .graph import BackwardStep
 
 
 class Config:
@@ -198,54 +201,6 @@ class Tensor:
             pass
 
 
-class BackwardStep:
-    """One op of a backward pass: the op, its output tensor, the upstream
-    gradient arriving at that output, and the gradient it sends to each input
-    (None where an input needs none). Prints as a short block."""
-
-    def __init__(self, index, function, output, grad_output, grad_inputs):
-        self.index, self.function, self.output = index, function, output
-        self.grad_output, self.grad_inputs = grad_output, grad_inputs
-        self.inputs = function.inputs
-
-    op = property(lambda self: type(self.function).__name__)
-
-    def __repr__(self):
-        lines = [f"step {self.index}: {self.op} -> {_describe(self.output)}",
-                 f"  upstream dl/d({_label(self.output)}) {_values(self.grad_output)}"]
-        for x, g in zip(self.inputs, self.grad_inputs):
-            if g is not None:
-                lines.append(f"  sends dl/d({_label(x)}) {_values(g)}")
-        return "\n".join(lines)
-
-    def row(self):
-        """(step, op, output, sends to): one line of the table of a pass."""
-        return (self.index, self.op, _describe(self.output),
-                ", ".join(_describe(x) for x, g in zip(self.inputs, self.grad_inputs) if g is not None))
-
-
-def steps_table(steps):
-    """A backward pass (a list of BackwardStep) as an aligned text table."""
-    rows = [("step", "op", "output", "sends gradients to")] + [tuple(map(str, s.row())) for s in steps]
-    widths = [max(len(r[k]) for r in rows) for k in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def _label(t):
-    return t.name or f"{tuple(t.shape)}"
-
-
-def _describe(t):
-    return f"{t.name} {tuple(t.shape)}" if t.name else f"{tuple(t.shape)} tensor"
-
-
-def _values(a, small=12):
-    a = backend.as_numpy(a)
-    if a.size <= small:
-        return np.array2string(a, precision=4, suppress_small=True).replace("\n", "")
-    return f"shape {a.shape}, norm {float(np.sqrt((a.astype(np.float64) ** 2).sum())):.4g}"
-
-
 def backward_steps(y, grad=None):
     """The backward pass from ``y``, one op at a time: yields a BackwardStep for
     every op, each after all the ops that consume its output. Run to the end
@@ -300,9 +255,11 @@ def backward_steps(y, grad=None):
         t.grad = g.copy() if t.grad is None else t.grad + g
 
 
-def _topological_order(root):
-    """Tensors of the graph below ``root``, every input before its outputs.
-    Iterative depth-first search: deep graphs never hit the recursion limit."""
+def _topological_order(root, follow=lambda x: x.requires_grad):
+    """Tensors of the graph below ``root``, every input before its outputs,
+    through the inputs ``follow`` accepts (those needing a gradient; a drawing
+    takes constants too). Iterative depth-first search: deep graphs never hit
+    the recursion limit."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -316,7 +273,7 @@ def _topological_order(root):
         stack.append((t, True))
         if t.creator is not None:
             for x in t.creator.inputs:
-                if x.requires_grad and id(x) not in visited:
+                if follow(x) and id(x) not in visited:
                     stack.append((x, False))
     return order
 

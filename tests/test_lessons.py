@@ -14,8 +14,9 @@ import pytest
 
 LESSONS = {  # lesson: files its quick run must write
     "conditioning": ["loss.png", "contours.png", "fit.png", "results.json", "summary.md"],
-    "batchnorm_backward": ["gradcheck_errors.png", "graph_autograd.dot", "graph_hand_derived.dot",
-                           "results.json", "summary.md"],
+    "batchnorm_backward": ["gradcheck_errors.png", "graph_autograd.png", "graph_hand_derived.png",
+                           "graph_step_xhat.png", "steps_bn.html", "steps_block.html", "results.json",
+                           "summary.md"],
     "lenet5_batchnorm": ["loss.png", "accuracy.png", "running_stats.png", "results.json", "summary.md"],
     "normalizers": ["cube.png", "switch_weights.png", "ssn_radius.png", "bn_backward_geometry.png",
                     "results.json", "summary.md"],
@@ -149,6 +150,13 @@ def test_batchnorm_backward_lesson(tmp_path, monkeypatch):
     assert "more than 1 value per channel" in r["single_sample_error"]
     assert r["ops_in_graph"]["hand_derived"] == 1 and r["ops_in_graph"]["autograd"] > 10
     assert max(r["gradcheck_worst_relative_error"].values()) < 1e-6
+    # each of the course's six terms is complete at a step of the pass; dl/dx at the last
+    done = r["term_completed_at_step"]
+    assert set(done) == {"dl/dβ", "dl/dγ", "dl/dx̂", "dl/dσ²", "dl/dμ", "dl/dx"}
+    assert done["dl/dx"] == len(g["steps"]) and done["dl/dx̂"] < done["dl/dσ²"] < done["dl/dμ"] < done["dl/dx"]
+    summary = (tmp_path / "summary.md").read_text()
+    linked = re.findall(r"\]\(([^)]+)\)", summary)
+    assert "graph_autograd.png" in linked and all((tmp_path / f).exists() for f in linked)
 
 
 # ---- the homework grader ----------------------------------------------------
