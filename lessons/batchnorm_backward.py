@@ -54,7 +54,7 @@ import minidl as md
 from minidl.ops import norm
 from lessons import grader
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
-from lessons.settings import settings
+from lessons.settings import settings, summary_header
 
 EPS, SEED = 1e-5, 7
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
@@ -431,7 +431,7 @@ except ValueError as e:
 write_json(f"{s.out}/results.json", results)
 figures = {"gradcheck": "gradcheck_errors.png", "autograd graph": "graph_autograd.png",
            "hand-derived": "graph_hand_derived.png", "the step at x̂": "graph_step_xhat.png"}
-write_text(f"{s.out}/summary.md", "# BatchNorm backward\n\n" + "\n".join(
+write_text(f"{s.out}/summary.md", summary_header(s, "BatchNorm backward") + "\n".join(
     f"- {k}: {v}" for k, v in results.items()) + "\n\nStep through the passes: [BN](steps_bn.html), "
     "[conv → BN → ReLU](steps_block.html)\n\n" + " ".join(     # only pictures that exist
     f"![{k}]({f})" for k, f in figures.items() if os.path.exists(f"{s.out}/{f}")) + "\n")

@@ -210,7 +210,7 @@ for ax, (name, r) in zip(axes, results.items()):
     G0, G1 = np.meshgrid(np.linspace(r["w_star"][0] - half, r["w_star"][0] + half, 160),
                          np.linspace(r["w_star"][1] - half, r["w_star"][1] + half, 160))
     F = 0.5 * ((X.T @ np.stack([G0.ravel(), G1.ravel()]) - y[:, None]) ** 2).sum(axis=0).reshape(G0.shape)
-    ax.contour(G0, G1, np.log10(F - F.min() + 1e-12), levels=25, cmap="viridis", linewidths=0.7)
+    ax.contour(G0, G1, np.log10(F - F.min() + 1e-12), levels=25, cmap="viridis", linewidths=1.1)
     ax.plot(W[:, 0], W[:, 1], "r.-", ms=2, lw=0.8, label="gradient descent")
     ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
     ax.set_aspect("equal")

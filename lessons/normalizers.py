@@ -212,6 +212,16 @@ def mixture(model):
     return found
 
 
+def choices(weights):
+    """What each SSN layer ended with, for the mean and for the variance, said from its weights."""
+    one_hot = lambda p: max(p) > 1 - 1e-6
+    pick = lambda names, p: names[int(np.argmax(p))] if one_hot(p) else "a mixture"
+    said = [f"{layer}: mean from {pick(names, w)}, variance from {pick(names, v)}"
+            for layer, (names, w, v) in weights.items()]
+    both = sum(one_hot(w) and one_hot(v) for _, w, v in weights.values())
+    return f"After training, SSN: {'; '.join(said)}. {both} of {len(said)} layers are one-hot in both sets of weights."
+
+
 def train_switchable(kind):
     """LeNet-5 with SN or SSN in every normalization layer; SSN's radius grows 0 → 1 over the run."""
     md.manual_seed(s.seed)
@@ -243,13 +253,7 @@ accuracy = show_table(["normalizer", f"ours: {dataset}, LeNet-5, {len(train)} im
                       [[k, f"{ours[k]:.2f}" if k in ours else "", SLIDE_IMAGENET.get(k, "")]
                        for k in ["SN", "SSN", "BN", "LN", "IN", "GN"]], title="Test accuracy (%)")
 results["switchable"] = {k: {kk: vv for kk, vv in store[k].items() if kk != "trace"} for k in store.runs}
-choices = []
-for layer, (names, w, v) in store["sparse_switch"]["weights"].items():
-    pick = lambda p: names[int(np.argmax(p))] if max(p) > 1 - 1e-6 else "a mixture"
-    choices.append(f"{layer}: mean from {pick(w)}, variance from {pick(v)}")
-one_hot = sum(max(w) > 1 - 1e-6 and max(v) > 1 - 1e-6 for _, w, v in store["sparse_switch"]["weights"].values())
-say(f"After training, SSN: {'; '.join(choices)}. {one_hot} of {len(choices)} layers are one-hot in both "
-    "sets of weights.")
+say(choices(store["sparse_switch"]["weights"]))
 
 # %% [markdown]
 # The slides' accuracies are ImageNet ResNet-50 results: another task, model and

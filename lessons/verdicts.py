@@ -99,8 +99,13 @@ def comparison_rows(comparisons, quick, accuracies=()):
     """Table rows (difference, 95 % interval, p, Holm's p, resolved?) for a lesson;
     a quick run, or one whose models did not learn, shows no resolved column values."""
     sure = not quick and learned(accuracies)
-    return [[f"{c.a} − {c.b}", f"{c.difference:+.2f}", f"[{c.low:+.2f}, {c.high:+.2f}]", f"{c.p:.3f}",
-             f"{c.p_holm:.3f}", ("yes" if c.resolved else "no") if sure else "–"] for c in comparisons]
+    return [[f"{c.a} − {c.b}", f"{c.difference:+.3g}", f"[{c.low:+.3g}, {c.high:+.3g}]", p_value(c.p),
+             p_value(c.p_holm), ("yes" if c.resolved else "no") if sure else "–"] for c in comparisons]
+
+
+def p_value(p):
+    """0.034, or 3.1e-04 for a small one (never a bare 0.000)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 COMPARISON_HEADER = ["comparison", "difference", "95 % interval", "p (Welch)", "p (Holm)", "resolved?"]

@@ -28,6 +28,7 @@ Two pictures come from the same boxes:
 import html
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -372,6 +373,9 @@ def _grad_text(g):
 
 
 # ---- draw_graph -------------------------------------------------------------
+PROJECTOR_WIDTH = 900     # pixels: a PNG narrower than this is blurred when projected across a room
+
+
 class Graph(str):
     """DOT source (a str) that renders itself: ``.render("g.png")``, and inline
     in a notebook. Graphviz's ``dot`` draws it where installed, minidl's own
@@ -388,7 +392,12 @@ class Graph(str):
         with open(root + ".dot", "w") as f:
             f.write(self)
         if shutil.which("dot") is not None:
-            subprocess.run(["dot", f"-T{ext.lstrip('.') or 'png'}", "-o", path], input=self.encode(),
+            options = []
+            if ext in (".png", ""):        # a projected PNG is at least PROJECTOR_WIDTH pixels wide
+                svg = subprocess.run(["dot", "-Tsvg"], input=self.encode(), capture_output=True, check=True)
+                points = float(re.search(rb'width="([\d.]+)pt"', svg.stdout).group(1))
+                options = [f"-Gdpi={max(150, min(600, math.ceil(PROJECTOR_WIDTH * 72 / points)))}"]
+            subprocess.run(["dot", f"-T{ext.lstrip('.') or 'png'}", *options, "-o", path], input=self.encode(),
                            check=True)
         elif ext == ".svg":
             with open(path, "w") as f:
@@ -481,7 +490,7 @@ def _matplotlib(drawing, path):
                     fontweight="bold" if role == "title" else "normal",
                     family="DejaVu Serif" if role == "title" else "DejaVu Sans",
                     color="#111827" if role == "title" else "#4b5563")
-    fig.savefig(path, dpi=200)
+    fig.savefig(path, dpi=max(200, math.ceil(PROJECTOR_WIDTH / fig.get_figwidth())))
 
 
 # ---- step_through -----------------------------------------------------------
@@ -598,6 +607,10 @@ class StepThrough:
     def _complete(done):
         return "".join(f'<li data-tensor="{html.escape(b.name or b.title)}">{html.escape(_grad_name(b))}</li>'
                        for b in done)
+
+    def __repr__(self):
+        # what a terminal (or a notebook's plain-text fallback) shows instead of the page
+        return f"<{self.title}: {len(self.steps)} steps; .save(path) writes the page>"
 
     def _repr_html_(self):
         return self._html
