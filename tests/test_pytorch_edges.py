@@ -188,3 +188,54 @@ def test_max_and_min_with_dim_gradcheck(backend):
     check_op(lambda a: a.max(dim=1).values, [(3, 4)], lambda a: a.max(axis=1))
     check_op(lambda a: a.min(dim=0, keepdim=True).values, [(3, 4)], lambda a: a.min(axis=0, keepdims=True))
     check_op(lambda a: a.std(dim=1, keepdim=True), [(3, 4)], lambda a: a.std(axis=1, ddof=1, keepdims=True))
+
+
+# ---- 5. pad crops, clip, integer powers, where of numbers -------------------------
+PADS = [(1, -2), (1, 1, -1, 2), (-1, -1, 0, 0, 1, 0), (0, 0), (-2, -2)]
+
+
+@pytest.mark.parametrize("pad", PADS, ids=str)
+def test_pad_takes_pytorch_flat_widths_and_negative_ones_crop(pad):
+    against_torch(lambda a: F.pad(a, pad), lambda t, a: t.nn.functional.pad(a, pad), [(2, 3, 4)])
+
+
+def test_pad_crops_and_pads_gradcheck(backend):
+    check_op(lambda a: F.pad(a, (1, -2, -1, 1)), [(3, 4)], lambda a: np.pad(a[1:, :-2], ((0, 1), (1, 0))))
+    check_op(lambda a: F.pad(a, ((0, 0), (2, -1))), [(2, 3)], lambda a: np.pad(a[:, :-1], ((0, 0), (2, 0))))
+
+
+def test_pad_refuses_crops_past_the_edge_and_odd_widths(backend):
+    x = md.Tensor(randn(2, 3))
+    with pytest.raises(ValueError, match=r"pad: widths .* crop more than the 3 values"):
+        F.pad(x, (-2, -2))
+    with pytest.raises(ValueError, match=r"pad: PyTorch's flat pad needs \(before, after\) pairs for at most 2"):
+        F.pad(x, (1, 1, 1))
+
+
+def test_clip_with_min_above_max_gives_max_as_pytorch():
+    against_torch(lambda a: a.clip(0.5, -0.5), lambda t, a: a.clamp(0.5, -0.5), [(3, 4)])
+    against_torch(lambda a: a.clip(None, 0.2), lambda t, a: a.clamp(max=0.2), [(3, 4)])
+    against_torch(lambda a: a.clip(-0.3, 0.3), lambda t, a: a.clamp(-0.3, 0.3), [(3, 4)])
+
+
+def test_integer_tensor_to_a_negative_integer_power_is_refused_as_pytorch(backend):
+    i = md.Tensor(np.array([2, 4], np.int64))
+    with pytest.raises(ValueError, match=r"pow: an integer tensor \(int64, shape \(2,\)\) to a negative integer "
+                                         r"power \(-1\) is refused"):
+        i ** -1
+    assert (i ** 2).dtype == np.int64 and (i ** -1.0).dtype == np.float32     # as torch
+    np.testing.assert_allclose(host(i ** -1.0), [0.5, 0.25])
+    assert (i / i).dtype == np.float32                                         # true division is float
+    assert (md.Tensor(np.ones(2)) / i).dtype == np.float64                     # the float's dtype
+
+
+def test_where_of_python_numbers_as_pytorch(backend):
+    torch = pytest.importorskip("torch")
+    mask = np.array([True, False, True])
+    for a, b in ((1.0, 0.0), (1, 0), (2, -1.5)):
+        ours, theirs = F.where(md.Tensor(mask), a, b), torch.where(torch.tensor(mask), a, b)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(host(ours), theirs.numpy())
+    y = F.where(mask, md.Tensor(randn(3)), 0.0)              # a host mask, values wherever they are
+    assert y.dtype == np.float64 and y.device == md.Tensor(randn(1)).device
+    check_op(lambda a: F.where(mask, a, 2.0), [(3,)], lambda a: np.where(mask, a, 2.0))

@@ -42,7 +42,7 @@ def linear(x, W, b=None):
     """x @ Wᵀ + b with PyTorch's weight layout W (out_features, in_features). x is
     (..., in_features): a batch, or one sample (in_features,) as in PyTorch."""
     if x.ndim == 0 or x.shape[-1] != W.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1] if x.ndim else 'no'} "
-                         f"features but the weight of shape {W.shape} expects {W.shape[1]}")
+        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 'no'} features (shape {x.shape}) "
+                         f"but the weight of shape {W.shape} expects {W.shape[1]}")
     y = matmul(x, transpose(W))
     return y if b is None else y + b
