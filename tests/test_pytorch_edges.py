@@ -239,3 +239,68 @@ def test_where_of_python_numbers_as_pytorch(backend):
     y = F.where(mask, md.Tensor(randn(3)), 0.0)              # a host mask, values wherever they are
     assert y.dtype == np.float64 and y.device == md.Tensor(randn(1)).device
     check_op(lambda a: F.where(mask, a, 2.0), [(3,)], lambda a: np.where(mask, a, 2.0))
+
+
+# ---- 6. the norm op without side effects, F.batch_norm as PyTorch's --------------
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)], ids=str)
+def test_batch_norm_functional_matches_pytorch_and_updates_the_buffers_it_is_given(shape):
+    torch = pytest.importorskip("torch")
+    C, decay = shape[1], 0.8
+    x, gamma, beta = randn(*shape), randn(C, seed=1), randn(C, seed=2)
+    rm, rv = randn(C, seed=3), np.abs(randn(C, seed=4)) + 0.5
+    ours = [md.Tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    run_md, run_t = [md.Tensor(a.copy()) for a in (rm, rv)], [torch.tensor(a.copy()) for a in (rm, rv)]
+    for training in (True, False):
+        y = F.batch_norm(ours[0], *run_md, ours[1], ours[2], training=training, decay=decay)
+        y_t = torch.nn.functional.batch_norm(theirs[0], *run_t, theirs[1], theirs[2], training=training,
+                                             momentum=1 - decay)
+        np.testing.assert_allclose(host(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+        for a, b in zip(run_md, run_t):     # the running statistics, unbiased, as PyTorch
+            np.testing.assert_allclose(host(a), b.numpy(), rtol=1e-12)
+        up = np.random.default_rng(5).standard_normal(shape)
+        y.backward(up)
+        y_t.backward(torch.tensor(up))
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(host(a.grad), b.grad.numpy(), rtol=1e-9, atol=1e-12)
+            a.grad, b.grad = None, None
+
+
+def test_normalize_batch_is_stateless_and_returns_the_statistics(backend):
+    from minidl.ops import norm as N
+    x = randn(8, 3, 2, 2)
+    out = N.normalize_batch(md.Tensor(x), (0, 2, 3))
+    assert out._fields == ("y", "mean", "var")
+    np.testing.assert_allclose(host(out.mean).ravel(), x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(host(out.var).ravel(), x.var(axis=(0, 2, 3)), rtol=1e-12)
+    with md.frozen_state():                   # the freeze is the running update's business alone
+        same = N.normalize_batch(md.Tensor(x), (0, 2, 3))
+    np.testing.assert_array_equal(host(same.y), host(out.y))
+
+
+def test_staged_backward_is_its_own_op_beside_the_compact_one(backend):
+    from minidl.ops import norm as N
+    x, g, b = randn(6, 3), randn(1, 3, seed=1), randn(1, 3, seed=2)
+    grads = {}
+    for form, op in (("compact", "Normalize"), ("staged", "NormalizeStaged")):
+        t = [md.Tensor(a, requires_grad=True) for a in (x, g, b)]
+        y = N.normalize(t[0], (0,), t[1], t[2], backward=form)
+        assert type(y.creator).__name__ == op
+        y.backward(randn(6, 3, seed=3))
+        grads[form] = [host(a.grad) for a in t]
+    for s, c in zip(grads["staged"], grads["compact"]):
+        np.testing.assert_allclose(s, c, rtol=0, atol=1e-12)
+    md.gradcheck(lambda x, g, b: F.batch_norm(x, gamma=g, beta=b, backward="staged"),
+                 [md.Tensor(a) for a in (x, g.ravel(), b.ravel())])
+    with pytest.raises(ValueError, match=r"normalize: backward must be one of \['compact', 'staged'\]"):
+        N.normalize(md.Tensor(x), (0,), backward="fast")
+
+
+def test_batch_norm_checks_its_input_once_in_the_callers_name(backend):
+    one = md.Tensor(np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"batch_norm: expected more than 1 value per channel when training"):
+        F.batch_norm(one)
+    with pytest.raises(ValueError, match=r"BatchNorm1d: expected more than 1 value per channel when training"):
+        md.nn.BatchNorm1d(3).astype("float64")(one)
+    with pytest.raises(ValueError, match=r"batch_norm: expected input \(N, C\) or \(N, C, ...\), got shape \(3,\)"):
+        F.batch_norm(md.Tensor(np.ones(3)))
