@@ -304,3 +304,11 @@ def test_batch_norm_checks_its_input_once_in_the_callers_name(backend):
         md.nn.BatchNorm1d(3).astype("float64")(one)
     with pytest.raises(ValueError, match=r"batch_norm: expected input \(N, C\) or \(N, C, ...\), got shape \(3,\)"):
         F.batch_norm(md.Tensor(np.ones(3)))
+
+
+# ---- 4. advanced indexing keeps NumPy's rule (tests/test_properties.py: random mixes) ----
+def test_an_integer_beside_a_list_follows_numpy_not_pytorch(backend):
+    a = randn(4, 5, 6, 7)
+    assert md.Tensor(a)[0, :, [1, 2]].shape == (2, 5, 7) == a[0, :, [1, 2]].shape
+    torch = pytest.importorskip("torch")
+    assert tuple(torch.tensor(a)[0, :, [1, 2]].shape) == (5, 2, 7)        # the documented difference
