@@ -66,7 +66,7 @@ except FloatingPointError as e:
     print("refused:", e)
 print("running_mean finite:", bool(np.isfinite(model.features[1].running_mean.numpy()).all()))
 """)
-    assert "refused: batch_norm: the batch statistics hold NaN" in out
+    assert "refused: BatchNorm: the batch statistics hold NaN" in out     # the layer, in its own name
     assert "running_mean finite: True" in out
 
 

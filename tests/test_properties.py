@@ -247,3 +247,52 @@ def test_retain_grad_matches_pytorch_on_random_graphs(a, b, plan, upstream):
             assert t_md.grad is None, k
         else:
             np.testing.assert_allclose(host(t_md.grad), t_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---- advanced indexing: NumPy's rule, whatever the mix --------------------------
+@st.composite
+def index_expressions(draw):
+    """A shape and an index into it mixing ints, lists of ints (repeats, negatives),
+    slices, None and at most one ``...``: NumPy's rule decides the result's shape
+    (x[0, :, [1, 2]] on (4, 5, 6, 7) is (2, 5, 7) here and in NumPy, (5, 2, 7) in PyTorch)."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4))
+    parts, axis = [], 0
+    length = draw(st.integers(1, 3))                                 # index lists broadcast together
+    ellipsis_at = draw(st.none() | st.integers(0, len(shape)))
+    while axis < len(shape):
+        if axis == ellipsis_at:
+            parts.append(Ellipsis)
+            axis += draw(st.integers(0, len(shape) - axis))          # the axes ... stands for
+            ellipsis_at = None
+            continue
+        n = shape[axis]
+        kind = draw(st.sampled_from(["int", "list", "slice", "none", "stop"]))
+        if kind == "stop":                                           # the rest stay whole
+            break
+        if kind == "none":
+            parts.append(None)
+            continue
+        parts.append(draw(st.integers(-n, n - 1)) if kind == "int" else
+                     draw(st.lists(st.integers(-n, n - 1), min_size=length, max_size=length)) if kind == "list" else
+                     slice(draw(st.none() | st.integers(-n, n)), draw(st.none() | st.integers(-n, n)),
+                           draw(st.sampled_from([None, 1, 2, -1]))))
+        axis += 1
+    return shape, tuple(parts)
+
+
+@given(case=index_expressions(), data=st.data())
+def test_index_expressions_follow_numpy_and_scatter_their_gradient(case, data):
+    shape, index = case
+    x = data.draw(arrays(shape))
+    np_index = tuple(np.array(p) if isinstance(p, list) else p for p in index)
+    expected = x[np_index]
+    t = md.Tensor(x, requires_grad=True)
+    y = t[index]
+    assert y.shape == expected.shape, f"{index}: {y.shape}, NumPy's {expected.shape}"
+    np.testing.assert_array_equal(host(y), expected)
+    if y.size:
+        upstream = np.random.default_rng(3).standard_normal(y.shape)
+        y.backward(upstream)
+        scattered = np.zeros(shape)
+        np.add.at(scattered, np_index, upstream)                     # repeats accumulate
+        np.testing.assert_allclose(host(t.grad), scattered, rtol=1e-12, atol=1e-12)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..ops.norm import channel_shape, moments, update_running_stats
+from ..ops.norm import batch_axes, channel_shape, check_batch_values, moments, update_running_stats
 from ..ops.sparsemax import sparsestmax
 from ..tensor import Config, Tensor
 from .module import Module, Parameter, check_input
@@ -79,14 +79,6 @@ class _NormBase(Module):
             raise ValueError(f"{type(self).__name__}: expected more than 1 spatial value per "
                              f"channel, got input of shape {tuple(x.shape)}")
 
-    def _check_batch(self, x):
-        if x.size // x.shape[1] < 2:
-            raise ValueError(
-                f"{type(self).__name__}: expected more than 1 value per channel when training, "
-                f"got input of shape {tuple(x.shape)}. With one value per channel the batch mean "
-                "is that value and every output would be 0: use a batch of at least 2, or "
-                "call .eval() to use the running statistics")
-
     def _update_running(self, mu, var, m):
         update_running_stats(self.running_mean, self.running_var, mu, var, m, self.decay,
                              self.unbiased_running_var, op=type(self).__name__)
@@ -107,12 +99,10 @@ class _BatchNorm(_NormBase):
     def forward(self, x):
         self._check_shape(x, self.dims, self.shape_doc)
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            self._check_batch(x)
         running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
         return F.batch_norm(x, *running, self.gamma, self.beta, training=use_batch,
                             decay=self.decay, eps=self.eps,
-                            unbiased_running_var=self.unbiased_running_var)
+                            unbiased_running_var=self.unbiased_running_var, op=type(self).__name__)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -161,7 +151,7 @@ class InstanceNorm2d(_NormBase):
         super().__init__(num_features, (num_features,), eps, affine)
 
     def forward(self, x):
-        self._check_per_sample_image(x)
+        self._check_shape(x, (4,), "(N, {C}, H, W)")        # one value per statistic: instance_norm says
         return F.instance_norm(x, self.gamma, self.beta, self.eps)
 
     def extra_repr(self):
@@ -237,7 +227,7 @@ class _SwitchNorm(_NormBase):
         else:
             self._check_shape(x, self.dims, self.shape_doc)
         if self.training:
-            self._check_batch(x)
+            check_batch_values(type(self).__name__, x.shape, batch_axes(x))
         stats = self.normalizer_statistics(x)
         cs = channel_shape(x.shape)
         if self.training:

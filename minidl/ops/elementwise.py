@@ -120,12 +120,16 @@ class Abs(Function):
 
 
 class Clip(Function):
+    """min(max(x, lo), hi), PyTorch's clamp: with lo > hi every value is hi (and
+    the gradient 0). Either bound may be None."""
+
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
 
     def forward(self, x):
         self.x = x
-        return self.xp.clip(x, self.lo, self.hi)
+        y = x if self.lo is None else self.xp.maximum(x, self.lo)
+        return y if self.hi is None else self.xp.minimum(y, self.hi)
 
     def backward(self, gy):
         inside = self.xp.ones_like(self.x, dtype=bool)
@@ -310,12 +314,20 @@ def _negate(x):
 
 def sub(a, b): return add(a, _negate(b))             # a - b  ==  a + (-b)
 def rsub(a, b): return add(b, _negate(a))            # b - a
-def pow(x, c): return Pow(c)(x)                      # noqa: A001  (the op's name)
+def pow(x, c):  # noqa: A001  (the op's name)
+    if isinstance(x, Tensor) and x.dtype.kind in "biu" and isinstance(c, (int, np.integer)) and c < 0:
+        raise ValueError(f"pow: an integer tensor ({x.dtype}, shape {x.shape}) to a negative integer power "
+                         f"({c}) is refused, as in PyTorch; cast first: x.astype('float32') ** {c}")
+    return Pow(c)(x)
 
 
 def div(a, b):
-    # a / b  ==  a * b**-1
-    return mul(a, 1.0 / b) if np.isscalar(b) else mul(a, pow(b, -1))
+    # a / b  ==  a * b**-1  (of an integer b too: true division is float, as int32 / int32)
+    if np.isscalar(b):
+        return mul(a, 1.0 / b)
+    if isinstance(a, Tensor) and a.dtype.kind == "f" and isinstance(b, Tensor) and b.dtype.kind in "biu":
+        b = Tensor._wrap(b.data.astype(a.dtype))      # an integer meets a float: it takes the float's dtype
+    return mul(a, Pow(-1)(b))
 
 
 def rdiv(a, b): return div(b, a)
@@ -337,8 +349,19 @@ def silu(x): return mul(x, sigmoid(x))                # silu(x)  ==  x·σ(x)
 
 
 def where(cond, a, b):
-    from ..tensor import Tensor
+    """a where cond holds, else b; a and b tensors or Python numbers. Two Python
+    ints give an int64 tensor and two floats a float32 one, as in PyTorch; the
+    values live where cond does."""
+    from .. import backend
     cond = cond.data if isinstance(cond, Tensor) else cond
+    values = [v for v in (a, b) if isinstance(v, Tensor)]
+    device = values[0].device if values else backend.device_of(cond) if hasattr(cond, "dtype") else None
+    if device is not None and hasattr(cond, "dtype") and backend.device_of(cond) != device:
+        cond = backend.to_device(cond, device)              # a host mask for GPU values
+    if not values and device is not None:
+        xp = backend.module_for(device)
+        ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (a, b))
+        a, b = (Tensor._wrap(xp.full((), v, dtype=np.int64 if ints else np.float32)) for v in (a, b))
     return Where(cond)(a, b)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Function, Tensor
 from .elementwise import add, clip, log, mul, neg, pow, rsub, sub
-from .reduce import mean, normalize_axis
+from .reduce import mean, normalize_axis, pytorch_names
 from .shape import getitem
 
 
@@ -37,12 +37,16 @@ class LogSoftmax(Function):
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
-def softmax(x, axis=-1):
-    return Softmax(normalize_axis("softmax", axis, x.ndim))(x)
+def softmax(x, axis=None, *, dim=None):
+    """Along ``axis`` (NumPy's name) or ``dim`` (PyTorch's), the last by default."""
+    axis = pytorch_names("softmax", axis, dim, None, None)[0]
+    return Softmax(normalize_axis("softmax", -1 if axis is None else axis, x.ndim))(x)
 
 
-def log_softmax(x, axis=-1):
-    return LogSoftmax(normalize_axis("log_softmax", axis, x.ndim))(x)
+def log_softmax(x, axis=None, *, dim=None):
+    """Along ``axis`` (NumPy's name) or ``dim`` (PyTorch's), the last by default."""
+    axis = pytorch_names("log_softmax", axis, dim, None, None)[0]
+    return LogSoftmax(normalize_axis("log_softmax", -1 if axis is None else axis, x.ndim))(x)
 
 
 def _check_finite(op, loss):

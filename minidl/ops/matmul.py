@@ -1,4 +1,10 @@
-"""Matrix product, 2-D or batched (leading axes broadcast)."""
+"""Matrix product with NumPy's and PyTorch's rules: 2-D or batched matrices
+(leading axes broadcast), and vectors. A 1-D operand is promoted to a matrix, a
+row (1, n) on the left and a column (n, 1) on the right, and the axis it gained
+is removed from the result:
+
+    (n,) @ (n, p) -> (p,)      (m, n) @ (n,) -> (m,)      (n,) @ (n,) -> ()
+    (n,) @ (B, n, p) -> (B, p)      (B, m, n) @ (n,) -> (B, m)"""
 from ..tensor import Function
 from .elementwise import sum_to
 from .shape import transpose
@@ -6,20 +12,26 @@ from .shape import transpose
 
 class MatMul(Function):
     def forward(self, a, b):
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(f"matmul: expected 2-D or batched matrices, got shapes {a.shape} "
-                             f"and {b.shape}; reshape a vector to (n, 1) or (1, n)")
-        if a.shape[-1] != b.shape[-2]:
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and "
+                             f"{b.shape}; multiply by a number with *")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit: "
-                             f"{a.shape[-1]} columns against {b.shape[-2]} rows")
-        self.a, self.b = a, b
-        return a @ b
+                             f"{a.shape[-1]} columns against {b.shape[-2 if b.ndim > 1 else 0]} rows")
+        self.a_shape, self.b_shape = a.shape, b.shape
+        self.a = a[None, :] if a.ndim == 1 else a         # a row vector (1, n)
+        self.b = b[:, None] if b.ndim == 1 else b         # a column vector (n, 1)
+        y = self.a @ self.b
+        self.y_shape = y.shape                            # (..., m, p), with a vector's 1 kept
+        drop = ({y.ndim - 2} if a.ndim == 1 else set()) | ({y.ndim - 1} if b.ndim == 1 else set())
+        return y.reshape([n for i, n in enumerate(y.shape) if i not in drop])
 
     def backward(self, gy):
         a, b = self.a, self.b
+        gy = gy.reshape(self.y_shape)     # the axes a vector gained, back as length 1
         ga = gy @ b.swapaxes(-1, -2)      # dl/da = dl/dy · bᵀ
         gb = a.swapaxes(-1, -2) @ gy      # dl/db = aᵀ · dl/dy
-        return sum_to(ga, a.shape), sum_to(gb, b.shape)
+        return sum_to(ga, a.shape).reshape(self.a_shape), sum_to(gb, b.shape).reshape(self.b_shape)
 
 
 def matmul(a, b):
@@ -27,9 +39,10 @@ def matmul(a, b):
 
 
 def linear(x, W, b=None):
-    """x @ Wᵀ + b with PyTorch's weight layout W (out_features, in_features)."""
-    if x.shape[-1] != W.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
-                         f"weight of shape {W.shape} expects {W.shape[1]}")
+    """x @ Wᵀ + b with PyTorch's weight layout W (out_features, in_features). x is
+    (..., in_features): a batch, or one sample (in_features,) as in PyTorch."""
+    if x.ndim == 0 or x.shape[-1] != W.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 'no'} features (shape {x.shape}) "
+                         f"but the weight of shape {W.shape} expects {W.shape[1]}")
     y = matmul(x, transpose(W))
     return y if b is None else y + b

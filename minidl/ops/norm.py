@@ -36,10 +36,14 @@ whatever computed them (nothing, for running statistics: then the layer is an
 affine map of x).
 
 Three versions of the batch-statistics backward live here, side by side:
-``backward_staged`` (the first block, term by term), ``backward_compact`` (the
-last line, used by the layers: fewer passes over the data) and
-``batch_norm_reference`` (the forward composed from basic ops, differentiated
-by the engine). The tests and ``lessons.batchnorm_backward`` show they agree to
+``backward_staged`` (the first block, term by term; the op ``NormalizeStaged``),
+``backward_compact`` (the last line, used by the layers: fewer passes over the
+data; the op ``Normalize``) and ``batch_norm_reference`` (the forward composed
+from basic ops, differentiated by the engine).
+
+The ops are stateless: ``normalize_batch`` returns the output with the batch
+statistics, and ``update_running_stats`` is the one running-statistics update
+(skipped while gradcheck probes), shared by ``batch_norm`` and the layers. The tests and ``lessons.batchnorm_backward`` show they agree to
 1e-10 in float64.
 """
 from typing import NamedTuple
@@ -120,18 +124,16 @@ class Normalize(Function):
     """y = γ·x̂ + β, x̂ = (x − μ)/σ, with μ and σ² the input's own statistics over
     ``axes`` (training BatchNorm, LayerNorm, InstanceNorm, GroupNorm). Inputs: x,
     γ, β (γ and β broadcast against x; the numbers 1 and 0 for a layer without
-    them). Output: y. After forward, ``mu`` and ``var`` hold the batch
-    statistics (BatchNorm's running update reads them). The backward is
-    ``backward_compact``, or ``backward_staged`` with backward="staged"."""
+    them). Output: y. Stateless: it changes nothing outside itself; the batch
+    statistics it normalized with are returned beside y by ``normalize_batch``.
+    The backward is ``backward_compact``; ``NormalizeStaged`` is the same op with
+    the course's term-by-term backward."""
 
-    def __init__(self, axes, eps=1e-5, backward="compact"):
-        if backward not in ("compact", "staged"):
-            raise ValueError(f"normalize: backward must be 'compact' or 'staged', got {backward!r}")
-        self.axes, self.eps, self.backward_form = axes, eps, backward
+    def __init__(self, axes, eps=1e-5):
+        self.axes, self.eps = axes, eps
 
     def forward(self, x, gamma, beta):
         m = count(x.shape, self.axes)
-        self.x = x                                                         # for the staged backward
         self.mu = x.mean(axis=self.axes, keepdims=True)                    # μ, (1, C, 1, 1)
         x_mu = x - self.mu                                                 # x − μ, (N, C, H, W)
         self.var = sum_product_to(x_mu, x_mu, self.mu.shape) / m           # σ², biased, (1, C, 1, 1)
@@ -143,14 +145,26 @@ class Normalize(Function):
         return y
 
     def backward(self, gy):
-        if self.backward_form == "staged":
-            t = backward_staged(gy, self.x, self.gamma, self.eps, self.axes)
-            g_x, g_gamma, g_beta = t.g_x, t.g_gamma, t.g_beta
-        else:
-            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
-        if self.beta_shape != self.gamma.shape:                            # one of them a constant
-            g_beta = sum_to(gy, self.beta_shape)
-        return g_x, g_gamma, g_beta
+        g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
+        return g_x, g_gamma, self._beta_gradient(gy, g_beta)
+
+    def _beta_gradient(self, gy, g_beta):
+        """dl/dβ in β's shape: γ's, unless one of them is a constant number."""
+        return g_beta if self.beta_shape == self.gamma.shape else sum_to(gy, self.beta_shape)
+
+
+class NormalizeStaged(Normalize):
+    """``Normalize`` with the backward as the course derives it, term by term
+    (``backward_staged``: dl/dx̂, dl/dσ², dl/dμ, then dl/dx), for reading and for
+    checking the compact one; it keeps x for that."""
+
+    def forward(self, x, gamma, beta):
+        self.x = x
+        return super().forward(x, gamma, beta)
+
+    def backward(self, gy):
+        t = backward_staged(gy, self.x, self.gamma, self.eps, self.axes)
+        return t.g_x, t.g_gamma, self._beta_gradient(gy, t.g_beta)
 
 
 class NormalizeWithStats(Function):
@@ -193,17 +207,38 @@ class NormalizeWithStats(Function):
         return g_x, g_gamma, g_beta, g_mu, g_var
 
 
+BACKWARDS = {"compact": Normalize, "staged": NormalizeStaged}     # normalize's backward= choices
+
+
+class BatchStats(NamedTuple):
+    """What ``normalize_batch`` returns: the output and the statistics it used."""
+    y: Tensor        # γ·x̂ + β
+    mean: object     # μ, the batch mean, an array of shape (1, C, 1, 1), outside the graph
+    var: object      # σ², the biased batch variance, likewise
+
+
 def normalize(x, axes, gamma=None, beta=None, eps=1e-5, mean=None, var=None, backward="compact"):
     """The one normalization formula; every normalizer below only chooses ``axes``
     (or gives ``mean`` and ``var``, which broadcast against x). γ and β default
-    to 1 and 0."""
+    to 1 and 0. ``backward="staged"`` differentiates batch statistics term by
+    term (``NormalizeStaged``) instead of by the compact form."""
     if (mean is None) != (var is None):
         raise ValueError("normalize: give both mean and var, or neither (batch statistics)")
-    gamma = 1.0 if gamma is None else gamma
-    beta = 0.0 if beta is None else beta
     if mean is not None:
-        return NormalizeWithStats(eps)(x, gamma, beta, mean, var)
-    return Normalize(normalize_axis("normalize", axes, x.ndim), eps, backward)(x, gamma, beta)
+        return NormalizeWithStats(eps)(x, 1.0 if gamma is None else gamma, 0.0 if beta is None else beta,
+                                       mean, var)
+    return normalize_batch(x, axes, gamma, beta, eps, backward).y
+
+
+def normalize_batch(x, axes, gamma=None, beta=None, eps=1e-5, backward="compact"):
+    """y normalized by its own statistics over ``axes``, returned with them:
+    ``BatchStats(y, mean, var)``. Stateless: nothing is updated (BatchNorm's
+    running statistics are ``update_running_stats``'s job)."""
+    if backward not in BACKWARDS:
+        raise ValueError(f"normalize: backward must be one of {sorted(BACKWARDS)}, got {backward!r}")
+    f = BACKWARDS[backward](normalize_axis("normalize", axes, x.ndim), eps)
+    y = f(x, 1.0 if gamma is None else gamma, 0.0 if beta is None else beta)
+    return BatchStats(y, f.mu, f.var)
 
 
 def moments(x, axes):
@@ -268,33 +303,44 @@ def _running(t, x, cs):
     return reshape(astype(t, x.dtype) if t.dtype != x.dtype else t, cs)
 
 
-def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, training=True,
-               decay=0.9, eps=1e-5, unbiased_running_var=True, backward="compact"):
-    """BatchNorm over (N, C) or (N, C, ...), per channel.
+def check_batch_values(op, shape, axes):
+    """Training BatchNorm needs more than one value per channel: with one, the
+    batch mean is that value and every output 0."""
+    if count(shape, axes) < 2:
+        raise ValueError(
+            f"{op}: expected more than 1 value per channel when training, got input of shape "
+            f"{tuple(shape)}. With one value per channel the batch mean is that value and every "
+            "output would be 0: use a batch of at least 2, or the running statistics (a layer's "
+            ".eval(), or training=False)")
 
-    Training: batch statistics, and the running ones (Tensors of shape (C,))
-    updated by ``update_running_stats``. Not training: the running statistics
-    are given to the same formula, which makes the layer an affine map of x."""
+
+def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, training=True,
+               decay=0.9, eps=1e-5, unbiased_running_var=True, backward="compact", *, op="batch_norm"):
+    """BatchNorm over (N, C) or (N, C, ...), per channel. Its input checks are
+    made here, once, in the name of ``op`` (a layer passes its own name).
+
+    Training: the batch statistics (``normalize_batch``, which changes nothing),
+    then the running ones, when given (Tensors of shape (C,)), updated in place
+    by ``update_running_stats``, as PyTorch's F.batch_norm updates the buffers
+    it is given. Not training: the running statistics are given to the same
+    formula, which makes the layer an affine map of x."""
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None and not isinstance(t, Tensor):
-            raise TypeError(f"batch_norm: {name} must be a Tensor, which it updates in place (a layer's "
+            raise TypeError(f"{op}: {name} must be a Tensor, which it updates in place (a layer's "
                             f"buffer), got {type(t).__name__}; wrap it once: md.Tensor(array)")
+    if x.ndim < 2:
+        raise ValueError(f"{op}: expected input (N, C) or (N, C, ...), got shape {tuple(x.shape)}")
     cs = channel_shape(x.shape)
     g, b = _channel(gamma, cs), _channel(beta, cs)
     axes = batch_axes(x)
     if not training:
         if running_mean is None:
-            raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+            raise ValueError(f"{op}: eval mode needs running_mean and running_var")
         return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
-    m = count(x.shape, axes)
-    if m < 2:
-        raise ValueError(
-            f"batch_norm: expected more than 1 value per channel when training, got input of "
-            f"shape {x.shape}: the batch mean would equal the input and every output would "
-            "be 0. Use a batch of at least 2, or eval() mode")
-    f = Normalize(axes, eps, backward)
-    y = f(x, 1.0 if g is None else g, 0.0 if b is None else b)
-    update_running_stats(running_mean, running_var, f.mu, f.var, m, decay, unbiased_running_var)
+    check_batch_values(op, x.shape, axes)
+    y, mu, var = normalize_batch(x, axes, g, b, eps, backward)
+    update_running_stats(running_mean, running_var, mu, var, count(x.shape, axes), decay,
+                         unbiased_running_var, op)
     return y
 
 

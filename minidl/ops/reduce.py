@@ -1,11 +1,20 @@
-"""Reductions over ``axis`` (None, an int or a tuple), with ``keepdims``: NumPy's
-names for what PyTorch calls ``dim`` and ``keepdim``.
+"""Reductions over ``axis`` (None, an int or a tuple), with ``keepdims``, in
+NumPy's names; PyTorch's ``dim`` and ``keepdim`` are accepted too, each
+spelling with its own library's meaning where the two differ:
+
+    x.max(dim=1)   (values, indices), as PyTorch     x.max(axis=1)   values, as NumPy
+    x.std(dim=1)   unbiased (ddof=1), as PyTorch     x.std(axis=1)   biased (ddof=0), as NumPy
+
+A 0-d tensor has one position, axis 0 or −1, as in PyTorch (NumPy has none).
 
 One rule for reductions over no values: a sum of none is 0, a product 1; a
 statistic of none (mean, max, min, argmax, argmin), or a variance of fewer than
 ddof + 1 values, is an error that names the op and the shape."""
+from typing import NamedTuple
+
 import numpy as np
 
+from ..backend import get_array_module
 from ..tensor import Function, Tensor
 from .elementwise import mul, pow, sub
 
@@ -14,11 +23,26 @@ def normalize_axis(op, axis, ndim):
     """``axis`` as a sorted tuple of non-negative ints, checked against ``ndim``."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if ndim == 0 and all(a in (0, -1) for a in axes):
+        return ()                 # a 0-d tensor's one position, as PyTorch: reducing it changes nothing
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dims")
     return tuple(sorted(a % ndim for a in axes))
+
+
+def pytorch_names(op, axis, dim, keepdims, keepdim):
+    """(axis, keepdims, by_dim) from NumPy's ``axis``/``keepdims`` or PyTorch's
+    ``dim``/``keepdim``; by_dim says PyTorch's spelling was used. Both spellings
+    of one argument at once is an error naming both."""
+    if dim is not None and axis is not None:
+        raise TypeError(f"{op}: got both axis={axis!r} (NumPy's name) and dim={dim!r} (PyTorch's); pass one")
+    if keepdim is not None and keepdims is not None:
+        raise TypeError(f"{op}: got both keepdims={keepdims!r} (NumPy's name) and keepdim={keepdim!r} "
+                        "(PyTorch's); pass one")
+    keep = keepdim if keepdim is not None else keepdims
+    return (dim if dim is not None else axis), bool(keep), dim is not None
 
 
 def count(shape, axes):
@@ -83,29 +107,85 @@ class Min(Max):
     reduce = "min"
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001
+class ValuesIndices(NamedTuple):
+    """What ``max(dim=…)`` and ``min(dim=…)`` return, as PyTorch's: ``v, i = x.max(dim=1)``."""
+    values: Tensor
+    indices: Tensor
+
+
+class MaxAlong(Function):
+    """max along one axis and where it is, PyTorch's ``max(dim=…)``: the gradient
+    goes to that one position (ties: the first), where ``Max`` shares it."""
+    arg = "argmax"
+
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        xp, a = self.xp, self.axis
+        self.indices = getattr(x, self.arg)(axis=a, keepdims=True)               # the first on ties
+        # where along the axis the index points: a one-hot mask, (..., n, ...)
+        self.hit = xp.arange(x.shape[a]).reshape((-1,) + (1,) * (x.ndim - a - 1)) == self.indices
+        y = xp.where(self.hit, x, xp.zeros((), x.dtype)).sum(axis=a, keepdims=True)
+        return y if self.keepdims else y.squeeze(a)
+
+    def backward(self, gy):
+        gy = gy if self.keepdims else self.xp.expand_dims(gy, self.axis)
+        return self.xp.where(self.hit, gy, self.xp.zeros((), gy.dtype))
+
+
+class MinAlong(MaxAlong):
+    arg = "argmin"
+
+
+def sum(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
+    axis, keepdims, _ = pytorch_names("sum", axis, dim, keepdims, keepdim)
     return Sum(axis, keepdims)(x)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
     """sum / n."""
+    axis, keepdims, _ = pytorch_names("mean", axis, dim, keepdims, keepdim)
     axes = normalize_axis("mean", axis, x.ndim)
     _need_values("mean", x.shape, axes)
     return mul(sum(x, axes, keepdims), 1.0 / count(x.shape, axes))
 
 
-def var(x, axis=None, keepdims=False, ddof=0):
-    """Biased (ddof=0) variance by default, as NumPy; ddof=1 for the unbiased one
-    (PyTorch's default: pass ddof=1 to match ``torch.var``)."""
-    axes = normalize_axis("var", axis, x.ndim)
-    _need_values("var", x.shape, axes, ddof + 1)
+def _ddof(op, ddof, correction, unbiased, by_dim):
+    """How many degrees of freedom a variance loses: ``ddof`` (NumPy), ``correction``
+    or ``unbiased`` (PyTorch); when none is given, 1 with ``dim=`` (PyTorch's
+    default) and 0 otherwise (NumPy's)."""
+    given = {k: v for k, v in (("ddof", ddof), ("correction", correction), ("unbiased", unbiased))
+             if v is not None}
+    if len(given) > 1:
+        raise TypeError(f"{op}: got {' and '.join(f'{k}={v!r}' for k, v in given.items())}; pass one")
+    if unbiased is not None:
+        return int(bool(unbiased))
+    if given:
+        return next(iter(given.values()))
+    return 1 if by_dim else 0
+
+
+def var(x, axis=None, keepdims=None, ddof=None, *, dim=None, keepdim=None, correction=None, unbiased=None):
+    """Biased (ddof=0) variance by default, as NumPy; ddof=1 for the unbiased one.
+    PyTorch's spelling, ``var(dim=…)``, is unbiased unless ``correction=`` or
+    ``unbiased=`` says otherwise, as ``torch.var``."""
+    return _variance("var", x, axis, keepdims, ddof, dim, keepdim, correction, unbiased)
+
+
+def std(x, axis=None, keepdims=None, ddof=None, *, dim=None, keepdim=None, correction=None, unbiased=None):
+    # std  ==  √var, with var's arguments and their two spellings
+    return pow(_variance("std", x, axis, keepdims, ddof, dim, keepdim, correction, unbiased), 0.5)
+
+
+def _variance(op, x, axis, keepdims, ddof, dim, keepdim, correction, unbiased):
+    axis, keepdims, by_dim = pytorch_names(op, axis, dim, keepdims, keepdim)
+    ddof = _ddof(op, ddof, correction, unbiased, by_dim)
+    axes = normalize_axis(op, axis, x.ndim)
+    _need_values(op, x.shape, axes, ddof + 1)
     # var  ==  sum((x - mean(x))**2) / (n - ddof)
     d = sub(x, mean(x, axes, keepdims=True))
     return mul(sum(pow(d, 2), axes, keepdims), 1.0 / (count(x.shape, axes) - ddof))
-
-
-def std(x, axis=None, keepdims=False, ddof=0):
-    return pow(var(x, axis, keepdims, ddof), 0.5)         # std  ==  √var
 
 
 class Prod(Function):
@@ -131,7 +211,8 @@ class Prod(Function):
         return expand_back(gy, x.shape, self.axes, self.keepdims) * others
 
 
-def prod(x, axis=None, keepdims=False):
+def prod(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    axis, keepdims, _ = pytorch_names("prod", axis, dim, keepdims, keepdim)
     return Prod(normalize_axis("prod", axis, x.ndim), keepdims)(x)
 
 
@@ -145,19 +226,46 @@ def _arg(op, x, axis, keepdims):
         return Tensor._wrap(out.reshape((1,) * data.ndim if keepdims else ()).astype(np.int64))
     if not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{op}: axis must be one int (or None for the flattened tensor), got {axis!r}")
-    a = normalize_axis(op, axis, data.ndim)[0]
+    axes = normalize_axis(op, axis, data.ndim)
+    if not axes:                                  # a 0-d tensor: its one position
+        return Tensor._wrap(get_array_module(data).zeros((), np.int64))
+    a = axes[0]
     _need_values(op, data.shape, (a,))
     out = getattr(data, op)(axis=a)
     return Tensor._wrap((out.reshape(out.shape[:a] + (1,) + out.shape[a:]) if keepdims else out).astype(np.int64))
 
 
-def argmax(x, axis=None, keepdims=False): return _arg("argmax", x, axis, keepdims)
-def argmin(x, axis=None, keepdims=False): return _arg("argmin", x, axis, keepdims)
+def argmax(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    return _arg("argmax", x, *pytorch_names("argmax", axis, dim, keepdims, keepdim)[:2])
 
 
-def max(x, axis=None, keepdims=False):  # noqa: A001
-    return Max(axis, keepdims)(x)
+def argmin(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    return _arg("argmin", x, *pytorch_names("argmin", axis, dim, keepdims, keepdim)[:2])
 
 
-def min(x, axis=None, keepdims=False):  # noqa: A001
-    return Min(axis, keepdims)(x)
+def _max_or_min(op, x, axis, keepdims, dim, keepdim):
+    axis, keepdims, by_dim = pytorch_names(op, axis, dim, keepdims, keepdim)
+    reduce, along = (Max, MaxAlong) if op == "max" else (Min, MinAlong)
+    if not by_dim:
+        return reduce(axis, keepdims)(x)                  # NumPy's: the values
+    if not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be one int, as PyTorch's {op}(dim=…) returns (values, indices) "
+                        f"along one axis; got {dim!r}. For the {op} over several axes use axis=")
+    axes = normalize_axis(op, dim, x.ndim)
+    if not axes:                                          # a 0-d tensor: x itself, at position 0
+        return ValuesIndices(reduce(axes, keepdims)(x), _arg("arg" + op, x, dim, keepdims))
+    _need_values(op, x.shape, axes)
+    f = along(axes[0], keepdims)
+    values = f(x)
+    indices = f.indices if keepdims else f.indices.squeeze(axes[0])
+    return ValuesIndices(values, Tensor._wrap(indices.astype(np.int64)))
+
+
+def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
+    """The max over ``axis`` (NumPy's), or PyTorch's ``max(dim=…)``: ``(values, indices)``."""
+    return _max_or_min("max", x, axis, keepdims, dim, keepdim)
+
+
+def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
+    """The min over ``axis`` (NumPy's), or PyTorch's ``min(dim=…)``: ``(values, indices)``."""
+    return _max_or_min("min", x, axis, keepdims, dim, keepdim)

@@ -106,19 +106,24 @@ class Concatenate(Function):
 
 
 class Pad(Function):
-    """Zero (constant) padding, ``pad_width`` as in np.pad."""
+    """Constant padding by ``width``, one (before, after) pair per axis; a negative
+    width crops that many values instead, as PyTorch's constant pad does."""
 
-    def __init__(self, pad_width, value=0.0):
-        self.pad_width, self.value = pad_width, value
+    def __init__(self, width, value=0.0):
+        self.width, self.value = width, value
 
     def forward(self, x):
-        self.width = np.broadcast_to(np.asarray(self.pad_width, dtype=int), (x.ndim, 2))
-        if (self.width < 0).any():
-            raise ValueError(f"pad: negative pad width {self.pad_width}")
-        return self.xp.pad(x, self.width.tolist(), constant_values=self.value)
+        # crop where a width is negative, then pad where it is positive
+        self.crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(self.width, x.shape))
+        self.grow = [(max(lo, 0), max(hi, 0)) for lo, hi in self.width]
+        self.x_shape = x.shape
+        return self.xp.pad(x[self.crop], self.grow, constant_values=self.value)
 
     def backward(self, gy):
-        return gy[tuple(slice(lo, n - hi) for (lo, hi), n in zip(self.width, gy.shape))]
+        g = gy[tuple(slice(lo, n - hi) for (lo, hi), n in zip(self.grow, gy.shape))]   # unpad
+        gx = self.xp.zeros(self.x_shape, dtype=gy.dtype)                            # uncrop
+        gx[self.crop] = g
+        return gx
 
 
 class BroadcastTo(Function):
@@ -225,8 +230,31 @@ def stack(xs, axis=0):
     return concatenate([reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
 
 
-def pad(x, pad_width, value=0.0):
-    return Pad(pad_width, value)(x)
+def pad(x, pad, value=0.0, mode="constant"):
+    """Constant padding; a negative width crops, as in PyTorch. ``pad`` is either
+    PyTorch's flat tuple, pairs from the *last* axis backwards,
+    ``(left, right)`` or ``(left, right, top, bottom)``, ..., or np.pad's
+    ``pad_width``: ``(before, after)`` pairs, one per axis from the first (or
+    one pair ``((before, after),)``, or one int, for every axis)."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is implemented, got {mode!r}")
+    if isinstance(pad, (tuple, list)) and pad and all(isinstance(p, (int, np.integer)) for p in pad):
+        if len(pad) % 2 or len(pad) // 2 > x.ndim:
+            raise ValueError(f"pad: PyTorch's flat pad needs (before, after) pairs for at most {x.ndim} "
+                             f"axes of shape {x.shape}, got {tuple(pad)}")
+        pairs = [tuple(pad[i:i + 2]) for i in range(0, len(pad), 2)][::-1]    # last axis first
+        width = [(0, 0)] * (x.ndim - len(pairs)) + pairs
+    else:
+        try:
+            width = np.broadcast_to(np.asarray(pad, dtype=int), (x.ndim, 2)).tolist()
+        except ValueError:
+            raise ValueError(f"pad: pad_width {pad!r} does not give a (before, after) pair for each of the "
+                             f"{x.ndim} axes of shape {x.shape}") from None
+    for (lo, hi), n in zip(width, x.shape):
+        if n + min(lo, 0) + min(hi, 0) < 0:
+            raise ValueError(f"pad: widths {tuple(map(tuple, width))} crop more than the {n} values of an "
+                             f"axis of shape {x.shape}")
+    return Pad(tuple(map(tuple, width)), value)(x)
 
 
 def broadcast_to(x, shape):
