@@ -34,7 +34,7 @@ def test_switch_norm_pinned_to_one_normalizer_is_that_normalizer(k, axes):
 
 def test_batchnorm_dx_is_orthogonal_to_ones_and_to_xhat():
     """dl/dx = (γ/σ)(I − P)·dl/dy with P = (11ᵀ + x̂x̂ᵀ)/m: orthogonal to 1 always,
-    to x̂ exactly when ε = 0 (the seed's geometric view)."""
+    to x̂ exactly when ε = 0 (deck 001's geometric view)."""
     x = randn(16, 3) * 3 + 2
     gy = randn(16, 3, seed=1)
     for eps, tol in ((0.0, 1e-12), (1e-1, None)):
@@ -133,7 +133,7 @@ def test_biased_running_var_is_the_homeworks_convention():
         bn = md.nn.BatchNorm2d(3, decay=0.9, unbiased_running_var=unbiased).astype("float64")
         bn(md.Tensor(x))
         np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * x.var((0, 2, 3)) * factor, rtol=1e-12)
-    # the homework's layer, as seed 002's skeleton writes it (momentum = weight of the old value)
+    # the homework's layer, as deck 002's skeleton writes it (momentum = weight of the old value)
     hw = md.nn.BatchNorm(3, 4, decay=0.9, unbiased_running_var=False)
     assert hw.unbiased_running_var is False
 

@@ -16,7 +16,7 @@ update, ``update_running_stats``).
 
 **The running variance.** Training normalizes with the *biased* batch variance
 (divide by m). What the running average stores differs between conventions:
-PyTorch stores the unbiased one (× m/(m − 1)); the course's homework (seed 002's
+PyTorch stores the unbiased one (× m/(m − 1)); the course's homework (deck 002's
 ``moving_var``) and CS231n store the biased one. minidl follows PyTorch by
 default; ``unbiased_running_var=False`` gives the homework's. The difference is
 the factor m/(m − 1) in running_var (1.6 % for m = 64), so eval-mode outputs
@@ -178,7 +178,7 @@ class GroupNorm(_NormBase):
 
 
 class _SwitchNorm(_NormBase):
-    r"""Switchable Normalization (Luo et al. 2019; the course's seed 001): μ and σ²
+    r"""Switchable Normalization (Luo et al. 2019; the course's slides, deck 001): μ and σ²
     are learned mixtures of the normalizers' statistics,
 
         μ = Σ_k w_k·μ_k,   σ² = Σ_k v_k·σ²_k,   w = softmax(mean_weight), v = softmax(var_weight)
@@ -259,7 +259,7 @@ class SwitchNorm1d(_SwitchNorm):
 
 
 class _SparseSwitchNorm(_SwitchNorm):
-    """Sparse Switchable Normalization (Shao et al. 2019; the course's seed 001):
+    """Sparse Switchable Normalization (Shao et al. 2019; the course's slides, deck 001):
     Switchable Norm with the softmax replaced by SparsestMax
     (``minidl/ops/sparsemax.py``), whose weights turn one-hot as ``radius``
     grows from 0 to 1: in the end each layer uses one normalizer alone.

@@ -11,7 +11,7 @@ of Switchable Norm):
     InstanceNorm  (N, C, H, W) over (2, 3)      one μ per sample and channel
     GroupNorm     (N, G, C/G, H, W) over (2, 3, 4)   one μ per sample and group
 
-The backward, derived by hand (the course's seed 003). Let m be the number of
+The backward, derived by hand (the course's slides, deck 003). Let m be the number of
 values each μ averages, and dl/dy the upstream gradient.
 
     dl/dβ  = Σ dl/dy                       (β is added to every y)
