@@ -389,9 +389,9 @@ for k, name in enumerate(("x", "γ", "β")):           # every report lists x, �
 ax.set_yscale("log")
 ax.axhline(1e-7, color="g", ls="--", lw=0.8, label="fine below")
 ax.axhline(1e-2, color="r", ls="--", lw=0.8, label="wrong above")
-ax.set_xticks(range(len(labels)), [f.replace(", ", "\n") for f in labels], fontsize=8)
+ax.set_xticks(range(len(labels)), [f.replace(", ", "\n") for f in labels])
 ax.set(ylabel="worst relative error", title="Gradcheck of every form (float64)", ylim=(1e-16, 1))
-ax.legend(fontsize=7, ncol=5, loc="upper left")
+ax.legend(ncol=5, loc="upper left")
 show_figure(fig, f"{s.out}/gradcheck_errors.png")
 
 # %% [markdown]

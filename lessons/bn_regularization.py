@@ -30,9 +30,7 @@
 #
 # Both networks are measured as they are used after training, in **eval mode**:
 # BN normalizes with its running statistics, so silencing a channel cannot be
-# undone by renormalizing the test batch. (An earlier version of this lesson
-# ablated the BN network in training mode by accident, and its verdict was
-# the opposite of what its models show in eval mode.)
+# undone by renormalizing the test batch.
 
 # %%
 """Cumulative channel ablation of LeNet-5 with and without BN (Morcos et al. 2018; the course's slides, deck 001).

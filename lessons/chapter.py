@@ -20,8 +20,12 @@ if not in_notebook():
     matplotlib.use("Agg")   # a script saves PNGs and needs no display; a notebook keeps its inline backend
 
 # A projector shows a 900-px-wide figure across a room; at 150 dpi the lessons'
-# 6-inch figures are 900 px and their 10-pt text stays legible from the back row.
+# 6-inch figures are 900 px and their text stays legible from the back row. A
+# notebook shows figures at the same dpi, and the type is a size larger than
+# matplotlib's default so that a wide figure scaled to the page keeps 11-px text.
 DPI = 150
+matplotlib.rcParams.update({"figure.dpi": DPI, "font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12,
+                            "legend.fontsize": 11, "xtick.labelsize": 11, "ytick.labelsize": 11})
 
 
 def write_json(path, obj):
@@ -54,8 +58,8 @@ def table(header, rows):
 
 
 class Shown(str):
-    """Text that was already shown (a table's Markdown): a notebook does not echo
-    it again when it is a cell's last value."""
+    """Text that was already shown (a table's Markdown, a figure's file name): a
+    notebook does not echo it when it is a cell's last value."""
 
     def _ipython_display_(self):
         pass
@@ -77,16 +81,22 @@ def show_table(header, rows, title=None):
     return Shown(markdown)
 
 
+STAMP = {"text": None}    # set by settings(): what every figure of this run says in its corner
+
+
 def show_figure(fig, path):
     """Save the figure (at DPI, so a projected PNG stays sharp); in a notebook also
-    show it under the cell. Returns the file's name, for summary.md to link."""
+    show it under the cell. A quick run's figures say so in their corner, so a
+    saved plot is never taken for a result. Returns the file's name, for summary.md."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
+    if STAMP["text"]:
+        fig.text(0.995, 0.005, STAMP["text"], ha="right", va="bottom", fontsize=10, color="tab:red", alpha=0.8)
     fig.savefig(path, dpi=DPI)
     if in_notebook():
         plt.show()
     plt.close(fig)
-    return os.path.basename(path)
+    return Shown(os.path.basename(path))      # a cell ending in show_figure echoes no file name
 
 
 def integer_ticks(*axes):

@@ -29,8 +29,9 @@
 # Along the eigenvector of $XX^\top$ with eigenvalue $\lambda$, one step of size
 # $\eta$ multiplies the distance to the optimum by $(1 - \eta\lambda)$. Every
 # direction converges only if $\eta < 2/\lambda_{\max}$, and then the flattest
-# direction shrinks by $1 - \eta\lambda_{\min}$ per step. With the largest safe
-# step that is about $1 - \lambda_{\min}/\lambda_{\max} = 1 - 1/\kappa$, where
+# direction shrinks by $1 - \eta\lambda_{\min}$ per step: $1 - 2/\kappa$ at the
+# edge of stability, $1 - 1/\kappa$ at the step $\eta = 1/\lambda_{\max}$ used
+# below, where
 #
 # $$\kappa = \frac{\lambda_{\max}}{\lambda_{\min}}$$
 #
@@ -116,13 +117,17 @@ eigen_table = show_table(
       f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
 
 # %% [markdown]
-# Our eigenvalues differ from the slide's because $XX^\top = \begin{pmatrix}\sum a^2 & \sum a\\ \sum a & n\end{pmatrix}$
-# sums over the rows, and we have 6 of its 17. (For *area × 0.01* the slide's
-# $\lambda_{\max} = 1.856$ is smaller than $\sum a^2$ of its own first rows, so the
-# slide must have scaled $XX^\top$ or the data differently.) The ratio that decides
-# convergence tells the same story: the slide's $\kappa$ is 464 for
-# *area × 0.01* and 46 for *area × 0.0001*; ours is about 3200 and 44; after
-# standardization it is 1.
+# Our eigenvalues can differ from the slide's because
+# $XX^\top = \begin{pmatrix}\sum a^2 & \sum a\\ \sum a & n\end{pmatrix}$ sums over
+# the rows, and the slide's 17 rows are not all shown. (For *area × 0.01* the
+# slide's $\lambda_{\max} = 1.856$ is smaller than $\sum a^2$ of its own first
+# rows, so the slide must have scaled $XX^\top$ or the data differently.) The
+# ratio that decides convergence is compared below: the slide's $\kappa$ is 464
+# for *area × 0.01* and 46 for *area × 0.0001*.
+
+# %%
+say(f"We use {len(area)} rows" + ("" if s.csv else " of the slide's 17") + "; our κ is " + ", ".join(
+    f"{r['condition_number']:.3g} for *{k}*" for k, r in results.items()) + ".")
 
 # %% [markdown]
 # ## 3. The gradient from `backward()` is the closed form
@@ -184,7 +189,7 @@ for name, r in results.items():
 ax.set(xlabel="iteration (gradient-descent step)", ylabel="loss − optimal loss (log scale)",
        title="Gradient descent: how far the loss is above its minimum")
 integer_ticks(ax.xaxis)
-ax.legend(fontsize=9)
+ax.legend()
 loss_png = show_figure(fig, f"{s.out}/loss.png")
 for name, r in results.items():
     close = np.flatnonzero(r["losses"] - r["optimal_loss"] <= 1e-6)
@@ -215,7 +220,7 @@ for ax, (name, r) in zip(axes, results.items()):
     ax.plot(*r["w_star"], "k*", ms=12, label="optimum w*")
     ax.set_aspect("equal")
     ax.set(xlabel="w₀ (slope)", ylabel="w₁ (intercept)", title=f"{name}\nκ = {r['condition_number']:.3g}")
-    ax.legend(fontsize=9, loc="lower left")
+    ax.legend(loc="lower left")
 contours_png = show_figure(contour_fig, f"{s.out}/contours.png")
 
 # %% [markdown]
@@ -230,7 +235,7 @@ for ax, (name, r) in zip(axes, results.items()):
     ax.plot(xs, r["w_final"][0] * xs + r["w_final"][1], "r", label=f"after {s.iters} steps")
     ax.plot(xs, r["w_star"][0] * xs + r["w_star"][1], "k--", label="least squares")
     ax.set(xlabel="area (scaled)", ylabel="price (scaled)", title=name)
-    ax.legend(fontsize=9)
+    ax.legend()
 fit_png = show_figure(fig, f"{s.out}/fit.png")
 
 # %% [markdown]

@@ -274,7 +274,7 @@ for label, h in results.items():
     ax.plot(at, h["val_loss"], "o--", color=colors[label], ms=5, label=f"{label}, validation (per epoch)")
 ax.set(xlabel="training step", ylabel="cross-entropy loss", title=f"LeNet-5 on {dataset}: training and validation loss")
 integer_ticks(ax.xaxis)
-ax.legend(fontsize=9)
+ax.legend()
 plots = {"loss": show_figure(fig, f"{s.out}/loss.png")}
 bn_runs = [label for label in results if label != "no BN"]
 if len(bn_runs) == 2:
@@ -294,7 +294,7 @@ for label, h in results.items():
     ax.plot(epochs, h["test_acc"], "--", marker="s", color=colors[label], label=f"{label}, test")
 ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (training: during the epoch, in train mode)")
 integer_ticks(ax.xaxis)
-ax.legend(fontsize=9)
+ax.legend()
 plots["accuracy"] = show_figure(fig, f"{s.out}/accuracy.png")
 
 # %% [markdown]

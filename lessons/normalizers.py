@@ -101,7 +101,7 @@ for k, (name, same) in enumerate(sharing.items()):
     ax.set_zlabel("N (batch)", labelpad=-8)
     ax.set_box_aspect(None, zoom=0.82)           # room for all three axis labels
 fig.suptitle("Blue: the values normalized by one mean and variance (Wu & He, Figure 2)")
-show_figure(fig, f"{s.out}/cube.png")
+show_figure(fig, f"{s.out}/cube.png");
 
 # %% [markdown]
 # ## 2. Meta Normalization: one pair of matrices per normalizer
@@ -192,7 +192,8 @@ say(f"Meta Normalization with $\\mathbb E[x^2] - \\mu^2$ matches every layer to 
 # does minidl: a layer may take its mean from one normalizer and its variance
 # from another. The table after training says what each layer chose.
 #
-# Both go into every normalization layer of LeNet-5, trained on Fashion-MNIST.
+# Both go into every normalization layer of LeNet-5, trained on Fashion-MNIST
+# (synthetic images in a quick run).
 
 # %%
 dataset, train, test = fashion_mnist(s.quick, s.train_size, 200 if s.quick else TEST, s.seed)
@@ -232,7 +233,7 @@ def train_switchable(kind):
     def after_step(step, model):
         if schedule is not None:
             schedule.step()
-            if step % RECORD_EVERY == 0:
+            if step % RECORD_EVERY == 0 or step == steps - 1:      # the last: radius 1
                 trace.append({"step": step, "radius": schedule.layers[0].radius, "weights": mixture(model)})
     losses = train_classifier(model, train, s.epochs, batch, s.lr, s.seed, desc=kind, after_step=after_step)
     return {"test_acc": evaluate(model, test)[1], "final_loss": float(np.mean(losses[-20:])),
@@ -268,8 +269,8 @@ for row, kind in enumerate(("switch", "sparse_switch")):
         ax.bar(at - 0.2, w, 0.4, label="mean weights")
         ax.bar(at + 0.2, v, 0.4, label="variance weights")
         ax.set_xticks(at, names)
-        ax.set_title(f"{'SN' if kind == 'switch' else 'SSN'}: {layer}", fontsize=9)
-axes[0][0].legend(fontsize=9)
+        ax.set_title(f"{'SN' if kind == 'switch' else 'SSN'}: {layer}")
+axes[0][0].legend()
 for ax in axes[:, 0]:
     ax.set_ylabel("learned weight")
 fig.suptitle("What each normalization layer of LeNet-5 learned to use")
@@ -290,7 +291,7 @@ for ax, layer in zip(axes, trace[0]["weights"] if trace else []):
         ax.plot([t["radius"] for t in trace], weights[:, k], label=name,
                 color={"IN": "tab:green", "LN": "tab:orange", "BN": "tab:blue"}[name])
     ax.set(xlabel="SparsestMax radius", title=layer)
-    ax.legend(fontsize=9)
+    ax.legend()
 axes[0].set_ylabel("mean weight")
 show_figure(radius_fig, f"{s.out}/ssn_radius.png")
 
@@ -339,18 +340,19 @@ t = md.Tensor(v3[:, None], requires_grad=True)
 norm.normalize(t, (0,), eps=0.0).backward(g3[:, None])
 dx3 = md.backend.as_numpy(t.grad)[:, 0]
 xh3 = (v3 - v3.mean()) / v3.std()
-fig = plt.figure(figsize=(6, 5))
-ax = fig.add_subplot(projection="3d")
+fig = plt.figure(figsize=(9, 5.5))
+ax = fig.add_subplot(projection="3d", position=[0.0, 0.0, 0.62, 0.92])
 for vec, label, color in ((np.ones(3) / np.sqrt(3), "1 (normalized)", "gray"),
                           (xh3 / np.sqrt(3), "x̂ (normalized)", "tab:green"), (g3, "dl/dy", "tab:blue"),
                           (dx3 * v3.std(), "σ·dl/dx = (I − P)dl/dy", "tab:red")):
-    ax.quiver(0, 0, 0, *vec, color=color, label=label, arrow_length_ratio=0.1)
+    ax.quiver(0, 0, 0, *vec, color=color, label=label, arrow_length_ratio=0.1, lw=2)
 normal = np.cross(np.ones(3), xh3)
 ax.plot(*(np.outer(np.linspace(-1, 1, 2), normal / np.linalg.norm(normal) * 1.5).T), "r:", lw=1,
         label="the line orthogonal to 1 and x̂")
 ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), zlim=(-1.5, 1.5), xlabel="x₁", ylabel="x₂", zlabel="x₃",
-       title="m = 3: dl/dx lies on the line orthogonal to 1 and x̂")
-ax.legend(fontsize=9)
+       xticks=[-1, 0, 1], yticks=[-1, 0, 1], zticks=[-1, 0, 1])
+fig.suptitle("m = 3: dl/dx lies on the line orthogonal to 1 and x̂")
+fig.legend(loc="center right")                  # beside the box, not over its ticks
 show_figure(fig, f"{s.out}/bn_backward_geometry.png")
 results["m3"] = {"dl/dx": dx3.tolist(), "1·dl/dx": float(dx3.sum()), "x̂·dl/dx": float(xh3 @ dx3)}
 

@@ -6,6 +6,7 @@ import os
 import shlex
 import sys
 
+from lessons import chapter
 from lessons.chapter import in_notebook, say
 
 ARGS_VARIABLE = "MINIDL_LESSON_ARGS"
@@ -66,6 +67,7 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     s.update(given)                       # a flag the user gave wins over --quick
     s["out"] = out_dir(s.get("out") or default_out(name, s["quick"]))
     s["quick_note"] = (banner or QUICK_BANNER) if quick else FULL_RUN_NOTE
+    chapter.STAMP["text"] = "quick run: a smoke test" if s["quick"] and quick else None
     if s["quick"] and banner:
         say(banner)
     return argparse.Namespace(**s)
