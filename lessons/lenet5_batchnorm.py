@@ -41,7 +41,7 @@
 # class (the skeleton's constructor, `BatchNorm2d(num_features, num_dims)`)
 # wherever BN goes, and trains it beside the no-BN model and beside minidl's own
 # BN at decay 0.9 as a reference. Check the module first with
-# `python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d`.
+# `python -m lessons.homework check my_bn.py:BatchNorm2d`.
 
 # %%
 """LeNet-5 without BN, with BN at decay 0.99 and 0.9 (seed 002).

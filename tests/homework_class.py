@@ -17,6 +17,33 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "homework_bn.py")) as f:
     PLANTED = f.read()              # BatchNorm2d (correct) and one subclass per planted mistake
 
+# the homework as the slides hand it out, in PyTorch; {unbias}: 1, or m/(m − 1) for the unbiased variance
+TORCH_HOMEWORK = """import torch
+from torch import nn
+
+class BatchNorm2d(nn.Module):
+    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
+        super().__init__()
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("moving_mean", torch.zeros(shape))
+        self.register_buffer("moving_var", torch.ones(shape))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, X):
+        if not self.training:
+            mean, var = self.moving_mean, self.moving_var
+        else:
+            axes = (0,) if X.dim() == 2 else (0, 2, 3)
+            mean = X.mean(dim=axes, keepdim=True)
+            var = X.var(dim=axes, keepdim=True, unbiased=False)
+            with torch.no_grad():
+                self.moving_mean = self.momentum * self.moving_mean + (1 - self.momentum) * mean
+                self.moving_var = self.momentum * self.moving_var + (1 - self.momentum) * var * {unbias}
+        return self.gamma * (X - mean) / torch.sqrt(var + self.eps) + self.beta
+"""
+
 # class name in homework_bn.py -> the line it fails
 MISTAKES = {"NoEps": "training forward", "MomentumReversed": "moving averages", "EvalUsesBatch": "eval mode",
             "OnTheGraph": "off the graph", "NotSaved": "saved by state_dict", "GammaNotAParameter": "parameters"}

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from homework_class import PLANTED, write_class
+from homework_class import PLANTED, TORCH_HOMEWORK, write_class
 from lessons import homework
 from lessons.grader.sandbox import sandbox_problem
 
@@ -39,31 +39,6 @@ def filled_handout(path, code):
         json.dump(notebook, f)
 
 
-TORCH_HOMEWORK = """import torch
-from torch import nn
-
-class BatchNorm2d(nn.Module):
-    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
-        super().__init__()
-        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
-        self.gamma = nn.Parameter(torch.ones(shape))
-        self.beta = nn.Parameter(torch.zeros(shape))
-        self.register_buffer("moving_mean", torch.zeros(shape))
-        self.register_buffer("moving_var", torch.ones(shape))
-        self.momentum, self.eps = momentum, eps
-
-    def forward(self, X):
-        if not self.training:
-            mean, var = self.moving_mean, self.moving_var
-        else:
-            axes = (0,) if X.dim() == 2 else (0, 2, 3)
-            mean = X.mean(dim=axes, keepdim=True)
-            var = X.var(dim=axes, keepdim=True, unbiased=False)
-            with torch.no_grad():
-                self.moving_mean = self.momentum * self.moving_mean + (1 - self.momentum) * mean
-                self.moving_var = self.momentum * self.moving_var + (1 - self.momentum) * var
-        return self.gamma * (X - mean) / torch.sqrt(var + self.eps) + self.beta
-"""
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +62,7 @@ def graded_class(tmp_path_factory):
     expected["notebook.ipynb"] = ("graded", None)
     try:
         import torch  # noqa: F401
-        (folder / "pytorch.py").write_text(TORCH_HOMEWORK)
+        (folder / "pytorch.py").write_text(TORCH_HOMEWORK.replace("{unbias}", "1"))
         expected["pytorch.py"] = ("graded", None)
     except ImportError:
         pass
