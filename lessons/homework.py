@@ -81,11 +81,11 @@ def check(spec):
             code = notebook_code(target)
         except (OSError, ValueError) as e:
             raise SystemExit(f"check: {e}") from None
-        folder = tempfile.mkdtemp(prefix="homework-")
-        target = os.path.join(folder, os.path.basename(target)[:-len(".ipynb")] + ".py")
-        with open(target, "w") as f:
-            f.write(code)
-        spec = f"{target}:{name or 'BatchNorm2d'}"
+        with tempfile.TemporaryDirectory(prefix="homework-") as folder:
+            path = os.path.join(folder, os.path.basename(target)[:-len(".ipynb")] + ".py")
+            with open(path, "w") as f:
+                f.write(code)
+            return check(f"{path}:{name or 'BatchNorm2d'}")
     report = grader.grade_any(grader.load_function(spec))
     return 0 if report.passed else 1
 
@@ -193,8 +193,8 @@ def grade_folder(folder, out, name="BatchNorm2d", workers=None, scheduler=None, 
         if n not in names:
             del rows[n]                                 # a submission no longer in the folder
     if len(todo) < len(names):
-        print(f"{len(names) - len(todo)} of {len(names)} submission(s) already in {gradebook} "
-              "(graded and unchanged, or unreadable): grading the other {0} (--fresh: all)".format(len(todo)))
+        print(f"{len(names) - len(todo)} of {len(names)} submission(s) already in {gradebook} (graded and unchanged, "
+              f"or unreadable): grading the other {len(todo)} (--fresh: all)")
     workers = default_workers() if workers is None else workers
     if scheduler is None and workers < 1:
         raise SystemExit(f"grade: --workers must be >= 1, got {workers}")

@@ -177,3 +177,40 @@ def test_check_grades_a_module_a_notebook_and_a_backward(tmp_path):
                            text=True, cwd=tmp_path)
         assert r.returncode == (1 if "NoEps" in spec else 0), r.stdout + r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith("FAIL: training forward on (N, D)")
+
+
+@pytest.mark.parametrize("cls, line, hint", [
+    ("VarianceOverBatchOnly", "moving averages", "the moving variance is off by"),
+    ("DetachedMean", "gradients", "your μ is detached from the graph: the gradient through the batch statistics "
+                                  "is missing"),
+    ("NeverStored", "moving averages", "computed but never stored back"),
+])
+def test_hints_name_what_is_wrong(cls, line, hint, capsys):
+    import homework_bn
+    from lessons.grader import grade_module
+    report = grade_module(getattr(homework_bn, cls))
+    out = capsys.readouterr().out
+    assert line in {f["name"] for f in report.failures} and hint in out, out
+    assert "moving mean is off" not in out          # the mean is right in each of them
+
+
+def test_one_cause_is_one_message(capsys):
+    import homework_bn
+    from lessons.grader import grade_module
+    report = grade_module(homework_bn.Float64Gamma)
+    out = capsys.readouterr().out
+    assert out.count("self.gamma is float64") == 2                  # its line, and the verdict
+    assert "from 1 cause" in report.verdict
+
+
+def test_lenet5_grades_the_module_before_training_it(tmp_path):
+    hw = os.path.join(os.path.dirname(__file__), "homework_bn.py")
+    lesson = [sys.executable, "-m", "lessons.lenet5_batchnorm", "--quick", "--out", str(tmp_path)]
+    r = subprocess.run(lesson + ["--norm", f"{hw}:NoEps"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "FAIL  'training forward'" in r.stdout and "--force" in r.stderr
+    assert not (tmp_path / "results.json").exists()
+    r = subprocess.run(lesson + ["--norm", f"{hw}:RaisesInTraining", "--workers", "2"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "ValueError: my forward breaks on a batch of 32" in r.stderr and "homework_bn.py" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 4, r.stderr
