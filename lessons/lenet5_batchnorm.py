@@ -41,7 +41,7 @@
 # class (the skeleton's constructor, `BatchNorm2d(num_features, num_dims)`)
 # wherever BN goes, and trains it beside the no-BN model and beside minidl's own
 # BN at decay 0.9 as a reference. Check the module first with
-# `python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d`.
+# `python -m lessons.homework check my_bn.py:BatchNorm2d`.
 
 # %%
 """LeNet-5 without BN, with BN at decay 0.99 and 0.9 (the course's slides, deck 002).
@@ -55,8 +55,10 @@ Default run on Fashion-MNIST (no CIFAR-10 here): 20 epochs × 3 models, about 12
 minutes on 2 cores (17.6 with --workers 1). Interrupted runs resume from their last epoch's
 checkpoint in --out, only when made with the same data and settings.
 """
+import contextlib
 import hashlib
 import inspect
+import io
 import json
 import os
 import time
@@ -80,20 +82,29 @@ PROBES_PER_EPOCH = 10                   # running-statistics lag measurements pe
 
 s = settings("lenet5_batchnorm", dict(
     dataset=None, data_root="data", epochs=20, batch_size=64, lr=0.01, subset=None, seed=0,
-    biased_running_var=False, backend=None, norm=None),
+    biased_running_var=False, backend=None, norm=None, force=False),
     quick=dict(epochs=2, batch_size=32), doc=__doc__,
     help=dict(dataset="cifar10 or fashion-mnist (default: CIFAR-10 where present or downloadable)",
               data_root="the folder holding cifar-10-batches-py", subset="train on this many images only",
               biased_running_var="store the biased batch variance in running_var, as the homework does",
-              backend="numpy or cupy", norm="FILE.py:CLASS, your BatchNorm module, used wherever BN goes"),
+              backend="numpy or cupy", norm="FILE.py:CLASS, your BatchNorm module, used wherever BN goes",
+              force="with --norm: train your module even where it fails the homework's check"),
     runs=True)
 if s.backend:
     md.use_backend(s.backend)
 if s.norm:                  # the homework: the student's module beside no BN and minidl's BN
-    student = grader.load_function(s.norm)
+    student = grader.load_function(s.norm, flag="norm")
     if not (isinstance(student, type) and issubclass(student, md.nn.Module)):
         raise SystemExit(f"--norm: {s.norm} is not a minidl Module class; expected the homework's "
                          "BatchNorm2d(num_features, num_dims, momentum=0.9, eps=1e-5)")
+    with contextlib.redirect_stdout(io.StringIO()) as graded:     # graded first: training hides a wrong line
+        report = grader.grade_module(student)
+    if not report.passed:
+        print(f"--norm: your {student.__name__} fails {len(report.failures)} of the homework's {report.max_score} "
+              "checked lines:\n" + "\n".join(f"  FAIL  {where}: {cause}" for cause, where in report.causes.items()))
+        if not s.force:
+            raise SystemExit(f"Fix them (python -m lessons.homework check {s.norm} shows every line), "
+                             "or train it anyway with --force.")
     RUNS = {"no BN": None, f"your {student.__name__}": student, "minidl BN decay=0.9": 0.9}
     COURSE_CIFAR10 = {"no BN": 74.33, f"your {student.__name__}": 78.26, "minidl BN decay=0.9": 78.26}
     with open(inspect.getsourcefile(student), "rb") as f:
@@ -241,8 +252,21 @@ def train_run(label):
     return {"history": history, "resumed_after": start}
 
 
-finished = run_all({label: (train_run, (label,)) for label in RUNS}, {}, s.workers, s.scheduler,
-                   desc="LeNet-5")
+def student_run(label):
+    """A run of the student's module: what it raises comes back as a short error
+    naming their file and line, not a worker's whole traceback."""
+    try:
+        return train_run(label)
+    except Exception as e:
+        raise grader.StudentError(f"--norm: your {student.__name__} raised while training: "
+                                  f"{grader.short_error(e)}") from None
+
+
+try:
+    finished = run_all({label: (student_run if s.norm and label == f"your {student.__name__}" else train_run,
+                                (label,)) for label in RUNS}, {}, s.workers, s.scheduler, desc="LeNet-5")
+except grader.StudentError as e:
+    raise SystemExit(str(e)) from None
 results = {label: finished[label]["history"] for label in RUNS}   # in the table's order, whichever finished first
 for label, h in results.items():
     if finished[label]["resumed_after"]:

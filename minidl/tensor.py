@@ -13,6 +13,7 @@ same gradients again (PyTorch raises instead, because it frees the graph; we
 keep it so a lesson can backpropagate twice and watch the sum).
 """
 import contextlib
+import threading
 
 import numpy as np
 
@@ -23,11 +24,17 @@ from .backend import get_array_module
 from .graph import BackwardStep
 
 
-class Config:
+class _Modes(threading.local):
+    """The modes below, each thread its own (PyTorch's grad mode is thread-local too):
+    a Dask worker runs tasks in threads, and one evaluating under no_grad() must not
+    stop another, training beside it, from recording its graph."""
     enable_grad = True      # record the graph (off inside no_grad())
     freeze_state = False    # layers leave their buffers alone (gradcheck sets it)
     detect_anomaly = False  # check every op's output for NaN/inf
     promote_float64 = False # ops compute in float64 whatever their inputs (gradcheck sets it)
+
+
+Config = _Modes()
 
 
 @contextlib.contextmanager

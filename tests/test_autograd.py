@@ -317,3 +317,24 @@ def test_retained_gradients_of_bn_from_basic_ops_are_the_courses_terms(shape):
     for name, retained, term in (("dl/dx̂", x_hat, t.g_xhat), ("dl/dσ²", var, t.g_var), ("dl/dμ", mu, t.g_mu),
                                  ("dl/dx", x, t.g_x)):
         np.testing.assert_allclose(host(retained.grad), term, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_no_grad_in_one_thread_leaves_another_threads_graph_alone():
+    # a Dask worker runs runs in threads: one evaluating under no_grad() while another trains
+    import threading
+    inside, release = threading.Event(), threading.Event()
+
+    def evaluate():
+        with md.no_grad():
+            inside.set()
+            release.wait(10)
+    t = threading.Thread(target=evaluate)
+    t.start()
+    try:
+        inside.wait(10)
+        x = md.Tensor(np.ones(3), requires_grad=True)
+        (x * x).sum().backward()
+        assert np.allclose(x.grad, 2.0)
+    finally:
+        release.set()
+        t.join()

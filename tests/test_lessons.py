@@ -505,31 +505,7 @@ def test_module_grader_fails_each_planted_mistake_on_its_line_only(tmp_path, cls
     assert "Traceback" not in r.stderr
 
 
-TORCH_HOMEWORK = """import torch
-from torch import nn
-
-class BatchNorm2d(nn.Module):
-    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
-        super().__init__()
-        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
-        self.gamma = nn.Parameter(torch.ones(shape))
-        self.beta = nn.Parameter(torch.zeros(shape))
-        self.register_buffer("moving_mean", torch.zeros(shape))
-        self.register_buffer("moving_var", torch.ones(shape))
-        self.momentum, self.eps = momentum, eps
-
-    def forward(self, X):
-        if not self.training:
-            mean, var = self.moving_mean, self.moving_var
-        else:
-            axes = (0,) if X.dim() == 2 else (0, 2, 3)
-            mean = X.mean(dim=axes, keepdim=True)
-            var = X.var(dim=axes, keepdim=True, unbiased=False)
-            with torch.no_grad():
-                self.moving_mean = self.momentum * self.moving_mean + (1 - self.momentum) * mean
-                self.moving_var = self.momentum * self.moving_var + (1 - self.momentum) * var * {unbias}
-        return self.gamma * (X - mean) / torch.sqrt(var + self.eps) + self.beta
-"""
+from homework_class import TORCH_HOMEWORK  # noqa: E402  (one copy, shared with test_homework)
 
 
 @pytest.mark.parametrize("unbiased", [False, True])

@@ -1,171 +1,30 @@
-"""The BatchNorm homework grader behind ``python -m lessons.batchnorm_backward --check``.
-
-It grades either of the two things the course asks a student to write.
-
-**A module** (the homework as seed 002 hands it out): a class with the
-skeleton's constructor ``(num_features, num_dims, momentum=0.9, eps=1e-5)``,
+"""Grading a module class, the homework as the course hands it out: a class with
+the skeleton's constructor ``(num_features, num_dims, momentum=0.9, eps=1e-5)``,
 in minidl (a ``md.nn.Module``) or, where PyTorch is installed, in PyTorch (a
 ``torch.nn.Module``). :func:`grade_module` checks it line by line: its
 parameters, its training forward, its moving averages (momentum weighing the
 old value, as the course has it), eval mode, saving and loading, that the moving
-statistics stay off the autograd graph, and its gradients.
-
-**A backward function**, a NumPy function
-
-    def batchnorm_backward(dy, x, gamma, beta, eps):
-        return dx, dgamma, dbeta
-
-called on an (N, D) batch (BatchNorm after a Linear layer; gamma, beta: (D,))
-and on an (N, C, H, W) batch (after a convolution; gamma, beta: (C,), one per
-channel). Each gradient is compared, element by element, with finite
-differences of the forward and with minidl's hand-derived backward, by
-CS231n's relative error |a − b| / max(1e-8, |a| + |b|).
-"""
-import importlib
-import importlib.util
-import os
+statistics stay off the autograd graph, and its gradients. Each hint names what
+is wrong: which statistic, which term of the graph."""
 import sys
-import traceback
 
 import numpy as np
 
 import minidl as md
-from minidl.gradcheck import FINE, WRONG, band, relative_error
 from minidl.ops import norm as N
+from lessons.grader.common import FLOAT32, Report, relative as _relative, student_frames
 
-BANDS = """The bands (relative error of the worst element):
-  fine   < 1e-7   what float64 arithmetic gives a correct backward
-  check  1e-7 .. 1e-2   a correct backward computed in float32 lands here (float32 keeps
-         about 7 digits, and BN's backward subtracts nearly equal sums); so do small
-         slips such as a missing ε in one term. A float64 answer here is a FAIL,
-         a float32 answer a PASS.
-  wrong  > 1e-2   a term is missing, has the wrong sign, or the wrong count m"""
-
-CASES = (("(N, D) = (4, 3)", (4, 3)), ("(N, C, H, W) = (4, 3, 2, 2)", (4, 3, 2, 2)))
 EPS = 1e-5
-NAMES = ("dx", "dgamma", "dbeta")
 
 
-def load_function(spec):
-    """``path/to/file.py:NAME`` or ``module:NAME``: the student's function or
-    class (NAME defaults to batchnorm_backward, else BatchNorm2d). Raises
-    SystemExit with a message when it cannot."""
-    target, _, name = spec.partition(":")
-    try:
-        if target.endswith(".py") or os.sep in target:
-            if not os.path.exists(target):
-                raise SystemExit(f"--check: no file {target}")
-            loader = importlib.util.spec_from_file_location("student_homework", target)
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[loader.name] = module       # so its classes know their source file
-            loader.loader.exec_module(module)
-        else:
-            sys.path.insert(0, os.getcwd())    # the student's module sits where they run from
-            module = importlib.import_module(target)
-    except SystemExit:
-        raise
-    except Exception as e:
-        raise SystemExit(f"--check: importing {target} failed: {type(e).__name__}: {e}") from None
-    name = name or next((n for n in ("batchnorm_backward", "BatchNorm2d") if hasattr(module, n)),
-                        "batchnorm_backward")
-    if not callable(getattr(module, name, None)):
-        found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise SystemExit(f"--check: {target} has no function {name!r} (it has: {', '.join(found) or 'none'})")
-    return getattr(module, name)
-
-
-def grade_any(obj):
-    """Grade a backward function or a module class, whichever ``obj`` is."""
-    if isinstance(obj, type):
-        return grade_module(obj)
-    return grade(obj)
-
-
-def _student_frames(exc):
-    """The lines of the student's own code in a traceback (not the grader's)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
-    return "".join(traceback.format_list(frames)).rstrip()
-
-
-def grade_case(fn, label, shape, seed):
-    """One input shape: a list of (gradient, problem or None, relative error, band)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 2 + 1
-    C = shape[1]
-    gamma, beta = 1 + 0.5 * rng.standard_normal(C), rng.standard_normal(C)
-    dy = rng.standard_normal(shape)
-    axes = (0,) + tuple(range(2, len(shape)))
-    cs = N.channel_shape(shape)
-    t = N.backward_staged(dy, x, gamma.reshape(cs), EPS, axes)
-    reference = (t.g_x, t.g_gamma.reshape(C), t.g_beta.reshape(C))
-
-    def forward(xx, g, b):
-        return N.batch_norm_reference(xx, g.reshape(cs), b.reshape(cs), EPS, axes)
-    numeric = (md.numerical_grad(lambda v: forward(v, md.Tensor(gamma), md.Tensor(beta)), x, dy),
-               md.numerical_grad(lambda v: forward(md.Tensor(x), v, md.Tensor(beta)), gamma, dy),
-               md.numerical_grad(lambda v: forward(md.Tensor(x), md.Tensor(gamma), v), beta, dy))
-    try:
-        theirs = fn(dy.copy(), x.copy(), gamma.copy(), beta.copy(), EPS)
-    except Exception as e:
-        return [("your function", f"raised {type(e).__name__}: {e}\n{_student_frames(e)}", None, None)]
-    if not isinstance(theirs, (tuple, list)) or len(theirs) != 3:
-        n = len(theirs) if isinstance(theirs, (tuple, list)) else f"one {type(theirs).__name__}"
-        return [("your function", f"returned {n} value(s); expected three: (dx, dgamma, dbeta)",
-                 None, None)]
-    rows = []
-    for name, mine, ref, num in zip(NAMES, theirs, reference, numeric):
-        try:
-            mine = np.asarray(mine)
-            values = mine.astype(np.float64)
-        except (TypeError, ValueError) as e:
-            rows.append((name, f"is not an array of numbers ({e})", None, None))
-            continue
-        # dgamma, dbeta may keep gamma's broadcast shape, (1, C) or (1, C, 1, 1)
-        if values.shape != ref.shape and not (name != "dx" and values.size == C
-                                              and values.squeeze().shape == (C,)):
-            rows.append((name, f"has shape {values.shape}, expected {ref.shape}", None, None))
-            continue
-        values = values.reshape(ref.shape)
-        rel = max(relative_error(values, num), relative_error(values, ref))
-        verdict_band = band(rel)
-        low_precision = mine.dtype.kind == "f" and mine.dtype.itemsize < 8
-        problem = None
-        if verdict_band == "wrong":
-            problem = f"relative error {rel:.1e} (wrong > {WRONG:g})"
-        elif verdict_band == "check" and not low_precision:
-            problem = (f"relative error {rel:.1e} in float64 (fine < {FINE:g}): close, but not "
-                       "float64 rounding; look for a missing or extra ε or a slightly wrong term")
-        rows.append((name, problem, rel, verdict_band + (" (float32)" if low_precision else "")))
-    return rows
-
-
-def grade(fn, seed=0):
-    """Grade ``fn`` on every case; print a table and return (passed, verdict line)."""
-    print(BANDS + "\n")
-    print(f"{'input':<28} {'gradient':<9} {'rel. error':>10}  band")
-    failures = []
-    for k, (label, shape) in enumerate(CASES):
-        for name, problem, rel, shown in grade_case(fn, label, shape, seed + k):
-            if rel is None:
-                print(f"{label:<28} {name}: {problem}")
-            else:
-                print(f"{label:<28} {name:<9} {rel:>10.2e}  {shown}" + (f"   <- {problem}" if problem else ""))
-            if problem:
-                failures.append(f"{name} on {label}: {problem.splitlines()[0]}")
-    verdict = "PASS" if not failures else "FAIL: " + failures[0] + (
-        f" (and {len(failures) - 1} more above)" if len(failures) > 1 else "")
-    print(verdict)
-    return not failures, verdict
-
-
-# ---- grading a module: the homework as the course hands it out -----------------
 MODULE_CASES = (("(N, D) = (16, 3)", (16, 3), 2), ("(N, C, H, W) = (8, 3, 4, 4)", (8, 3, 4, 4), 4))
 MOMENTUM = 0.8          # passed to the constructor: the module must use the one it is given
-TOLERANCE = 1e-3        # float32 arithmetic: relative to the largest value compared
+TOLERANCE = FLOAT32     # the modules compute in float32: the graders' one scheme (common.judge)
 
 
-class MinidlModule:
-    """What the grader needs from a minidl module, in minidl's words."""
+class MinidlFramework:
+    """What the grader needs to do with a minidl module, in minidl's words (an
+    adapter, not a module)."""
     name = "minidl"
 
     def tensor(self, a, grad=False):
@@ -205,7 +64,7 @@ class MinidlModule:
         return None if t.grad is None else md.backend.as_numpy(t.grad).astype(np.float64)
 
 
-class TorchModule(MinidlModule):
+class TorchFramework(MinidlFramework):
     """The same in PyTorch's words, for the homework as the course hands it out."""
     name = "PyTorch"
 
@@ -248,10 +107,10 @@ class TorchModule(MinidlModule):
 def framework_of(cls):
     """The adapter for a student's module class, or SystemExit naming what it got."""
     if issubclass(cls, md.nn.Module):
-        return MinidlModule()
+        return MinidlFramework()
     torch = sys.modules.get("torch")
     if torch is not None and issubclass(cls, torch.nn.Module):
-        return TorchModule()
+        return TorchFramework()
     raise SystemExit(f"--check: {cls.__name__} is a class but neither a minidl md.nn.Module nor a "
                      "torch.nn.Module; the homework's BatchNorm2d subclasses one of them")
 
@@ -283,10 +142,6 @@ def _normalize(x, mean, var, gamma, beta, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
-def _relative(a, b):
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-8))
-
-
 def _attr(module, names):
     """The first of ``names`` the module has, as (name, value), or (None, None)."""
     for n in names:
@@ -305,14 +160,31 @@ def _stats(module, fw):
     return mean_name, var_name, fw.numpy(mean), fw.numpy(var)
 
 
+def _dtype_problem(module):
+    """What is wrong with γ's or β's dtype, or None: one cause, named the same way
+    on every line it breaks (so the report prints it once)."""
+    for name in ("gamma", "beta"):
+        dtype = str(getattr(getattr(module, name, None), "dtype", "float32")).split(".")[-1]
+        if dtype != "float32":
+            return (f"self.{name} is {dtype}: in a float32 network every op would mix dtypes; create it as "
+                    "float32 (np.ones(shape, np.float32))")
+    return None
+
+
 def _forward(module, fw, x, grad=False):
     try:
         if grad:
             return module(x)
         with fw.no_grad():
             return module(x)
+    except MemoryError:
+        raise
     except Exception as e:
-        raise LineFailed(f"forward raised {type(e).__name__}: {e}") from None
+        cause = _dtype_problem(module)
+        if cause:
+            raise LineFailed(cause) from None
+        where = student_frames(e, last_only=True)
+        raise LineFailed(f"forward raised {type(e).__name__}: {e}" + (f"\n{where}" if where else "")) from None
 
 
 def check_parameters(cls, fw, shape, dims, rng):
@@ -329,9 +201,9 @@ def check_parameters(cls, fw, shape, dims, rng):
         if tuple(t.shape) != want:
             raise LineFailed(f"self.{name} has shape {tuple(t.shape)}; with num_dims={dims} the skeleton's "
                              f"shape is {want}")
-        if str(t.dtype).split(".")[-1] != "float32":
-            raise LineFailed(f"self.{name} is {str(t.dtype).split('.')[-1]}: in a float32 network every op "
-                             "would mix dtypes; create it as float32 (np.ones(shape, np.float32))")
+    cause = _dtype_problem(module)
+    if cause:
+        raise LineFailed(cause)
     return "γ and β are float32 parameters of shape " + str(want)
 
 
@@ -382,22 +254,41 @@ def check_moving_averages(cls, fw, shape, dims, rng):
     for x in batches:
         _forward(module, fw, fw.tensor(x))
     _, _, got_mean, got_var = _stats(module, fw)
-    found = [k for k, (mu, v) in candidates.items()
-             if got_mean.shape == mu.shape and _relative(got_mean, mu) < TOLERANCE and _relative(got_var, v) < TOLERANCE]
-    if ("course", "biased") in found:
+    course = candidates[("course", "biased")]
+    if got_mean.shape != course[0].shape or got_var.shape != course[1].shape:
+        raise LineFailed(f"after 3 steps the moving mean has shape {got_mean.shape} and the moving variance "
+                         f"{got_var.shape}, expected {course[0].shape} (the shape of gamma)")
+    close = {k: (_relative(got_mean, mu) < TOLERANCE, _relative(got_var, v) < TOLERANCE)
+             for k, (mu, v) in candidates.items()}
+    if close[("course", "biased")] == (True, True):
         return f"momentum={m} weighs the old value; the variance is the biased one (the course's convention)"
-    if ("course", "unbiased") in found:
+    if close[("course", "unbiased")] == (True, True):
         return f"momentum={m} weighs the old value; the variance is the unbiased one (PyTorch's convention; the course keeps the biased one)"
-    if any(c == "reversed" for c, _ in found):
+    if any(both == (True, True) for (c, _), both in close.items() if c == "reversed"):
         raise LineFailed(f"momentum weighs the NEW value (PyTorch's momentum): after 3 steps the moving statistics "
                          f"match (1 − m)·old + m·batch. The course's momentum weighs the old one: "
                          f"moving = momentum·moving + (1 − momentum)·batch (constructed with momentum={m})")
-    if got_mean.shape != candidates[("course", "biased")][0].shape:
-        raise LineFailed(f"the moving mean has shape {got_mean.shape} after 3 steps, expected "
-                         f"{candidates[('course', 'biased')][0].shape} (the shape of gamma)")
-    raise LineFailed(f"after 3 training steps the moving mean is off by {_relative(got_mean, candidates[('course', 'biased')][0]):.1e} "
-                     f"(relative) from momentum·moving + (1 − momentum)·batch mean (constructed with momentum={m}); "
-                     "update both moving statistics once per training forward, under no_grad")
+    unchanged = [what for what, got, start in (("mean", got_mean, mean), ("variance", got_var, var))
+                 if np.array_equal(got, start)]
+    if unchanged:
+        names = " and ".join(f"moving {what}" for what in unchanged)
+        raise LineFailed(f"the {names} never change{'s' * (len(unchanged) == 1)} in training: computed but never "
+                         "stored back. Assign the new value to the attribute (self.moving_mean = momentum·"
+                         "self.moving_mean + (1 − momentum)·batch mean), not to a local variable")
+    mean_right = any(mean_ok for (c, _), (mean_ok, _) in close.items() if c == "course")
+    var_right = any(var_ok for (c, _), (_, var_ok) in close.items() if c == "course")
+    off = {what: _relative(got, want) for what, got, want in (("mean", got_mean, course[0]), ("variance", got_var, course[1]))}
+    if mean_right:
+        raise LineFailed(f"the moving variance is off by {off['variance']:.1e} (relative) after 3 training steps; the "
+                         "moving mean is right. Average the batch's variance over the axes "
+                         f"{axes}, the same as its mean: momentum·moving_var + (1 − momentum)·σ²_B")
+    if var_right:
+        raise LineFailed(f"the moving mean is off by {off['mean']:.1e} (relative) after 3 training steps; the moving "
+                         f"variance is right. Average the batch's mean over the axes {axes}: "
+                         "momentum·moving_mean + (1 − momentum)·μ_B")
+    raise LineFailed(f"after 3 training steps both moving statistics are off (mean by {off['mean']:.1e}, variance by "
+                     f"{off['variance']:.1e}, relative) from momentum·moving + (1 − momentum)·batch (constructed with "
+                     f"momentum={m}); update both once per training forward, under no_grad")
 
 
 def check_eval(cls, fw, shape, dims, rng):
@@ -461,14 +352,32 @@ def check_off_graph(cls, fw, shape, dims, rng):
     return "the moving statistics carry no gradient and keep no graph"
 
 
+def _autograd_reference(x, g, b, dy, axes, detach=()):
+    """dx, dγ, dβ of the course's forward by minidl's autograd in float64, with the
+    statistics named in ``detach`` ("mu", "var") held constant, as a student's
+    ``.detach()`` would: which gradient is missing shows by which one matches."""
+    X, G, B = (md.Tensor(a, requires_grad=True) for a in (x, g, b))
+    mu = X.mean(axis=axes, keepdims=True)
+    var = ((X - mu) ** 2).mean(axis=axes, keepdims=True)
+    mu, var = (mu.detach() if "mu" in detach else mu), (var.detach() if "var" in detach else var)
+    ((X - mu) / (var + EPS) ** 0.5 * G + B).backward(dy)
+    return tuple(md.backend.as_numpy(t.grad) for t in (X, G, B))
+
+
+DETACHED = {("mu",): ("your μ is", "μ"), ("var",): ("your σ² is", "σ²"), ("mu", "var"): ("your μ and σ² are", "μ and σ²")}
+
+
 def check_gradients(cls, fw, shape, dims, rng):
     module, g, b = _fresh(cls, fw, shape, dims, rng)
     x_np = _batch(shape, rng, small_channel=False)
     x = fw.tensor(x_np, grad=True)
     try:
-        y = module(x)
-    except Exception as e:
-        raise Blocked(f"the forward with gradients raised {type(e).__name__} (see the line above)") from None
+        y = _forward(module, fw, x, grad=True)
+    except LineFailed as e:
+        if str(e) == _dtype_problem(module):      # one cause, reported as such on every line it breaks
+            raise
+        raise Blocked(f"the forward with gradients raised {str(e).split(': ')[0][len('forward raised '):]} "
+                      "(see the lines above)") from None
     dy = rng.standard_normal(shape)
     fw.backward(y, dy)
     t = N.backward_staged(dy, x_np, g, EPS, _axes(shape))
@@ -479,6 +388,13 @@ def check_gradients(cls, fw, shape, dims, rng):
             raise LineFailed(f"{name} is None after backward(): is self.{name[1:] or 'x'} used through tensor ops?")
         rel = _relative(got.reshape(ref.shape), ref)
         if rel > TOLERANCE:
+            for detach, (says, held) in (DETACHED.items() if name == "dx" else ()):
+                other = _autograd_reference(x_np, g, b, dy, _axes(shape), detach)[0]
+                if _relative(got.reshape(ref.shape), other) < TOLERANCE:
+                    raise LineFailed(f"{says} detached from the graph: the gradient through the batch statistics is "
+                                     f"missing (dx matches the backward with {held} held constant). "
+                                     "Compute them from X with tensor ops and keep them on the graph; only the "
+                                     "moving statistics go under no_grad")
             raise LineFailed(f"{name} by autograd through your forward is off by {rel:.1e} (relative) from the "
                              "hand-derived backward: the forward's graph computes something else")
         worst.append(rel)
@@ -491,31 +407,47 @@ MODULE_CHECKS = (("parameters", check_parameters), ("training forward", check_tr
                  ("gradients", check_gradients))
 
 
+def _run_line(cls, fw, label, shape, dims, k, check, seed):
+    """One check on one shape: (status, message)."""
+    rng = np.random.default_rng([seed, k, dims])
+    try:
+        return "PASS", check(cls, fw, shape, dims, rng)
+    except Blocked as e:
+        return "SKIP", str(e)
+    except LineFailed as e:
+        return "FAIL", str(e)
+    except MemoryError:
+        raise
+    except Exception as e:       # the student's code broke in a way no line foresaw
+        return "FAIL", f"raised {type(e).__name__}: {e}\n{student_frames(e)}"
+
+
 def grade_module(cls, seed=0):
     """Grade a BatchNorm module class line by line; print each line and return
-    (passed, verdict line)."""
+    the Report (``.passed``, ``.verdict``, ``.score``)."""
     fw = framework_of(cls)
     print(f"Grading {cls.__name__} ({fw.name} module), constructed as "
           f"{cls.__name__}(num_features, num_dims, momentum={MOMENTUM}, eps={EPS}), in float32, "
           f"to a relative tolerance of {TOLERANCE:g}.\n")
-    failures = []
+    report = Report()
     for label, shape, dims in MODULE_CASES:
         print(f"{label}, num_dims={dims}:")
         for k, (name, check) in enumerate(MODULE_CHECKS):
-            rng = np.random.default_rng([seed, k, dims])
-            try:
-                print(f"  PASS  {name}: {check(cls, fw, shape, dims, rng)}")
-            except Blocked as e:
-                print(f"  SKIP  {name}: {e}")
-            except LineFailed as e:
-                print(f"  FAIL  {name}: {e}")
-                failures.append(f"{name} on {label}: {e}")
-            except Exception as e:       # the student's code broke in a way no line foresaw
-                message = f"raised {type(e).__name__}: {e}"
-                print(f"  FAIL  {name}: {message}\n{_student_frames(e)}")
-                failures.append(f"{name} on {label}: {message}")
+            status, message = _run_line(cls, fw, label, shape, dims, k, check, seed)
+            print(f"  {status}  {name}: {report.add(label, name, status, message)}")
         print()
-    verdict = "PASS" if not failures else "FAIL: " + failures[0] + (
-        f" (and {len(failures) - 1} more above)" if len(failures) > 1 else "")
-    print(verdict)
-    return not failures, verdict
+    print(report.verdict)
+    return report
+
+
+def grade_lines(cls, names, seed=0):
+    """Only the lines ``names`` (e.g. ["moving averages"]), each on both shapes,
+    printed one per shape; the Report. The hand-out notebook's check cells."""
+    fw = framework_of(cls)
+    report = Report()
+    for k, (name, check) in enumerate(MODULE_CHECKS):
+        if name in names:
+            for label, shape, dims in MODULE_CASES:
+                status, message = _run_line(cls, fw, label, shape, dims, k, check, seed)
+                print(f"{status}  {name} on {label}: {report.add(label, name, status, message)}")
+    return report
