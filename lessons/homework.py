@@ -121,13 +121,19 @@ def read_gradebook(path):
         return {row["submission"]: row for row in csv.DictReader(f)}
 
 
+def spreadsheet_text(cell):
+    """A cell a spreadsheet shows as text: one that starts with = + - @ would be read
+    as a formula (a submission chooses the words of its failed lines)."""
+    return "'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@") else cell
+
+
 def write_gradebook(path, rows):
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, GRADES_COLUMNS)
         writer.writeheader()
         for name in sorted(rows):
-            writer.writerow({k: rows[name].get(k, "") for k in GRADES_COLUMNS})
+            writer.writerow({k: spreadsheet_text(rows[name].get(k, "")) for k in GRADES_COLUMNS})
     os.replace(tmp, path)
 
 

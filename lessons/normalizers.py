@@ -340,8 +340,8 @@ t = md.Tensor(v3[:, None], requires_grad=True)
 norm.normalize(t, (0,), eps=0.0).backward(g3[:, None])
 dx3 = md.backend.as_numpy(t.grad)[:, 0]
 xh3 = (v3 - v3.mean()) / v3.std()
-fig = plt.figure(figsize=(9, 5.5))
-ax = fig.add_subplot(projection="3d", position=[0.0, 0.0, 0.62, 0.92])
+fig = plt.figure(figsize=(7.6, 7.5))
+ax = fig.add_subplot(projection="3d")
 for vec, label, color in ((np.ones(3) / np.sqrt(3), "1 (normalized)", "gray"),
                           (xh3 / np.sqrt(3), "x̂ (normalized)", "tab:green"), (g3, "dl/dy", "tab:blue"),
                           (dx3 * v3.std(), "σ·dl/dx = (I − P)dl/dy", "tab:red")):
@@ -351,8 +351,8 @@ ax.plot(*(np.outer(np.linspace(-1, 1, 2), normal / np.linalg.norm(normal) * 1.5)
         label="the line orthogonal to 1 and x̂")
 ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), zlim=(-1.5, 1.5), xlabel="x₁", ylabel="x₂", zlabel="x₃",
        xticks=[-1, 0, 1], yticks=[-1, 0, 1], zticks=[-1, 0, 1])
-fig.suptitle("m = 3: dl/dx lies on the line orthogonal to 1 and x̂")
-fig.legend(loc="center right")                  # beside the box, not over its ticks
+ax.set_title("m = 3: dl/dx lies on the line orthogonal to 1 and x̂")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=2)    # under the box, not over its ticks
 show_figure(fig, f"{s.out}/bn_backward_geometry.png")
 results["m3"] = {"dl/dx": dx3.tolist(), "1·dl/dx": float(dx3.sum()), "x̂·dl/dx": float(xh3 @ dx3)}
 

@@ -16,7 +16,8 @@ from lessons.grader.sandbox import sandbox_problem
 
 SANDBOX_PROBLEM = sandbox_problem()
 needs_sandbox = pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=str(SANDBOX_PROBLEM))
-LIMITS = ["--time-limit", "15", "--memory-limit", "1500"]
+# generous: importing PyTorch inside the sandbox took 12 s on a loaded 2-core machine
+LIMITS = ["--time-limit", "25", "--memory-limit", "1500"]
 SECRET = "the-other-students-answer-8c1f"
 
 
@@ -102,7 +103,7 @@ def test_grade_gives_full_partial_and_zero_marks_with_the_right_status(graded_cl
 def test_feedback_is_the_report_check_prints(graded_class):
     feedback = (graded_class["out"] / "feedback" / "mistake_MomentumReversed.py.txt").read_text()
     assert "FAIL  moving averages: momentum weighs the NEW value" in feedback
-    assert "Stopped: the time limit of 15 s" in (graded_class["out"] / "feedback" / "endless_loop.py.txt").read_text()
+    assert "Stopped: the time limit of 25 s" in (graded_class["out"] / "feedback" / "endless_loop.py.txt").read_text()
     assert "SyntaxError" in (graded_class["out"] / "feedback" / "syntax_error.py.txt").read_text()
 
 
@@ -214,3 +215,62 @@ def test_lenet5_grades_the_module_before_training_it(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "ValueError: my forward breaks on a batch of 32" in r.stderr and "homework_bn.py" in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 4, r.stderr
+
+
+# ---- what a hostile submission found, each closed -------------------------------
+PROBE = '''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+status = open("/proc/self/status").read()
+print("CapEff", status.split("CapEff:")[1].split()[0])
+for path in ("/usr", "/submission", {teacher!r}):
+    # MS_REMOUNT | MS_BIND: what turned the read-only view writable when bwrap ran as root
+    print("remount", path, libc.mount(None, path.encode(), None, ctypes.c_ulong(32 | 4096), None))
+for path in ("/tmp/x", "/dev/shm/x"):
+    try:
+        open(path, "w").write("x")
+        print("wrote", path)
+    except OSError:
+        pass
+print("sees teacher folder", os.path.exists({teacher!r}))
+'''
+
+
+@needs_sandbox
+def test_the_sandbox_drops_every_capability_and_hides_the_teachers_folder(tmp_path, monkeypatch):
+    from lessons.grader.sandbox import grade_submission
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "grades.csv").write_text("alice.py,14\n")
+    monkeypatch.chdir(teacher)                       # grading started from the teacher's folder
+    monkeypatch.syspath_prepend(str(teacher))        # as `python -m` puts it on sys.path
+    report = grade_submission("probe.py", PROBE.format(teacher=str(teacher)), time_limit=30)["report"]
+    assert "CapEff 0000000000000000" in report, report
+    assert "remount /usr -1" in report and "remount /submission -1" in report, report
+    assert "wrote" not in report, report            # no RAM disk to hide memory in
+    assert "sees teacher folder False" in report, report
+
+
+FORGED = {
+    "not a dict": '5',
+    "a score that is text": '{"status": "graded", "score": "full", "max_score": 14, "failed": []}',
+    "full marks with a failed line": '{"status": "graded", "score": 14, "max_score": 14, "failed": ["=HYPERLINK(1)"]}',
+    "more than the maximum": '{"status": "graded", "score": 99, "max_score": 14, "failed": []}',
+}
+
+
+@pytest.mark.parametrize("forged", sorted(FORGED))
+def test_a_forged_result_is_an_error_not_a_crash(forged):
+    from lessons.grader.sandbox import grade_submission
+    code = ("import os, sys\nfd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
+            f"os.write(fd, {FORGED[forged]!r}.encode())\nos._exit(0)\n")
+    result = grade_submission("forged.py", code, time_limit=30)
+    assert result["status"] == "error" and result["score"] == 0, result
+    assert "not a grade" in result["report"]
+
+
+def test_a_flood_of_output_is_cut_not_kept():
+    from lessons.grader.sandbox import OUTPUT_LIMIT, grade_submission
+    code = "import os\nfor _ in range(8):\n    os.write(1, b'PASS ' * (1 << 18))\n"      # about 10 MB
+    result = grade_submission("flood.py", code, time_limit=30)
+    assert len(result["report"]) < OUTPUT_LIMIT + 1000 and "more bytes of output dropped" in result["report"]

@@ -6,14 +6,24 @@ teacher's files but the grader's own code: only the submission (read-only) and a
 scratch folder (writable) are visible. The grader's process never imports a
 submission; it reads back the report and a JSON result.
 
+Inside bubblewrap the process holds no capabilities (``--cap-drop ALL``; as root
+it also runs as ``nobody`` in its own user namespace), so it cannot remount what
+it sees read-only; ``/tmp`` and ``/dev/shm`` are read-only, so memory cannot hide
+in a RAM disk, and files it writes in its scratch folder are capped in size.
+
 What the sandbox does not protect: the grade itself. The submission runs in the
 same process as the grading (as in otter-grader and nbgrader), so code that sets
-out to patch the grader could fake its own result; the sandbox keeps the machine,
-the other submissions and the teacher's files safe from it.
+out to patch the grader, or to write its own result, could fake a full mark and
+its feedback. The teacher's process accepts only a well-formed result (a known
+status, a score within its maximum that agrees with the failed lines), so a forged
+one cannot stop the grading of the others. The sandbox keeps the machine, the
+other submissions and the teacher's files safe from it. A submission that forks
+can hold the memory limit once per process until its time limit ends it.
 
 :func:`grade_submission` is a plain function of its arguments (the code travels
 as text), so a Dask worker on another machine runs it just as a local thread does.
 """
+import concurrent.futures
 import functools
 import json
 import os
@@ -39,10 +49,16 @@ def _code_roots():
 
 
 def _python_dirs():
-    """Python's installation and every folder on its path (site-packages, a user site),
-    which the sandbox shows read-only."""
+    """Python's installation: its prefixes, standard library and site-packages (the
+    user's too), which the sandbox shows read-only. Not the rest of ``sys.path``:
+    that holds the folder the grader was started from, the teacher's own, where
+    the submissions and the gradebook may lie."""
+    import site
+    import sysconfig
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    dirs |= {p for p in sys.path if p and os.path.isdir(p)}
+    dirs |= {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    dirs = {d for d in dirs if d and os.path.isdir(d)}
     dirs = sorted(os.path.realpath(d) for d in dirs)
     return [d for k, d in enumerate(dirs) if not any(d.startswith(o + os.sep) for o in dirs[:k])]
 
@@ -52,8 +68,12 @@ def bwrap_args(submission, scratch):
     ``minidl`` and ``lessons`` read-only, the submission read-only at
     /submission/<name>, the scratch folder writable at /scratch; no network, its
     own process namespace, killed with its parent."""
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if os.geteuid() == 0:       # root keeps every capability in bwrap: run as nobody in a user namespace of its own
+        args += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+    # /tmp and /dev/shm are RAM disks: read-only, so no memory hides there beyond the address-space limit
+    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+             "--remount-ro", "/tmp", "--remount-ro", "/dev"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -104,13 +124,46 @@ def _child_env(scratch="/scratch"):
 
 
 def _limit(time_limit, memory_limit):
-    """In the child, before it runs anything: its CPU time and address space."""
+    """In the child, before it runs anything: its CPU time, its address space, and
+    the size of any file it writes (the scratch folder is on disk)."""
     def apply():
         cpu = max(1, int(time_limit))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         memory = int(memory_limit) * 2 ** 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (memory, memory))
     return apply
+
+
+OUTPUT_LIMIT = 1 << 20     # bytes of a submission's output kept for its feedback; the rest is read and dropped
+
+
+def _read_capped(stream, limit=OUTPUT_LIMIT):
+    """Everything the child writes, keeping the first ``limit`` bytes: a flood of
+    output costs the teacher's process no memory."""
+    kept, dropped = bytearray(), 0
+    for chunk in iter(lambda: stream.read(1 << 16), b""):
+        room = limit - len(kept)
+        kept += chunk[:room]
+        dropped += max(0, len(chunk) - room)
+    return bytes(kept) + (f"\n[{dropped} more bytes of output dropped]".encode() if dropped else b"")
+
+
+def _accepted(raw, output):
+    """The child's result as the teacher's process takes it: only a known status,
+    whole-number scores with 0 <= score <= max_score, failed lines as short text,
+    and a full mark only with no failed line. Anything else is an error, so no
+    submission can stop the grading of the others. The report is what it printed."""
+    try:
+        given = json.loads(raw)
+        status, score, top, failed = given["status"], given.get("score", 0), given.get("max_score"), given["failed"]
+        assert status in STATUSES and isinstance(failed, list) and all(isinstance(f, str) for f in failed)
+        assert type(score) is int and (top is None or (type(top) is int and 0 <= score <= top))
+        assert not (failed and top is not None and score == top)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        return dict(status="error", score=0, max_score=None, failed=[],
+                    report=output + "\nThe grading process sent a result that is not a grade.")
+    return dict(status=status, score=score, max_score=top, failed=[f[:200] for f in failed[:20]], report=output)
 
 
 def grade_submission(name, code, target="BatchNorm2d", time_limit=TIME_LIMIT, memory_limit=MEMORY_LIMIT,
@@ -142,23 +195,20 @@ def grade_submission(name, code, target="BatchNorm2d", time_limit=TIME_LIMIT, me
                                    start_new_session=True, preexec_fn=_limit(time_limit, memory_limit))
         os.close(result_w)
         timed_out = False
-        try:
-            output, _ = process.communicate(timeout=time_limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(process)
-            output, _ = process.communicate()
-        finally:
-            _kill_group(process)               # whatever it left running in its process group
-        with os.fdopen(result_r) as f:
-            raw = f.read()
-    output = output.decode("utf-8", "replace")
-    result = dict(status="error", score=0, max_score=None, failed=[], report=output,
-                  sandboxed="yes" if problem is None else problem)
-    try:
-        result.update(json.loads(raw)) if raw else None
-    except ValueError:
-        pass
+        with concurrent.futures.ThreadPoolExecutor(2) as readers:
+            output = readers.submit(_read_capped, process.stdout)
+            result_text = readers.submit(_read_capped, os.fdopen(result_r, "rb"), 1 << 16)
+            try:
+                process.wait(timeout=time_limit)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _kill_group(process)               # whatever it left running in its process group
+                process.wait()
+            output, raw = output.result().decode("utf-8", "replace"), result_text.result().decode("utf-8", "replace")
+    result = _accepted(raw, output) if raw else dict(status="error", score=0, max_score=None, failed=[],
+                                                     report=output)
+    result["sandboxed"] = "yes" if problem is None else problem
     # killed for CPU time: SIGXCPU, or SIGKILL at the hard limit (bwrap reports a signal as 128 + its number)
     signalled = {-process.returncode if process.returncode < 0 else process.returncode - 128}
     cpu_killed = not raw and (signal.SIGXCPU in signalled or (signal.SIGKILL in signalled
