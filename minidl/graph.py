@@ -129,6 +129,8 @@ def local_derivative(function):
     """The op's local derivative in words: what its backward multiplies the
     gradient arriving at its output by."""
     op = type(function).__name__
+    if op == "Mul" and function.inputs[0] is function.inputs[1]:
+        return "2·u, for u × u (both factors are the same tensor u: it receives both parts)"
     if op == "Pow":
         c = function.c
         power = _number(c - 1) if c - 1 >= 0 else f"({_number(c - 1)})"
