@@ -2,8 +2,10 @@
 ``md.steps_table(steps)`` and the record of one step, ``md.BackwardStep``.
 
 The graph is walked exactly as ``backward()`` walks it (each tensor's ``creator``
-and that op's inputs), and drawn one box per tensor, left to right: a box is
-labelled with the tensor's ``name``, or, unnamed, with the op that made it.
+and that op's inputs), and drawn one box per tensor, left to right. A tensor
+has one label wherever it is shown (boxes, the stepper's panel, ``steps_table``,
+a printed step): ``label(t)``, its ``name``, or unnamed, its op on its inputs'
+labels ("x − μ", "Σ (x − μ)²", "γ reshaped").
 Constants that need no gradient (ε, 1/m, an exponent, a scalar factor) are no
 boxes of their own: they fold into their op's label ("+ ε", "× 1/4", "^ ½").
 ``a / b`` (``a * b**-1``) reads as a division.
@@ -19,7 +21,8 @@ Two pictures come from the same boxes:
   through matplotlib, so a fresh ``pip install`` draws too.
 - ``step_through`` always uses the layout below: the page needs a hook on every
   box and a size it can promise (the BN graph of basic ops fits a 1280×720
-  projector, text at least 11 px tall). The layout is ~80 lines: layers by
+  projector, text at least 11 px tall; a tall, narrow graph gets its panel
+  beside it, so both fit). The layout is ~80 lines: layers by
   longest path, crossings reduced by barycentres, each box on the row of what
   feeds it. The graphs a lesson steps through have tens of ops, where a layout
   library (grandalf, igraph's Sugiyama, networkx) would do no better and would

@@ -218,6 +218,8 @@ def test_a_tensor_times_itself_receives_both_parts_at_once_in_chromium(browser, 
     assert "both factors are the same tensor x − μ" in panel.inner_text()
     assert "it receives 2·(x − μ)·g" in panel.inner_text()
     np.testing.assert_allclose(panel_norms(page)[1], np.linalg.norm(both), rtol=1e-12)
+    assert md.graph.local_derivative(steps[k].function).startswith("2·u, for u × u")     # the walk table's words
+    assert md.steps_table(steps).splitlines()[k + 1].count("x − μ (4, 3)") == 1         # one input, sent to once
 
 
 def test_a_constant_factor_is_named_in_chromium(browser, tmp_path):
