@@ -243,8 +243,9 @@ results["retained_vs_hand_derived"] = read_off
 # op comes after all the ops that use its output. Each box shows the norm of the
 # gradient gathered there so far ($\Sigma$) and the part this step sends ($+$).
 # When no later step sends to a named tensor, its gradient is complete: the moment
-# the course's term exists. Step with the buttons, the slider, or the arrow keys
-# (click the graph first). The page needs no kernel: it works in the hand-out too.
+# the course's term exists. Step with the buttons, the slider, or the left and right
+# arrow keys (click the stepper first). The page needs no kernel: it works in the
+# hand-out too. Steps count from 1 here, in the tables below and in a printed step.
 # (`md.backward_steps(y, dy)` is the same pass as a Python generator: `next(steps)`
 # walks it one node per cell.)
 
@@ -274,29 +275,40 @@ def completed_at(steps):
 
 completes = completed_at(steps)
 show_table(["step", "op", "output", "completes", "the course's term"],
-           [[st.index + 1, st.op, st.output.name or "", name, TERM[name]]
+           [[st.number, st.op, md.graph.label(st.output), name, TERM[name]]
             for name, st in sorted(completes.items(), key=lambda item: item[1].index) if name in TERM])
-results["term_completed_at_step"] = {TERM[n]: st.index + 1 for n, st in completes.items() if n in TERM}
+results["term_completed_at_step"] = {TERM[n]: st.number for n, st in completes.items() if n in TERM}
 
 
 def walk(steps):
     """A backward pass as a table: each step, and the local derivative its op multiplies by."""
     show_table(["step", "op", "output", "sends gradients to", "multiplies the gradient at its output by"],
-               [[st.index + 1] + list(st.row()[1:]) + [md.graph.local_derivative(st.function)] for st in steps])
+               [list(st.row()) + [md.graph.local_derivative(st.function)] for st in steps])
 
 
 walk(steps)
 
 # %% [markdown]
+# One step carries the factor 2 of the derivation's last term: $\sigma^2$ averages
+# $(x_i - \mu)^2$, which the forward computes as `x_mu * x_mu`, one tensor twice.
+
+# %%
+square = next(st for st in steps if st.op == "Mul" and st.inputs[0] is st.inputs[1] is x_mu)
+parts = [np.linalg.norm(md.backend.as_numpy(g)) for g in square.grad_inputs]
+say(f"Step {square.number} ({md.graph.label(square.output)}): both factors are the same tensor x − μ, so it "
+    f"receives both parts, of norm {parts[0]:.4g} and {parts[1]:.4g}, summed: 2(x − μ) times the gradient "
+    "arriving there. That is the 2 in ∂σ²/∂xᵢ = 2(xᵢ − μ)/m.")
+
+# %% [markdown]
 # The step at $\hat x$: the gradient arriving there is $\partial l/\partial \hat x = \partial l/\partial y\cdot\gamma$,
 # and the op that made $\hat x$ (a division: $x - \mu$ times $1/\sigma$) multiplies
 # it by its local derivatives: $1/\sigma$ towards $x - \mu$, and $x - \mu$ towards
-# $1/\sigma$. A static picture of that step is drawn for print (`graph_step_xhat.png`).
+# $1/\sigma$. A static picture of that step is drawn for print, top to bottom (`graph_step_xhat.png`).
 
 # %%
 at_xhat = next(st for st in steps if st.output is x_hat)
 print(at_xhat)
-md.draw_graph(y, f"{s.out}/graph_step_xhat.png", step=at_xhat);
+md.draw_graph(y, f"{s.out}/graph_step_xhat.png", step=at_xhat, rankdir="TB");
 
 # %% [markdown]
 # ## 6. One block of a network: convolution, BN, ReLU
@@ -321,20 +333,37 @@ walk(block)
 block_page
 
 # %% [markdown]
+# The slide's "additional things to consider": $\beta$ "makes the bias units
+# redundant". BN subtracts each channel's batch mean, and with it any constant the
+# convolution adds, so the loss does not depend on the conv's bias $b$ at all. Its
+# gradient, read off step 3 of the pass above:
+
+# %%
+at_conv = next(st for st in block if st.op == "Conv2d")
+sent = {t.name: md.backend.as_numpy(g) for t, g in zip(at_conv.inputs, at_conv.grad_inputs)}   # x, W, b
+g_b, g_W = sent["b"], sent["W"]
+results["conv_bias_grad_max_abs"] = float(np.abs(g_b).max())
+say(f"Step {at_conv.number} sends the conv's bias b a gradient of at most {results['conv_bias_grad_max_abs']:.1e} "
+    f"in size (dl/dW: norm {np.linalg.norm(g_W):.3g}): zero up to rounding. A convolution followed by "
+    "BN needs no bias: β does its job.")
+
+# %% [markdown]
 # ## 7. What the derivation buys: the graph autograd walks
 #
 # Autograd needed every intermediate of section 1 as a node, and walks back
 # through each. The hand-derived backward is one op (`Normalize`) whose backward
 # is the compact form. Boxes are tensors (named as above, or labelled with the op
 # that made them); the shaded boxes are the leaves whose gradients we asked for.
+# These two are drawn top to bottom, for print and for the notebook's width; the
+# stepper of section 5 is the one to project.
 
 # %%
-graph_autograd = md.draw_graph(y)
+graph_autograd = md.draw_graph(y, rankdir="TB")
 x_h, gamma_h, beta_h = (named(md.Tensor(a, requires_grad=True), n) for a, n in
                         ((x_np, "x"), (gamma_np, "γ"), (beta_np, "β")))
 y_derived = named(norm.normalize(x_h, (0,), gamma_h, beta_h, EPS), "y")
 y_derived.backward(dy)
-graph_derived = md.draw_graph(y_derived)
+graph_derived = md.draw_graph(y_derived, rankdir="TB")
 ops = lambda out: len(md.step_through(out, dy).steps)      # one step per op
 results["ops_in_graph"] = {"autograd": ops(y), "hand_derived": ops(y_derived)}
 pictures = {"graph_autograd": graph_autograd, "graph_hand_derived": graph_derived}

@@ -2,8 +2,10 @@
 ``md.steps_table(steps)`` and the record of one step, ``md.BackwardStep``.
 
 The graph is walked exactly as ``backward()`` walks it (each tensor's ``creator``
-and that op's inputs), and drawn one box per tensor, left to right: a box is
-labelled with the tensor's ``name``, or, unnamed, with the op that made it.
+and that op's inputs), and drawn one box per tensor, left to right. A tensor
+has one label wherever it is shown (boxes, the stepper's panel, ``steps_table``,
+a printed step): ``label(t)``, its ``name``, or unnamed, its op on its inputs'
+labels ("x − μ", "Σ (x − μ)²", "γ reshaped").
 Constants that need no gradient (ε, 1/m, an exponent, a scalar factor) are no
 boxes of their own: they fold into their op's label ("+ ε", "× 1/4", "^ ½").
 ``a / b`` (``a * b**-1``) reads as a division.
@@ -19,7 +21,8 @@ Two pictures come from the same boxes:
   through matplotlib, so a fresh ``pip install`` draws too.
 - ``step_through`` always uses the layout below: the page needs a hook on every
   box and a size it can promise (the BN graph of basic ops fits a 1280×720
-  projector, text at least 11 px tall). The layout is ~80 lines: layers by
+  projector, text at least 11 px tall; a tall, narrow graph gets its panel
+  beside it, so both fit). The layout is ~80 lines: layers by
   longest path, crossings reduced by barycentres, each box on the row of what
   feeds it. The graphs a lesson steps through have tens of ops, where a layout
   library (grandalf, igraph's Sugiyama, networkx) would do no better and would
@@ -44,7 +47,9 @@ from . import backend
 class BackwardStep:
     """One op of a backward pass: the op, its output tensor, the upstream
     gradient arriving at that output, and the gradient it sends to each input
-    (None where an input needs none). Prints as a short block."""
+    (None where an input needs none). ``index`` is its place in the pass
+    (``steps[index]``, from 0); printed, a step counts from 1, as the stepper's
+    "Step 3 of 13" does. Prints as a short block."""
 
     def __init__(self, index, function, output, grad_output, grad_inputs):
         self.index, self.function, self.output = index, function, output
@@ -52,34 +57,51 @@ class BackwardStep:
         self.inputs = function.inputs
 
     op = property(lambda self: type(self.function).__name__)
+    number = property(lambda self: self.index + 1, doc="the step's number as a person counts: from 1")
 
     def __repr__(self):
-        lines = [f"step {self.index}: {self.op} -> {_describe(self.output)}",
-                 f"  upstream dl/d({_short(self.output)}) {_values(self.grad_output)}"]
-        for x, g in zip(self.inputs, self.grad_inputs):
-            if g is not None:
-                lines.append(f"  sends dl/d({_short(x)}) {_values(g)}")
+        lines = [f"step {self.number}: {self.op} -> {_describe(self.output)}",
+                 f"  upstream {_grad_name(label(self.output))} {_values(self.grad_output)}"]
+        for x, g, parts in _received(self):
+            lines.append(f"  sends {_grad_name(label(x))} {_values(g)}" + _as_inputs(parts))
         return "\n".join(lines)
 
     def row(self):
-        """(step, op, output, sends to): one line of the table of a pass."""
-        return (self.index, self.op, _describe(self.output),
-                ", ".join(_describe(x) for x, g in zip(self.inputs, self.grad_inputs) if g is not None))
+        """(step number, op, output, sends to): one line of the table of a pass."""
+        return (self.number, self.op, _describe(self.output),
+                ", ".join(_describe(x) + _as_inputs(parts) for x, _, parts in _received(self)))
+
+
+def _received(step):
+    """(input, the gradient it receives, how many of the op's inputs it is), each
+    input once: ``x * x`` sends its two parts to the same x, which receives their sum."""
+    out = {}
+    for x, g in zip(step.inputs, step.grad_inputs):
+        if g is not None:
+            t, total, parts = out.get(id(x), (x, None, []))
+            out[id(x)] = (t, g if total is None else total + g, parts + [g])
+    return [(x, g, parts) for x, g, parts in out.values()]
+
+
+def _as_inputs(parts):
+    return "" if len(parts) == 1 else " (both inputs)" if len(parts) == 2 else f" ({len(parts)} inputs)"
 
 
 def steps_table(steps):
-    """A backward pass (a list of BackwardStep) as an aligned text table."""
+    """A backward pass (a list of BackwardStep) as an aligned text table, its
+    steps numbered from 1."""
     rows = [("step", "op", "output", "sends gradients to")] + [tuple(map(str, s.row())) for s in steps]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _short(t):
-    return t.name or f"{tuple(t.shape)}"
-
-
 def _describe(t):
-    return f"{t.name} {tuple(t.shape)}" if t.name else f"{tuple(t.shape)} tensor"
+    return f"{label(t)} {tuple(t.shape)}"
+
+
+def _grad_name(text):
+    """dl/dx̂, dl/dσ², but dl/d(x − μ), dl/d(1/σ)."""
+    return f"dl/d{text}" if re.fullmatch(r"[\w\u0300-\u036f²]+", text) else f"dl/d({text})"
 
 
 def _values(a, small=12):
@@ -110,6 +132,8 @@ def local_derivative(function):
     """The op's local derivative in words: what its backward multiplies the
     gradient arriving at its output by."""
     op = type(function).__name__
+    if op == "Mul" and function.inputs[0] is function.inputs[1]:
+        return "2·u, for u × u (both factors are the same tensor u: it receives both parts)"
     if op == "Pow":
         c = function.c
         power = _number(c - 1) if c - 1 >= 0 else f"({_number(c - 1)})"
@@ -143,14 +167,96 @@ def _constant(t):
     return t.name or _number(backend.as_numpy(t.data).reshape(-1)[0])
 
 
+def _is_constant(t):
+    return not t.requires_grad and t.creator is None
+
+
+# ---- one label for a tensor, wherever it is shown -----------------------------
+LONGEST = 22     # characters: an expression longer than this shows its long inputs as "…"
+
+
+def label(t, names=None):
+    """What minidl calls tensor ``t`` wherever it shows it: the stepper's boxes
+    and panel, ``steps_table``, a printed ``BackwardStep``, a lesson's tables.
+    Its ``name`` (or its key in ``names``, e.g. ``dict(model.named_parameters())``);
+    unnamed, an expression of its inputs' labels ("x − μ", "1/σ", "Σ (x − μ)²",
+    "(σ² + ε)^−½", "γ reshaped", "y × w"); a leaf is "leaf", a constant array
+    "constant", a constant number reads as itself."""
+    return _label(t, {id(v): k for k, v in (names or {}).items()}, {})
+
+
+def _label(t, names, seen, depth=12):
+    """label(t); ``seen`` holds the labels found so far (a graph shares its inputs);
+    ``depth`` bounds the recursion (deeper than that, an expression is "…" anyway)."""
+    name = names.get(id(t)) or t.name
+    if name:
+        return name
+    f = t.creator
+    if f is None:
+        return _constant(t) if _folds(t) else "leaf" if t.requires_grad else "constant"
+    if depth == 0:
+        return "…"
+    if id(t) not in seen:
+        inner = [_label(x, names, seen, depth - 1) for x in f.inputs]
+        text = _expression(f, inner)
+        short = [u if len(u) <= 6 else "−…" if u.startswith("−") else "…" for u in inner]
+        seen[id(t)] = text if len(text) <= LONGEST else _expression(f, short)
+    return seen[id(t)]
+
+
+def _wrap(text, power=False):
+    """Parentheses around a label that is a sum or a phrase (or, raised to a
+    ``power``, a quotient) where it stands inside another expression: (x − μ)²,
+    Σ (x − μ)², (1/σ)², but Σ x, x × 1/4."""
+    depth, top_level = 0, False
+    for c in text:
+        depth += (c == "(") - (c == ")")
+        top_level |= depth == 0 and (c == " " or power and c == "/")
+    return f"({text})" if top_level or text.startswith("−") else text
+
+
+def _expression(f, inner):
+    """An unnamed tensor's label from its op and its inputs' labels."""
+    op, inputs = type(f).__name__, f.inputs
+    u = _wrap(inner[0])
+    if op == "Pow":
+        p = _wrap(inner[0], power=True)
+        return {-1: f"1/{p}", 0.5: f"√{p}", 2: f"{p}²", 3: f"{p}³"}.get(f.c, f"{p}^{_number(f.c)}")
+    if op == "Neg":
+        return f"−{u}"
+    if op == "Sum":
+        return f"Σ {u}"
+    if op == "Add":            # x + (−μ) reads x − μ
+        return inner[0] + "".join(f" − {v[1:]}" if v.startswith("−") else f" + {v}" for v in inner[1:])
+    if op == "Mul" and inputs[0] is inputs[1]:
+        return f"{_wrap(inner[0], power=True)}²"
+    if op == "Mul":            # a / b  ==  a * b**-1
+        for k in (1, 0):
+            if _is_reciprocal(inputs[k]) and inner[k].startswith("1/"):
+                return f"{_wrap(inner[1 - k])} / {inner[k][2:]}"
+        return f"{u} × {_wrap(inner[1])}"
+    if op == "MatMul":
+        return f"{u} @ {_wrap(inner[1])}"
+    if op in ("Reshape", "BroadcastTo") and len(inner) == 1:
+        return f"{u} {'reshaped' if op == 'Reshape' else 'broadcast'}"
+    if op == "Transpose":
+        return f"{u}ᵀ"
+    return f"{op}({', '.join(inner)})"
+
+
+def _is_reciprocal(t):
+    from .ops.elementwise import Pow      # ops import the engine, which imports this module
+    return isinstance(t.creator, Pow) and t.creator.c == -1
+
+
 class _Box:
     """One tensor of the graph: what its box says."""
 
-    def __init__(self, index, tensor, name):
+    def __init__(self, index, tensor, name, title):
         self.index, self.tensor, self.name = index, tensor, name
         self.inputs = []                      # indices of the boxes feeding its op
         self.op = None                        # its op's label, "+ ε", "× 1/4", "÷", ...
-        self.title = name                     # the first line: its name, or what made it
+        self.title = title                    # the first line: label(tensor)
 
     shape = property(lambda self: tuple(self.tensor.shape))
 
@@ -161,66 +267,34 @@ def _walk(y, names):
     from .tensor import _topological_order    # tensor.py imports this module: import when used
     names = {id(t): n for n, t in (names or {}).items()}
     order = _topological_order(y, follow=lambda x: not _folds(x))
-    boxes = [_Box(k, t, names.get(id(t)) or t.name) for k, t in enumerate(order)]
+    seen = {}
+    boxes = [_Box(k, t, names.get(id(t)) or t.name, _label(t, names, seen)) for k, t in enumerate(order)]
     at = {id(b.tensor): b for b in boxes}
     for b in boxes:
         f = b.tensor.creator
-        if f is None:
-            continue
-        b.inputs = [at[id(x)].index for x in f.inputs if id(x) in at]
-        b.op = _op_label(f, at)
-        if b.title is None:
-            b.title = _expression(f, b.op, at)
+        if f is not None:
+            b.inputs = [at[id(x)].index for x in f.inputs if id(x) in at]
+            b.op = _op_label(f)
     return boxes
 
 
 SYMBOL = {"Add": "+", "Mul": "×", "Neg": "−", "Sum": "Σ", "MatMul": "@"}
 
 
-def _op_label(f, at):
+def _op_label(f):
+    """The op as its box's small first line and the panel's heading say it:
+    "+ ε", "× 1/4", "÷", "^ ½", "Σ axis 0", "Reshape"."""
     op = type(f).__name__
     consts = [_constant(x) for x in f.inputs if _folds(x)]
     if op == "Pow":
         return f"^ {_number(f.c)}"
-    if op == "Mul" and any(id(x) in at and isinstance(x.creator, _pow()) and x.creator.c == -1
-                           for x in f.inputs):
+    if op == "Mul" and any(_is_reciprocal(x) for x in f.inputs):
         return "÷" + "".join(f" {c}" for c in consts)      # a / b  ==  a * b**-1
     if op == "Sum" and getattr(f, "axes", None) is not None and len(f.axes) < len(f.inputs[0].shape):
         return f"Σ axis {', '.join(map(str, f.axes))}"
     symbol = SYMBOL.get(op, op)
     return symbol + "".join(f" {c}" for c in consts) if op in SYMBOL else \
         symbol + (f" ({', '.join(consts)})" if consts else "")
-
-
-def _pow():
-    from .ops.elementwise import Pow
-    return Pow
-
-
-def _expression(f, label, at):
-    """An unnamed tensor's first line: an expression of its named inputs where
-    one reads well ("1/σ", "x − μ", "σ² + ε"), else its op's label."""
-    op = type(f).__name__
-    named = [at[id(x)].name for x in f.inputs if id(x) in at]
-    if not named or not all(named):
-        return label
-    wrap = lambda n: n if len(n) <= 2 else f"({n})"
-    if op == "Pow" and len(named) == 1:
-        c, n = f.c, named[0]
-        text = {-1: f"1/{wrap(n)}", 0.5: f"√{wrap(n)}", 2: f"{wrap(n)}²"}.get(c, f"{wrap(n)}^{_number(c)}")
-    elif op == "Neg":
-        text = f"−{wrap(named[0])}"
-    elif op == "Sum" and len(named) == 1:
-        text = f"Σ {wrap(named[0])}"
-    elif op in ("Add", "Mul") and len(named) == 1:
-        text = f"{named[0]} {label}"
-    elif op == "Mul" and len(named) == 2 and f.inputs[0] is f.inputs[1]:
-        text = f"{wrap(named[0])}²"
-    elif op in ("Add", "Mul", "MatMul") and len(named) == 2:
-        text = f"{named[0]} {SYMBOL[op]} {named[1]}"
-    else:
-        return label
-    return text if len(text) <= 10 else label
 
 
 # ---- the layout: layers left to right, boxes aligned with their neighbours ---
@@ -305,6 +379,7 @@ def _layout(sizes, inputs, hgap=20, vgap=12, margin=6):
 # ---- box sizes and SVG --------------------------------------------------------
 FONT = "'DejaVu Sans', Verdana, 'Segoe UI', Arial, sans-serif"
 MATH = "'DejaVu Serif', Georgia, 'Times New Roman', serif"   # names: γ must not read as y
+FIT = "max-width:100%;height:auto"     # no wider than a notebook: a wide graph shrinks, never scrolls sideways
 TITLE_PX, SMALL_PX = 17, 12        # on a 1280×720 projector the smallest text stays above 11 px
 NARROW = set("il.,:;'|!()[]ı ·ftrj−")
 
@@ -320,7 +395,7 @@ def _box_lines(box, grad_rows, dtype=False):
     rows = []
     if box.op is not None and box.name:
         rows.append((box.op, "op", SMALL_PX))
-    rows.append((box.title or "leaf", "title", TITLE_PX))
+    rows.append((box.title, "title", TITLE_PX))
     shape = str(box.shape) if box.shape else "scalar"
     rows.append((f"{shape} {box.tensor.dtype}" if dtype else shape, "shape", SMALL_PX))
     return rows + grad_rows
@@ -332,7 +407,7 @@ def _svg(boxes, lines, marks=None, edge_marks=None):
     sizes = [(max(_text_width(t, s) for t, _, s in rows) + 2 * pad,
               sum(s * leading for _, _, s in rows) + 2 * pad) for rows in lines]
     centres, paths, width, height = _layout(sizes, [b.inputs for b in boxes])
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" style="{FIT}" '
            f'width="{width:.0f}" height="{height:.0f}" font-family="{html.escape(FONT)}" '
            f'role="img" aria-label="the computational graph">',
            '<defs><marker id="minidl-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
@@ -366,10 +441,11 @@ def _svg(boxes, lines, marks=None, edge_marks=None):
 
 
 def _grad_text(g):
-    """A gradient as a box shows it: the values when there are at most 6, else the norm."""
+    """A gradient as a box shows it: the values when there are at most 6, else the
+    norm (in words: Graphviz's fonts draw ‖ as "ll")."""
     g = backend.as_numpy(g).astype(np.float64)
     return (f"grad {np.array2string(g.ravel(), precision=3, separator=' ')}" if g.size <= 6
-            else f"‖grad‖ = {_norm(g):.4g}")
+            else f"grad norm {_norm(g):.4g}")
 
 
 # ---- draw_graph -------------------------------------------------------------
@@ -410,7 +486,7 @@ class Graph(str):
         if shutil.which("dot") is None:
             return {"image/svg+xml": self.svg}
         svg = subprocess.run(["dot", "-Tsvg"], input=self.encode(), capture_output=True, check=True)
-        return {"image/svg+xml": svg.stdout.decode()}
+        return {"image/svg+xml": re.sub(r"<svg\b", f'<svg style="{FIT}"', svg.stdout.decode(), count=1)}
 
     @property
     def svg(self):
@@ -423,7 +499,8 @@ def draw_graph(y, path=None, names=None, rankdir="LR", step=None):
     ``path`` too when given. Boxes are tensors, labelled with their ``name``
     (or by ``names``, e.g. ``dict(model.named_parameters(), x=x)``), or with
     the op that made them; shape, dtype and, after ``backward()``, the gradient.
-    ``rankdir`` "TB" draws it top to bottom in Graphviz (narrow enough for a page).
+    ``rankdir`` "TB" draws it top to bottom in Graphviz (narrow enough for a
+    printed page). In a notebook it is never wider than the notebook.
     ``step``, one step of ``md.backward_steps(y)``, is marked: its output
     filled and labelled with the upstream gradient, its inputs outlined and
     labelled with the gradients it sends them."""
@@ -433,7 +510,7 @@ def draw_graph(y, path=None, names=None, rankdir="LR", step=None):
     at_step = {}
     if step is not None:
         at_step[id(step.output)] = step.grad_output
-        at_step.update({id(x): g for x, g in zip(step.inputs, step.grad_inputs) if g is not None})
+        at_step.update({id(x): g for x, g, _ in _received(step)})     # x * x: the sum of both parts
     lines, marks, nodes, edges = [], {}, [], []
     for b in boxes:
         t = b.tensor
@@ -447,8 +524,8 @@ def draw_graph(y, path=None, names=None, rankdir="LR", step=None):
                  'style="filled,bold", fillcolor="#fde2c0"' if sent else
                  'style="filled", fillcolor="#dbe9f6"' if t.creator is None and t.requires_grad else
                  'style="solid"')
-        label = "\\n".join(text for text, _, _ in rows)
-        nodes.append(f'  t{id(t)} [shape=box, {style}, label="{label}"];')
+        text = "\\n".join(text for text, _, _ in rows)
+        nodes.append(f'  t{id(t)} [shape=box, {style}, label="{text}"];')
         edges += [f"  t{id(boxes[i].tensor)} -> t{id(t)};" for i in b.inputs]
     graph = Graph("digraph minidl {\n"
                   f'  rankdir={rankdir}; node [fontname="Helvetica", fontsize=11];\n'
@@ -497,12 +574,12 @@ def _matplotlib(drawing, path):
 SMALL = 24             # a gradient of at most this many values is shown whole
 
 
-def _values_html(a, label):
+def _values_html(a, name):
     """A gradient as the panel shows it: every value of a small one, an excerpt
     with shape and norm of a large one. data-norm and data-shape for scripts."""
     a = backend.as_numpy(a).astype(np.float64)
     fmt = lambda v: f"{v + 0.0:.4g}".replace("-", "−")          # + 0.0: no "−0"
-    head = (f'<div class="values" data-tensor="{html.escape(label)}" data-norm="{_norm(a)!r}" '
+    head = (f'<div class="values" data-tensor="{html.escape(name)}" data-norm="{_norm(a)!r}" '
             f'data-shape="{",".join(map(str, a.shape))}">')
     if a.size <= SMALL:
         rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
@@ -514,9 +591,7 @@ def _values_html(a, label):
                    f'<span class="meta">shape {a.shape}, {a.size} values, norm {_norm(a):.4g}</span></div>')
 
 
-def _grad_name(box):
-    name = box.name or box.title          # dl/dx̂, dl/dσ², but dl/d(x − μ), dl/d(1/σ)
-    return f"dl/d{name}" if re.fullmatch(r"[\w\u0300-\u036f]+", name) else f"dl/d({name})"
+BESIDE = 560           # px: a graph at most this wide (a tall, narrow one) gets its panel beside it
 
 
 class StepThrough:
@@ -543,29 +618,25 @@ class StepThrough:
         steps, root = self.steps, box_of[id(y)]
         last = {root.index: -1}                    # the last step that sends to each box
         for s in steps:
-            for x, g in zip(s.inputs, s.grad_inputs):
-                if g is not None and id(x) in box_of:
-                    last[box_of[id(x)].index] = s.index
+            for x, _, _ in _received(s):
+                last[box_of[id(x)].index] = s.index
         acc = {root.index: backend.as_numpy(steps[0].grad_output).astype(np.float64)} if steps else {}
         per_step, texts = [], {b.index: set() for b in boxes}
         for s in steps:
             out = box_of[id(s.output)]
-            sends = [(box_of[id(x)], g) for x, g in zip(s.inputs, s.grad_inputs)
-                     if g is not None and id(x) in box_of]
+            # one entry per input tensor: x * x sends its two parts to x at once
+            sends = [(box_of[id(x)], backend.as_numpy(g).astype(np.float64), parts) for x, g, parts in _received(s)]
             before = {k: v.copy() for k, v in acc.items()}
-            for b, g in sends:
-                g = backend.as_numpy(g).astype(np.float64)
+            for b, g, _ in sends:
                 acc[b.index] = acc[b.index] + g if b.index in acc else g
-            boxes_text = {}
-            for k, v in before.items():
-                boxes_text[k] = [f"Σ {_norm(v):.3g}", ""]
-            for b, g in sends:
+            boxes_text = {k: [f"Σ {_norm(v):.3g}", ""] for k, v in before.items()}
+            for b, g, _ in sends:
                 boxes_text.setdefault(b.index, ["", ""])[1] = f"+ {_norm(g):.3g}"
             for k, (a, b_) in boxes_text.items():
                 texts[k].update([a, b_])
             done = sorted(k for k, v in last.items() if v <= s.index)
             newly = [boxes[k] for k, v in last.items() if v == s.index and boxes[k].name]
-            per_step.append(dict(node=out.index, targets=[b.index for b, _ in sends], done=done,
+            per_step.append(dict(node=out.index, targets=[b.index for b, _, _ in sends], done=done,
                                  text={str(k): v for k, v in boxes_text.items()},
                                  panel=self._panel(s, out, sends, before, newly, len(steps), box_of),
                                  complete=self._complete([boxes[k] for k in done])))
@@ -578,34 +649,41 @@ class StepThrough:
         return TEMPLATE.format(id=self.id, n=len(steps), max=len(steps) - 1, svg=svg, data=data, css=CSS,
                                js=JS.replace("ROOT_ID", json.dumps(self.id)),
                                title=html.escape(self.title), width=f"{width:.0f}",
-                               legend=LEGEND)
+                               layout="beside" if width <= BESIDE else "below", legend=LEGEND)
 
     @staticmethod
     def _panel(s, out, sends, before, newly, n, box_of):
         name = lambda b: f'<span class="name">{html.escape(b.title)}</span>'
         words = local_derivative(s.function)
-        if s.op == "Mul":                   # the other factor, named: "γ towards x̂, x̂ towards γ"
-            a, b = (box_of[id(x)].title if id(x) in box_of else _constant(x) for x in s.inputs)
+        if s.op == "Mul" and s.inputs[0] is s.inputs[1]:   # (x − μ)²: one tensor, both factors
+            u = box_of[id(s.inputs[0])].title
+            words = (f"2·{_wrap(u)} towards {u}: both factors are the same tensor {u}, each sends it "
+                     f"{_wrap(u)}·g (g: the gradient arriving here), so it receives 2·{_wrap(u)}·g")
+        elif s.op == "Mul":                 # the other factor, named: "γ towards x̂, x̂ towards γ"
+            a, b = (_factor(x, box_of) for x in s.inputs)
             words = ", ".join(f"{other} towards {this}" for this, other, x in ((a, b, s.inputs[0]), (b, a, s.inputs[1]))
                               if x.requires_grad)
-        rows = [f'<h3>Step {s.index + 1} of {n}: <span class="opname">{html.escape(out.op or s.op)}</span> '
-                f'({s.op}) made {name(out)} {out.shape}</h3>',
+        op = f'<span class="opname">{html.escape(out.op)}</span>' + ("" if out.op == s.op else f" ({s.op})")
+        rows = [f'<h3>Step {s.number} of {n}: {op} made {name(out)} {out.shape}</h3>',
                 f'<p class="local">Local derivative: <b>{html.escape(words)}</b>; '
                 'the op multiplies the gradient arriving at its output by it.</p>',
                 f'<div class="flow"><div class="arrive"><h4>arrives at {name(out)}: '
-                f'{html.escape(_grad_name(out))}, complete</h4>{_values_html(s.grad_output, out.title)}</div>']
-        for b, g in sends:
+                f'{html.escape(_grad_name(out.title))}, complete</h4>{_values_html(s.grad_output, out.title)}</div>']
+        for b, g, parts in sends:
             had = before.get(b.index)
+            both = ("" if len(parts) == 1 else
+                    f'<p class="meta">the sum of its {len(parts)} parts, one per input it is '
+                    f'(norms {", ".join(f"{_norm(p):.4g}" for p in parts)})</p>')
             rows.append(f'<div class="send" data-target="{b.index}"><h4>sends to {name(b)}</h4>'
-                        f'{_values_html(g, b.title)}<p class="before">accumulated there before this step: '
+                        f'{_values_html(g, b.title)}{both}<p class="before">accumulated there before this step: '
                         + (f"norm {_norm(had):.4g}" if had is not None else "nothing yet") + "</p></div>")
         rows.append("</div>")
-        rows += [f'<p class="completed">{html.escape(_grad_name(b))} is complete</p>' for b in newly]
+        rows += [f'<p class="completed">{html.escape(_grad_name(b.title))} is complete</p>' for b in newly]
         return "\n".join(rows)
 
     @staticmethod
     def _complete(done):
-        return "".join(f'<li data-tensor="{html.escape(b.name or b.title)}">{html.escape(_grad_name(b))}</li>'
+        return "".join(f'<li data-tensor="{html.escape(b.title)}">{html.escape(_grad_name(b.title))}</li>'
                        for b in done)
 
     def __repr__(self):
@@ -622,6 +700,15 @@ class StepThrough:
                     f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                     f'<title>{html.escape(self.title)}</title></head>\n<body>\n{self._html}\n</body></html>\n')
         return path
+
+
+def _factor(x, box_of):
+    """A factor of a product as the panel names it: its label, and a constant
+    array as what it is ("the constant (4, 3) factor w")."""
+    if _is_constant(x) and x.size > 1:
+        title = box_of[id(x)].title if id(x) in box_of else x.name      # folded where named
+        return f"the constant {tuple(x.shape)} factor" + ("" if title in (None, "constant") else f" {title}")
+    return box_of[id(x)].title if id(x) in box_of else _constant(x)
 
 
 def step_through(y, grad=None, names=None, title=None):
@@ -654,6 +741,9 @@ CSS = """
 .minidl-steps .where{font-weight:bold}
 .minidl-steps .graph{overflow:hidden}
 .minidl-steps .graph svg{max-width:100%;height:auto;display:block}
+.minidl-steps.beside .main{display:flex;gap:16px;align-items:flex-start}
+.minidl-steps.beside .graph{flex:0 1 auto;max-width:50%}
+.minidl-steps.beside .side{flex:1 1 0;min-width:0}
 .minidl-steps .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin:2px 0 6px}
 .minidl-steps .legend .acc{color:#1d4ed8}.minidl-steps .legend .sent{color:#b45309}
 .minidl-steps .key svg{vertical-align:middle;margin-right:3px}
@@ -713,20 +803,33 @@ JS = r"""
     }
   }
   function current() { return Number(root.getAttribute("data-current")); }
-  root.querySelector("button.prev").addEventListener("click", function () { show(current() - 1); });
-  root.querySelector("button.next").addEventListener("click", function () { show(current() + 1); });
+  // a mouse click leaves the focus on the stepper, not on its button or slider: Space and
+  // Up/Down then scroll the page as ever, instead of clicking the button again or moving the slider
+  function refocus(e) { if (e.type === "pointerup" || e.detail) root.focus({preventScroll: true}); }
+  root.querySelector("button.prev").addEventListener("click", function (e) { show(current() - 1); refocus(e); });
+  root.querySelector("button.next").addEventListener("click", function (e) { show(current() + 1); refocus(e); });
   slider.addEventListener("input", function () { show(Number(slider.value)); });
+  slider.addEventListener("pointerup", refocus);
+  function visible() {
+    var r = root.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight && r.right > 0 && r.left < window.innerWidth;
+  }
+  // Left/Right/Home/End only, and only on a stepper at least partly on screen; the page keeps
+  // Up/Down/Space/PageUp/PageDown for scrolling
+  var MOVES = {ArrowRight: function () { return current() + 1; }, ArrowLeft: function () { return current() - 1; },
+               Home: function () { return 0; }, End: function () { return n - 1; }};
   function key(e) {
-    if (e.key === "ArrowRight" || e.key === "ArrowDown") { show(current() + 1); e.preventDefault(); }
-    else if (e.key === "ArrowLeft" || e.key === "ArrowUp") { show(current() - 1); e.preventDefault(); }
-    else if (e.key === "Home") { show(0); e.preventDefault(); }
-    else if (e.key === "End") { show(n - 1); e.preventDefault(); }
+    if (!Object.prototype.hasOwnProperty.call(MOVES, e.key) || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey
+        || !visible()) return false;
+    show(MOVES[e.key]()); e.preventDefault();
+    return true;
   }
   root.__minidlKey = key;
-  // arrow keys act on the stepper that has focus, or failing that the one last clicked
+  // keys act on the stepper that has the focus, or (the focus on the page itself) the one last clicked
   root.addEventListener("keydown", function (e) {
-    if (e.target === slider) return;            // the slider moves itself, then says "input"
-    key(e); e.stopPropagation();
+    var t = e.target;
+    if (t === slider || t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName)) return;
+    if (key(e)) e.stopPropagation();
   });
   root.addEventListener("pointerdown", function () { window.__minidlLastStepper = root; });
   if (!window.__minidlStepperKeys) {
@@ -742,18 +845,18 @@ JS = r"""
 })();
 """
 
-TEMPLATE = """<div class="minidl-steps" id="{id}" data-minidl-steps="" data-steps="{n}" data-current="0" tabindex="0"
- role="group" aria-label="{title}: step through the backward pass with the arrow keys">
+TEMPLATE = """<div class="minidl-steps {layout}" id="{id}" data-minidl-steps="" data-steps="{n}" data-current="0" tabindex="0"
+ role="group" aria-label="{title}: step through the backward pass with the left and right arrow keys">
 <style>{css}</style>
 <div class="bar"><strong>{title}</strong>
 <button type="button" class="prev" aria-label="previous step">&#9664;</button>
 <input type="range" min="0" max="{max}" value="0" step="1" aria-label="step">
 <button type="button" class="next" aria-label="next step">&#9654;</button>
 <span class="where" aria-live="polite">step 1 of {n}</span></div>
-<div class="graph">{svg}</div>
-<div class="legend">{legend}</div>
+<div class="main"><div class="graph">{svg}</div>
+<div class="side"><div class="legend">{legend}</div>
 <div data-role="step-panel"></div>
-<div class="done-list">gradients complete: <ul data-role="complete"></ul></div>
+<div class="done-list">gradients complete: <ul data-role="complete"></ul></div></div></div>
 <script type="application/json" class="minidl-data">{data}</script>
 <script>{js}</script>
 </div>"""

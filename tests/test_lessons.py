@@ -154,6 +154,9 @@ def test_batchnorm_backward_lesson(tmp_path, monkeypatch):
     done = r["term_completed_at_step"]
     assert set(done) == {"dl/dβ", "dl/dγ", "dl/dx̂", "dl/dσ²", "dl/dμ", "dl/dx"}
     assert done["dl/dx"] == len(g["steps"]) and done["dl/dx̂"] < done["dl/dσ²"] < done["dl/dμ"] < done["dl/dx"]
+    assert g["square"].number == g["square"].index + 1 == 9         # (x − μ)², counted as the stepper counts
+    assert r["conv_bias_grad_max_abs"] < 1e-12                      # BN after a conv: its bias gets no gradient
+    assert "rankdir=TB" in g["graph_autograd"] and "‖" not in g["graph_autograd"]   # for print; no "ll" in Graphviz
     summary = (tmp_path / "summary.md").read_text()
     linked = re.findall(r"\]\(([^)]+)\)", summary)
     assert "graph_autograd.png" in linked and all((tmp_path / f).exists() for f in linked)

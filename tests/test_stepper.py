@@ -1,6 +1,7 @@
 """md.step_through: the backward pass as a page, checked as Python and, where
 Playwright and a Chromium are installed, driven in a real browser at a
 projector's 1280×720 (Debian's `chromium`; nothing is downloaded)."""
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,32 @@ def bn_from_basic_ops(seed=7):
     return dict(x=x, gamma=gamma, x_hat=x_hat, var=var, y=y), rng.standard_normal((4, 3))
 
 
+def conv_bn_relu(seed=7):
+    """The conv → BN → ReLU block of the batchnorm_backward lesson, its layers' own ops."""
+    rng = np.random.default_rng(seed)
+    md.manual_seed(seed)
+    conv, bn = md.nn.Conv2d(1, 2, 3).astype("float64"), md.nn.BatchNorm2d(2).astype("float64")
+    conv.weight.name, conv.bias.name, bn.gamma.name, bn.beta.name = "W", "b", "γ", "β"
+    x = named(md.Tensor(rng.standard_normal((2, 1, 5, 5)), requires_grad=True), "x")
+    a = named(md.nn.ReLU()(named(bn(named(conv(x), "z")), "BN(z)")), "a")
+    return a, rng.standard_normal(a.shape)
+
+
+def panels(page, part="panel"):
+    """The panel (or list of complete gradients) of each step, as the page's script shows it."""
+    data = re.search(r'<script type="application/json" class="minidl-data">(.*?)</script>', page._repr_html_(), re.S)
+    return [s[part] for s in json.loads(data.group(1))["steps"]]
+
+
+def received(step):
+    """{id(input): the whole gradient it receives from this step} (x * x: both parts summed)."""
+    sent = {}
+    for x, g in zip(step.inputs, step.grad_inputs):
+        if g is not None:
+            sent[id(x)] = sent.get(id(x), 0) + host(g)
+    return sent
+
+
 def last_step_sending_to(steps, t):
     return max(s.index for s in steps for x, g in zip(s.inputs, s.grad_inputs) if x is t and g is not None)
 
@@ -55,6 +82,35 @@ def test_step_through_is_a_self_contained_page_that_writes_no_gradient(tmp_path)
     assert html in saved
     again = md.step_through(t["y"], dy)._repr_html_()
     assert re.search(r'id="([^"]+)"', html).group(1) != re.search(r'id="([^"]+)"', again).group(1)
+
+
+def test_one_label_for_a_tensor_everywhere_and_steps_counted_from_1():
+    t, dy = bn_from_basic_ops()
+    for y, grad in ((t["y"], dy), conv_bn_relu()):
+        page = md.step_through(y, grad)
+        table, panel = md.steps_table(page.steps).splitlines(), panels(page)
+        for k, s in enumerate(page.steps):                  # the stepper's "Step 3 of 13" is step 3 everywhere
+            name = md.graph.label(s.output)
+            assert str(s).startswith(f"step {k + 1}: {s.op} -> {name} ")
+            assert table[k + 1].split()[0] == str(k + 1) and f" {name} {tuple(s.output.shape)}" in table[k + 1]
+            assert f'made <span class="name">{name}</span>' in panel[k]
+            for x in s.inputs:
+                if x.requires_grad:
+                    assert md.graph.label(x) in table[k + 1] and md.graph.label(x) in str(s)
+        assert "leaf" not in "\n".join(table) and "tensor" not in "\n".join(table)
+    labels = [md.graph.label(s.output) for s in page.steps]          # the conv block
+    assert labels[-2:] == ["γ reshaped", "β reshaped"]               # two reshapes, told apart by their input
+    complete = re.findall(r"<li[^>]*>([^<]*)</li>", panels(page, "complete")[-1])
+    assert len(set(complete)) == len(complete) and {"dl/d(γ reshaped)", "dl/d(β reshaped)"} <= set(complete)
+    steps = md.step_through(t["y"], dy).steps
+    assert [md.graph.label(s.output) for s in steps if s.op == "Sum"] == ["Σ (x − μ)²", "Σ x"]
+    # BN's division written without naming σ: the power reads with its input, not "^ −½"
+    x, var = t["x"], t["var"]
+    x_mu = x - x.mean(axis=0, keepdims=True)
+    eps = named(md.Tensor(np.array(1e-5)), "ε")
+    x_hat = x_mu * (var + eps) ** -0.5
+    assert md.graph.label(x_hat.creator.inputs[1]) == "(σ² + ε)^−½"
+    assert "sends dl/d((σ² + ε)^−½)" in str(next(md.backward_steps(x_hat, dy)))
 
 
 def test_step_through_says_what_it_needs():
@@ -102,9 +158,8 @@ def test_the_page_steps_through_bn_from_basic_ops_in_chromium(browser, tmp_path)
         s = steps[k]
         assert root.get_attribute("data-current") == str(k)
         panel = page.locator("[data-role=step-panel]")
-        assert f"Step {k + 1} of {len(steps)}" in panel.inner_text() and f"({s.op})" in panel.inner_text()
-        sent = [g for g in s.grad_inputs if g is not None]
-        expected = [np.linalg.norm(host(g)) for g in [s.grad_output] + sent]
+        assert f"Step {k + 1} of {len(steps)}" in panel.inner_text() and s.op in panel.inner_text()
+        expected = [np.linalg.norm(host(s.grad_output))] + [np.linalg.norm(g) for g in received(s).values()]
         np.testing.assert_allclose(panel_norms(page), expected, rtol=1e-12)
         cells = panel.locator(".values").first.locator("td").all_inner_texts()   # every value: 12 of them
         np.testing.assert_allclose([float(c.replace("−", "-")) for c in cells], host(s.grad_output).ravel(),
@@ -136,6 +191,81 @@ def test_the_page_steps_through_bn_from_basic_ops_in_chromium(browser, tmp_path)
         assert f"dl/d{name} is complete" in page.locator("[data-role=step-panel]").inner_text()
 
 
+def go_to(page, k, root="[data-minidl-steps]"):
+    page.eval_on_selector(f"{root} input[type=range]",
+                          f"r => {{ r.value = '{k}'; r.dispatchEvent(new Event('input')); }}")
+
+
+def box(page, title):
+    """The stepper's box titled ``title``: its text rows."""
+    return page.evaluate("""title => [...document.querySelectorAll('g.node')]
+        .filter(g => g.querySelector('text.title').textContent === title)
+        .map(g => [...g.querySelectorAll('text')].map(e => e.textContent))""", title)
+
+
+def test_a_tensor_times_itself_receives_both_parts_at_once_in_chromium(browser, tmp_path):
+    t, dy = bn_from_basic_ops()
+    md.step_through(t["y"], dy).save(str(tmp_path / "steps.html"))
+    steps = list(md.backward_steps(t["y"], dy))
+    k = next(s.index for s in steps if s.op == "Mul" and s.inputs[0] is s.inputs[1])   # (x − μ)²
+    both = received(steps[k])[id(steps[k].inputs[0])]
+    page = open_page(browser, tmp_path / "steps.html")
+    go_to(page, k)
+    [x_mu] = box(page, "x − μ")
+    assert f"+ {np.linalg.norm(both):.3g}" in x_mu                 # the box: both parts, as the step sends them
+    panel = page.locator("[data-role=step-panel]")
+    assert panel.locator(".send").count() == 1 and panel.inner_text().count("accumulated there before") == 1
+    assert "both factors are the same tensor x − μ" in panel.inner_text()
+    assert "it receives 2·(x − μ)·g" in panel.inner_text()
+    np.testing.assert_allclose(panel_norms(page)[1], np.linalg.norm(both), rtol=1e-12)
+    assert md.graph.local_derivative(steps[k].function).startswith("2·u, for u × u")     # the walk table's words
+    assert md.steps_table(steps).splitlines()[k + 1].count("x − μ (4, 3)") == 1         # one input, sent to once
+
+
+def test_a_constant_factor_is_named_in_chromium(browser, tmp_path):
+    y = named(md.Tensor(np.linspace(-1, 1, 12).reshape(4, 3), requires_grad=True), "y")
+    w = md.Tensor(np.arange(12.0).reshape(4, 3))                 # a constant array: needs no gradient
+    md.step_through((y * w).sum()).save(str(tmp_path / "steps.html"))
+    page = open_page(browser, tmp_path / "steps.html")
+    titles = page.eval_on_selector_all("g.node text.title", "els => els.map(e => e.textContent)")
+    assert sorted(titles) == sorted(["y", "constant", "y × constant", "Σ (y × constant)"])
+    page.click("[aria-label='next step']")
+    text = page.locator("[data-role=step-panel]").inner_text()
+    assert "Local derivative: the constant (4, 3) factor towards y" in text and "None" not in text
+    w.name = "w"
+    assert "the constant (4, 3) factor w towards y" in panels(md.step_through((y * w).sum()))[1]
+
+
+def test_the_keys_move_only_a_stepper_on_screen_and_leave_scrolling_to_the_page(browser, tmp_path):
+    t, dy = bn_from_basic_ops()
+    filler = "<div style='height:1500px'>text between the steppers</div>"
+    (tmp_path / "two.html").write_text("<!doctype html><meta charset='utf-8'><body>" + filler.join(
+        md.step_through(t["y"], dy)._repr_html_() for _ in range(2)) + filler, encoding="utf-8")
+    page = open_page(browser, tmp_path / "two.html")
+    first, second = page.locator("[data-minidl-steps]").nth(0), page.locator("[data-minidl-steps]").nth(1)
+    at = lambda: (first.get_attribute("data-current"), second.get_attribute("data-current"))
+    first.locator("[aria-label='next step']").click()
+    assert at() == ("1", "0")
+    for key in ("ArrowDown", "ArrowUp", "Space", "PageDown", "PageUp"):    # the page's keys: never the stepper's
+        page.keyboard.press(key)
+        assert at() == ("1", "0"), key
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("window.scrollY") > 0                               # Down scrolled the page
+    page.evaluate("window.scrollTo(0, 0)")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("End")
+    assert at() == ("12", "0")
+    page.keyboard.press("Home")
+    assert at() == ("0", "0")
+    second.scroll_into_view_if_needed()                                      # the first is off screen now
+    assert first.evaluate("e => e.getBoundingClientRect().bottom") < 0
+    page.keyboard.press("ArrowRight")
+    assert at() == ("0", "0")
+    second.locator(".graph > svg").click()
+    page.keyboard.press("ArrowRight")
+    assert at() == ("0", "1")
+
+
 def test_the_bn_graph_fits_a_projector_in_chromium(browser, tmp_path):
     t, dy = bn_from_basic_ops()
     md.step_through(t["y"], dy).save(str(tmp_path / "steps.html"))
@@ -160,6 +290,18 @@ def test_the_bn_graph_fits_a_projector_in_chromium(browser, tmp_path):
         page.keyboard.press("ArrowRight") if k else page.click("[aria-label='next step']")
     graph = page.locator("[data-minidl-steps] .graph > svg").bounding_box()
     assert graph["x"] + graph["width"] <= 1280 and graph["y"] + graph["height"] <= 720   # the whole graph on screen
+
+
+def test_the_conv_block_and_its_panel_fit_a_projector_in_chromium(browser, tmp_path):
+    md.step_through(*conv_bn_relu()).save(str(tmp_path / "steps.html"))
+    page = open_page(browser, tmp_path / "steps.html")
+    for k in range(5):                       # graph and panel on one screen: nothing below the fold
+        go_to(page, k)
+        bottom = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+            '[data-minidl-steps] .graph > svg, [data-minidl-steps] [data-role=step-panel] *')]
+            .map(e => e.getBoundingClientRect().bottom))""")
+        assert bottom <= 720, f"step {k + 1}: the page reaches {bottom:.0f} px, below a 1280×720 screen"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
 
 def test_two_steppers_on_one_page_do_not_interfere(browser, tmp_path):
