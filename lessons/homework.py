@@ -417,7 +417,9 @@ def main(argv=None):
     commands = p.add_subparsers(dest="command", required=True)
     h = commands.add_parser("handout", help="write the student's notebook, DIR/homework.ipynb")
     h.add_argument("--out", default="handout", help="folder (default handout)")
-    c = commands.add_parser("check", help="grade your own FILE.py:NAME (or FILE.ipynb) here and now")
+    c = commands.add_parser("check", help="grade your own FILE.py:NAME (or FILE.ipynb) here and now: a "
+                            "BatchNorm module class, or batchnorm_backward(dy, x, gamma, beta, eps) -> (dx, dgamma, "
+                            "dbeta) on NumPy arrays, gamma and beta of shape (C,): one value per channel")
     c.add_argument("spec", metavar="FILE.py:NAME")
     g = commands.add_parser("grade", help="grade every submission in FOLDER into DIR/grades.csv")
     g.add_argument("folder")
