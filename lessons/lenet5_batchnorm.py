@@ -289,36 +289,37 @@ colors = dict(zip(results, ["tab:gray", "tab:blue", "tab:red"]))
 styles = dict(zip(results, ["-", "-", ":"]))     # the BN runs can coincide: the second is dotted
 steps_per_epoch = len(results["no BN"]["step_loss"]) // max(1, len(results["no BN"]["val_loss"]))
 window = max(1, steps_per_epoch // 10)
-fig, ax = plt.subplots(figsize=(8, 4.5))
+fig, ax = plt.subplots(figsize=(11, 4.8))
 for label, h in results.items():
     smooth = np.convolve(h["step_loss"], np.ones(window) / window, mode="valid")
     ax.plot(np.arange(len(smooth)) + window, smooth, styles[label], color=colors[label], lw=1.4,
-            label=f"{label}, training (mean of the last {window} steps)")
+            label=f"{label}, training " + (f"(mean of the last {window} steps)" if window > 1 else "(per step)"))
     at = steps_per_epoch * np.arange(1, len(h["val_loss"]) + 1)
     ax.plot(at, h["val_loss"], "o--", color=colors[label], ms=5, label=f"{label}, validation (per epoch)")
 ax.set(xlabel="training step", ylabel="cross-entropy loss", title=f"LeNet-5 on {dataset}: training and validation loss")
 integer_ticks(ax.xaxis)
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))       # beside the curves, not over them
 plots = {"loss": show_figure(fig, f"{s.out}/loss.png")}
 bn_runs = [label for label in results if label != "no BN"]
 if len(bn_runs) == 2:
     gap = np.max(np.abs(np.subtract(*[results[label]["step_loss"] for label in bn_runs])))
     val_gap = np.max(np.abs(np.subtract(*[results[label]["val_loss"] for label in bn_runs])))
-    say(f"{bn_runs[0]} and {bn_runs[1]}: the training losses differ by at most {gap:.3g} over "
-        f"{len(results[bn_runs[0]]['step_loss'])} steps; the validation losses by up to {val_gap:.3g}.")
+    same = "are identical" if gap == 0 else f"differ by at most {gap:.3g}"
+    say(f"{bn_runs[0]} and {bn_runs[1]}: the training losses {same} over "
+        f"{len(results[bn_runs[0]]['step_loss'])} steps; the validation losses differ by up to {val_gap:.3g}.")
 
 # %% [markdown]
 # ## 4. Accuracy per epoch
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 4))
+fig, ax = plt.subplots(figsize=(11, 4.5))
 for label, h in results.items():
     epochs = np.arange(1, len(h["train_acc"]) + 1)
     ax.plot(epochs, h["train_acc"], styles[label], marker="o", color=colors[label], label=f"{label}, training")
     ax.plot(epochs, h["test_acc"], "--", marker="s", color=colors[label], label=f"{label}, test")
 ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (training: during the epoch, in train mode)")
 integer_ticks(ax.xaxis)
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
 plots["accuracy"] = show_figure(fig, f"{s.out}/accuracy.png")
 
 # %% [markdown]
