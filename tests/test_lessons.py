@@ -259,12 +259,24 @@ def test_normalizers_lesson(tmp_path, monkeypatch):
 
 def test_batch_size_lesson_resumes_its_finished_runs(tmp_path, monkeypatch, capsys):
     args = ("--quick", "--out", str(tmp_path))
-    first = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
-    assert set(first) == {f"{n}/{b}" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none") for b in (2, 8, 32)}
-    assert all("test_error_batch_statistics" in first[f"BatchNorm/{b}"] for b in (2, 8, 32))
+    g = run_lesson("batch_size", *args, monkeypatch=monkeypatch)
+    first, conv_only = g["store"].runs, g["CONV_ONLY"]
+    norms = ("BatchNorm", conv_only, "GroupNorm", "LayerNorm", "none")
+    assert set(first) == {f"{n}/{b}" for n in norms for b in (2, 8, 32)}
+    # both BN networks are tested in both modes, at every batch size, and results.json has them
+    results = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert all("test_error_batch_statistics" in results[f"{n}/{b}"] for n in ("BatchNorm", conv_only) for b in (2, 8, 32))
     assert first["BatchNorm/8"]["lr"] == 0.01 * 8 / 32
+    # the sentence names the worse mode at the smallest batch and by how much
+    for n in ("BatchNorm", conv_only):
+        ev, tr = g["modes_at"](n, 2)
+        sentence = g["which_mode"](n)
+        assert sentence.startswith(f"{n} at B=2")
+        if abs(tr - ev) >= 0.5:
+            assert sentence.split(":")[1].strip().startswith("train mode" if tr > ev else "eval mode")
+            assert f"{abs(tr - ev):.2f} points worse" in sentence
     again = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
-    assert "resuming: 12 finished run(s)" in capsys.readouterr().out and again == first
+    assert "resuming: 15 finished run(s)" in capsys.readouterr().out and again == first
     with pytest.raises(SystemExit, match="lr_per_32: checkpoint 0.01, this run 0.02"):
         run_lesson("batch_size", *args, "--lr-per-32", "0.02", monkeypatch=monkeypatch)
 
@@ -338,7 +350,7 @@ def test_a_quick_run_prints_no_verdict(name, tmp_path, capsys, monkeypatch):
 def test_quick_never_overrides_a_flag_the_user_gave(tmp_path, monkeypatch):
     g = run_lesson("batch_size", "--quick", "--batch-sizes", "4", "--out", str(tmp_path), monkeypatch=monkeypatch)
     assert g["s"].batch_sizes == [4] and g["s"].train_size == 192     # the flag kept, the rest quick
-    assert set(g["store"].runs) == {f"{n}/4" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none")}
+    assert set(g["store"].runs) == {f"{n}/4" for n in ("BatchNorm", g["CONV_ONLY"], "GroupNorm", "LayerNorm", "none")}
 
 
 def test_tables_render_as_aligned_text_on_the_command_line(capsys):
