@@ -173,7 +173,7 @@ for c, row in zip(comparisons, comparison_rows(comparisons, s.quick, accuracies)
                  f"p = {c.p:.3f}, after Holm p = {c.p_holm:.3f}" +
                  (f" ({'resolved' if c.resolved else 'not resolved'})" if sure else "") +
                  f"; deck 003: {slide_d:+.1f} points")
-comparison_table = show_table(COMPARISON_HEADER + ["resolvable from", "deck 003", "sign vs deck 003"], rows,
+comparison_table = show_table(COMPARISON_HEADER + ["smallest resolvable", "deck 003", "sign vs deck 003"], rows,
                               title=f"Differences of mean test accuracy (points), {s.seeds} seeds per variant, "
                                     f"Welch's t-test with Holm's correction over the seven, α = {ALPHA}")
 smallest = [c.smallest for c in comparisons]
@@ -182,7 +182,7 @@ agree = [c for c in resolved if np.sign(c.difference) == np.sign(SLIDE_TABLE[c.a
 reach = verdict(
     f"With {s.seeds} seeds per variant, the smallest difference these seeds could resolve (under Holm's strictest "
     f"level, α/7) is {min(smallest):.2f} points for the pair with the least spread and {max(smallest):.2f} for the "
-    f"one with the most (the \"resolvable from\" column). {len(resolved)} of the {len(comparisons)} differences "
+    f"one with the most (the \"smallest resolvable\" column). {len(resolved)} of the {len(comparisons)} differences "
     f"are resolved; of those, {len(agree)} have the sign of deck 003's." +
     ("" if len(agree) == len(comparisons) else
      " Where ours are unresolved or disagree with the slides, the likeliest reasons: a few epochs on a small "
