@@ -210,9 +210,12 @@ def modes_at(label, b):
     return error(label, b), error(label, b, "test_error_batch_statistics")
 
 
+SAME = 0.5    # points of test error (10 of 2000 images): two modes closer than this are "about the same"
+
+
 def which_mode(label):
     ev, tr = modes_at(label, small)
-    if abs(ev - tr) < 0.5:
+    if abs(ev - tr) < SAME:
         return f"{label} at B={small}: both modes give about the same test error ({ev:.2f} % and {tr:.2f} %)."
     worse, better = ("train mode (each test batch's own statistics)", "eval mode (running statistics)") \
         if tr > ev else ("eval mode (running statistics)", "train mode (each test batch's own statistics)")
@@ -221,11 +224,11 @@ def which_mode(label):
 
 
 ev, tr = modes_at("BatchNorm", small)
-mechanism = (f" So at B={small} the running averages are not what does the damage: tested with the statistics it "
-             "trained with, the network does worse than with the running averages; the damage is done in training."
-             if tr > ev + 0.5 else
-             f" So at B={small} the running averages do add error: tested with each batch's own statistics, as it "
-             "trained, the same network does better." if ev > tr + 0.5 else "")
+mechanism = (f" So for BN everywhere at B={small} the running averages are not what does the damage: tested with the "
+             "statistics it trained with, the network does worse than with the running averages; the damage is done "
+             "in training." if tr > ev + SAME else
+             f" So for BN everywhere at B={small} the running averages do add error: tested with each batch's own "
+             "statistics, as it trained, the same network does better." if ev > tr + SAME else "")
 accuracies = [100 - error(k, b) for k in NORMS if k != "none" for b in s.batch_sizes]
 modes = verdict(" ".join(which_mode(label) for label in BATCH_NORMS) + mechanism, accuracies, s.quick)
 say(modes)

@@ -41,7 +41,7 @@
 """BatchNorm before or after the activation, with and without γ/β, and with
 ReLU, sigmoid, tanh or no activation (the course's slides, deck 003).
 
-    python -m lessons.bn_placement            # 70 runs, about RUNTIME
+    python -m lessons.bn_placement            # 70 runs, about 4 minutes on 2 cores (8 with --workers 1)
     python -m lessons.bn_placement --quick    # seconds, synthetic images
 """
 import matplotlib.pyplot as plt
@@ -182,13 +182,16 @@ agree = [c for c in resolved if np.sign(c.difference) == np.sign(SLIDE_TABLE[c.a
 reach = verdict(
     f"With {s.seeds} seeds per variant, the smallest difference these seeds could resolve (under Holm's strictest "
     f"level, α/7) is {min(smallest):.2f} points for the pair with the least spread and {max(smallest):.2f} for the "
-    f"one with the most (the \"smallest resolvable\" column). {len(resolved)} of the {len(comparisons)} differences "
-    f"are resolved; of those, {len(agree)} have the sign of deck 003's." +
+    f"one with the most (the \"smallest resolvable\" column). " +
+    (f"None of the {len(comparisons)} differences is resolved: at this spread, these seeds cannot tell the "
+     "variants apart." if not resolved else
+     f"{len(resolved)} of the {len(comparisons)} differences are resolved; of those, {len(agree)} have the sign "
+     "of deck 003's.") +
     ("" if len(agree) == len(comparisons) else
-     " Where ours are unresolved or disagree with the slides, the likeliest reasons: a few epochs on a small "
-     "subset, where every variant is still far from what it would reach; Fashion-MNIST at 28×28 is far easier "
-     "than ImageNet, so a less expressive network loses little; and LeNet-5's max-pooling is itself a "
-     "nonlinearity, so 'no activation' is not a linear network here."), accuracies, s.quick)
+     " Where ours are unresolved or disagree with the slides, possible reasons (not measured here): a few "
+     "epochs on a small subset, where every variant is still far from what it would reach; Fashion-MNIST at "
+     "28×28 is far easier than ImageNet, so a less expressive network loses little; and LeNet-5's max-pooling "
+     "is itself a nonlinearity, so 'no activation' is not a linear network here."), accuracies, s.quick)
 say(reach)
 
 # %% [markdown]
