@@ -19,8 +19,9 @@ class ResumeError(SystemExit):
 
 def run_identity(**settings):
     """What a checkpoint records about the run that made it: the settings that
-    change training, and the minidl version."""
-    return dict(settings, minidl=md.__version__)
+    change training, and the minidl version, as JSON will read them back (a
+    tuple becomes a list), so a resumed run compares equal to the one it saved."""
+    return json.loads(json.dumps(dict(settings, minidl=md.__version__)))
 
 
 def check_resume(path, saved, wanted):

@@ -17,15 +17,21 @@ class LeNet5(nn.Module):
     ``norm`` puts a normalization layer after each conv and hidden linear:
     "batch" (the course's comparison), "group", "layer", "instance", "switch", or
     a callable ``norm(num_features, num_dims) -> Module``. ``decay`` is the BN
-    running-statistics decay.
+    running-statistics decay. ``norm_layers="conv"`` puts the norm after the
+    convolutions only, as ResNet has it (no norm after the linears: with BN, a
+    batch of 2 would give each of their features two values, normalized to ±1
+    whatever they were).
     """
 
-    def __init__(self, in_channels=3, num_classes=10, input_size=32, norm=None, decay=0.9):
+    def __init__(self, in_channels=3, num_classes=10, input_size=32, norm=None, decay=0.9, norm_layers="all"):
         super().__init__()
         if input_size not in (28, 32):
             raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size}")
+        if norm_layers not in ("all", "conv"):
+            raise ValueError(f"LeNet5: norm_layers must be 'all' or 'conv', got {norm_layers!r}")
         self.in_channels, self.input_size = in_channels, input_size
         make = nn.norm_factory(norm, decay=decay)
+        make_linear = make if norm_layers == "all" else None
         self.features = nn.Sequential(
             *self._block(nn.Conv2d(in_channels, 6, 5, padding=(32 - input_size) // 2), make, 6, 4),
             nn.MaxPool2d(2),
@@ -34,8 +40,8 @@ class LeNet5(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            *self._block(nn.Linear(16 * 5 * 5, 120), make, 120, 2),
-            *self._block(nn.Linear(120, 84), make, 84, 2),
+            *self._block(nn.Linear(16 * 5 * 5, 120), make_linear, 120, 2),
+            *self._block(nn.Linear(120, 84), make_linear, 84, 2),
             nn.Linear(84, num_classes),
         )
 

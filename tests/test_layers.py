@@ -294,3 +294,18 @@ def test_a_float64_parameter_in_a_float32_net_is_named_by_its_module():
     message = str(e.value)
     assert message.startswith("Homework: its input is float32 but gamma is float64")
     assert "beta" not in message and "np.ones(shape, np.float32)" in message
+
+
+def test_lenet5_norm_after_the_convolutions_only():
+    every = [type(m).__name__ for m in md.models.LeNet5(norm="batch").modules()]
+    conv = [type(m).__name__ for m in md.models.LeNet5(norm="batch", norm_layers="conv").modules()]
+    assert every.count("BatchNorm") == 4 and conv.count("BatchNorm") == 2
+    assert [n for n in conv if n != "BatchNorm"] == [n for n in every if n != "BatchNorm"]
+    weights = []     # the same initial weights as BN everywhere: BN draws nothing at random
+    for layers in ("conv", "all"):
+        md.manual_seed(0)
+        model = md.models.LeNet5(norm="batch", norm_layers=layers)
+        weights.append([m.weight.numpy() for m in model.modules() if isinstance(m, (md.nn.Conv2d, md.nn.Linear))])
+    assert len(weights[0]) == 5 and all(np.array_equal(a, b) for a, b in zip(*weights))
+    with pytest.raises(ValueError, match="LeNet5: norm_layers must be 'all' or 'conv', got 'fc'"):
+        md.models.LeNet5(norm="batch", norm_layers="fc")

@@ -303,23 +303,92 @@ def test_normalizers_lesson(tmp_path, monkeypatch):
 
 def test_batch_size_lesson_resumes_its_finished_runs(tmp_path, monkeypatch, capsys):
     args = ("--quick", "--out", str(tmp_path))
-    first = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
-    assert set(first) == {f"{n}/{b}" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none") for b in (2, 8, 32)}
-    assert all("test_error_batch_statistics" in first[f"BatchNorm/{b}"] for b in (2, 8, 32))
+    g = run_lesson("batch_size", *args, monkeypatch=monkeypatch)
+    first, conv_only = g["store"].runs, g["CONV_ONLY"]
+    norms = ("BatchNorm", conv_only, "GroupNorm", "LayerNorm", "none")
+    assert set(first) == {f"{n}/{b}" for n in norms for b in (2, 8, 32)}
+    # both BN networks are tested in both modes, at every batch size, and results.json has them
+    results = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert all("test_error_batch_statistics" in results[f"{n}/{b}"]
+               for n in ("BatchNorm", conv_only) for b in (2, 8, 32))
     assert first["BatchNorm/8"]["lr"] == 0.01 * 8 / 32
+    # the sentence names the worse mode at the smallest batch and by how much
+    for n in ("BatchNorm", conv_only):
+        ev, tr = g["modes_at"](n, 2)
+        sentence = g["which_mode"](n)
+        assert sentence.startswith(f"{n} at B=2")
+        if abs(tr - ev) >= g["SAME"]:
+            assert sentence.split(":")[1].strip().startswith("train mode" if tr > ev else "eval mode")
+            assert f"{abs(tr - ev):.2f} points worse" in sentence
     again = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
-    assert "resuming: 12 finished run(s)" in capsys.readouterr().out and again == first
+    assert "resuming: 15 finished run(s)" in capsys.readouterr().out and again == first
     with pytest.raises(SystemExit, match="lr_per_32: checkpoint 0.01, this run 0.02"):
         run_lesson("batch_size", *args, "--lr-per-32", "0.02", monkeypatch=monkeypatch)
 
 
-def test_bn_placement_lesson(tmp_path, monkeypatch):
+def holm_by_hand(p):
+    """Holm's step-down adjusted p-values, written out independently of lessons.verdicts."""
+    order, m = np.argsort(p), len(p)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate([(m - k) * p[i] for k, i in enumerate(order)]))
+    return adjusted
+
+
+def test_bn_placement_lesson(tmp_path, monkeypatch, capsys):
+    from scipy import stats
     g = run_lesson("bn_placement", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
     assert set(g["summary"]) == set(g["VARIANTS"]) and all(len(v["runs"]) == 2 for v in g["summary"].values())
     model = g["lenet5"]("after", False, "tanh")
     kinds = [type(m).__name__ for m in model.children()]
     assert kinds[:3] == ["Conv2d", "Tanh", "BatchNorm2d"] and model[2].gamma is None
-    assert all("resolved at 2 standard errors" in line for line in g["lines"])
+    # every `resolved` in results.json is Welch's test with Holm's correction on the per-seed accuracies beside it
+    r = json.loads((tmp_path / "results.json").read_text())
+    accs, comparisons = r["test_accuracy"], r["comparisons"]
+    assert len(comparisons) == 7 and all(len(v) == 2 for v in accs.values())
+    p = np.array([stats.ttest_ind(accs[c["a"]], accs[c["b"]], equal_var=False).pvalue for c in comparisons])
+    for c, p_welch, p_holm in zip(comparisons, p, holm_by_hand(p)):
+        assert c["difference"] == pytest.approx(np.mean(accs[c["a"]]) - np.mean(accs[c["b"]]))
+        assert c["p"] == pytest.approx(p_welch) and c["p_holm"] == pytest.approx(p_holm)
+        assert c["resolved"] == bool(p_holm < r["alpha"] == 0.05)
+    # a quick run is a smoke test: no "yes" in the resolved column, no verdict words
+    out = capsys.readouterr().out
+    table = out[out.index("comparison  "):].split("\n\n")[0].splitlines()
+    column = re.split(r"\s{2,}", table[0]).index("resolved?")
+    cells = [re.split(r"\s{2,}", row)[column] for row in table[2:]]
+    assert len(cells) == 7 and set(cells) == {"–"}
+    assert "same sign" not in out and "No verdict" in out
+    assert not any("resolved" in line for line in g["lines"])
+
+
+def test_verdicts_resolves_a_shift_of_several_standard_deviations_not_the_spread_of_one_distribution():
+    from lessons.verdicts import compare
+    rng = np.random.default_rng(0)
+    same = {"a": rng.normal(80, 1, 10), "b": rng.normal(80, 1, 10)}
+    [c] = compare(same, [("a", "b")])
+    assert not c.resolved and c.p > 0.05 and c.low < 0 < c.high
+    shifted = {"a": rng.normal(85, 1, 10), "b": rng.normal(80, 1, 10)}
+    [c] = compare(shifted, [("a", "b")])
+    assert c.resolved and c.p < 1e-6 and 4 < c.low < c.difference < c.high < 6
+    assert c.smallest < c.difference and c.seeds == 10
+
+
+def test_verdicts_holm_step_matches_a_hand_computation():
+    from scipy import stats
+    from lessons.verdicts import compare, holm
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 → 0.06 (never below the one before)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])                              # capped at 1
+    rng = np.random.default_rng(1)
+    samples = {k: rng.normal(mean, 1, 6) for k, mean in (("a", 0), ("b", 1.5), ("c", 3), ("d", 0.2))}
+    pairs = [("b", "a"), ("c", "a"), ("d", "a")]
+    comparisons = compare(samples, pairs)
+    p = np.array([stats.ttest_ind(samples[a], samples[b], equal_var=False).pvalue for a, b in pairs])
+    assert [c.p for c in comparisons] == pytest.approx(p)
+    assert [c.p_holm for c in comparisons] == pytest.approx(holm_by_hand(p))
+    assert [c.resolved for c in comparisons] == [q < 0.05 for q in holm_by_hand(p)]
+    # the 95 % interval is Welch's, as scipy computes it
+    ci = stats.ttest_ind(samples["c"], samples["a"], equal_var=False).confidence_interval(0.95)
+    assert (comparisons[1].low, comparisons[1].high) == pytest.approx((ci.low, ci.high))
 
 
 def test_deep_signal_lesson(tmp_path, monkeypatch):
@@ -350,6 +419,15 @@ def test_weight_init_lesson(tmp_path, monkeypatch):
     # without BN a small std starves the last layer; BN rescales it back to unit size
     # (not at 1e-4: there the pre-BN variance falls below BN's ε, and ε sets the scale)
     assert g["init_stats"][(False, 1e-2)][1] < 1e-6 < 0.1 < g["init_stats"][(True, 1e-2)][1]
+    # the std of float32 activations spreading by about 1e-23 (float32 squares there are subnormal) is exact
+    import minidl as md
+    tiny = (np.random.default_rng(0).random(4000) * 1e-23).astype(np.float32)
+    exact = tiny.astype(np.float64).std()
+    assert abs(g["activation_std"](md.Tensor(tiny)) - exact) <= 1e-6 * exact
+    assert abs(float(tiny.std()) - exact) > 1e-3 * exact          # where a float32 std is off
+    # a diverged run is marked on the accuracy plot, not dropped
+    assert g["store"]["no BN/1.00e+00"]["diverged"]
+    assert "diverged (no accuracy)" in g["axes"][0].get_legend_handles_labels()[1]
 
 
 def test_bn_regularization_lesson(tmp_path, monkeypatch):
@@ -443,7 +521,7 @@ def test_a_quick_run_prints_no_verdict(name, tmp_path, capsys, monkeypatch):
 def test_quick_never_overrides_a_flag_the_user_gave(tmp_path, monkeypatch):
     g = run_lesson("batch_size", "--quick", "--batch-sizes", "4", "--out", str(tmp_path), monkeypatch=monkeypatch)
     assert g["s"].batch_sizes == [4] and g["s"].train_size == 192     # the flag kept, the rest quick
-    assert set(g["store"].runs) == {f"{n}/4" for n in ("BatchNorm", "GroupNorm", "LayerNorm", "none")}
+    assert set(g["store"].runs) == {f"{n}/4" for n in ("BatchNorm", g["CONV_ONLY"], "GroupNorm", "LayerNorm", "none")}
 
 
 def test_tables_render_as_aligned_text_on_the_command_line(capsys):
