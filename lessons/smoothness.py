@@ -297,8 +297,8 @@ def points(c):
 noise_text = (f"**Noisy BN** (mean of {len(noise_seeds)} seeds, lr {lr}): as trained, {points(trained)} against "
               "standard BN" + (", resolved: it costs accuracy here, where the paper reports about equal accuracy."
                                if trained.resolved and trained.difference < 0 else
-                               ", not resolved by these seeds (under "
-                               f"{trained.smallest:.1f} points could hide in their spread)." if not trained.resolved
+                               ", not resolved: with this spread between seeds, "
+                               f"{len(noise_seeds)} seeds resolve only differences over {trained.smallest:.1f} points." if not trained.resolved
                                else ", resolved: above standard BN.") +
               f" With the running statistics re-estimated with the noise off, {points(fixed)} against standard BN "
               "re-estimated" + (", still resolved: the noise costs accuracy beyond the evaluation." if fixed.resolved
