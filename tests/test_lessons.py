@@ -68,6 +68,7 @@ def test_lesson_runs_as_a_notebook(name, tmp_path):
     texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
     assert not [t for t in texts if "█" in t or "·····" in t], "a progress bar left in the notebook"
     assert not [t for t in texts if "|---|" in t], "a table echoed as raw Markdown text"
+    assert not [t for t in texts if " object at 0x" in t], "an object's repr echoed as a cell's value"
     doc = lesson_docstring(name).strip().splitlines()[0]
     assert not [t for t in texts if doc in t], "an output repeats the docstring"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
