@@ -42,7 +42,7 @@
 # %%
 """Signal propagation: dead ReLUs, residual variance, RescaleNet (the course's slides, deck 000).
 
-    python -m lessons.deep_signal            # about WALL2 on 2 cores (WALL1 with --workers 1)
+    python -m lessons.deep_signal            # about 2.5 min on 2 cores (4 min with --workers 1)
     python -m lessons.deep_signal --quick    # seconds, synthetic images
 """
 import math
@@ -291,7 +291,8 @@ def gradient_theory(kind, L, c, ours=True):
 
 
 def gradient_at_init(L, kind, c):
-    """‖∇‖² of the blocks' parameters (all, and per block), and p_k = ‖∂ℓ/∂x_k‖² for k = 0 … L."""
+    """‖∇‖² of the blocks' parameters (all, and per block), p_k = ‖∂ℓ/∂x_k‖² for k = 0 … L, and the
+    images' coherence in the first and last block."""
     md.manual_seed(s.seed)
     model = ResidualMLP(L, width, kind, c=c)
     trace = []
@@ -305,11 +306,12 @@ def gradient_at_init(L, kind, c):
             per_block[int(name.split(".")[1])] += float((md.backend.as_numpy(p.grad).astype(np.float64) ** 2).sum())
     deltas = [md.backend.as_numpy(h.grad).astype(np.float64) for h in trace]     # row n: ∂ℓ/∂x_k of image n
     p_k = [float((d ** 2).sum()) for d in deltas]
-    coherence = []     # ‖Σ_n δ_n h_nᵀ‖² / Σ_n ‖δ_n‖²‖h_n‖² for the block's second Linear (1: images independent)
+    coherence = {}     # ‖Σ_n δ_n h_nᵀ‖² / Σ_n ‖δ_n‖²‖h_n‖² for the block's second Linear (1: images independent)
     with md.no_grad():
-        for block, x_in, delta in zip(model.blocks.children(), trace, deltas[1:]):
+        for k in (1, L):   # the first and the last block
+            block, x_in, delta = model.blocks[k - 1], trace[k - 1], deltas[k]
             h = md.backend.as_numpy(block[2](block[1](block[0](x_in))).data).astype(np.float64)
-            coherence.append(float(((delta.T @ h) ** 2).sum()) / float(((delta ** 2).sum(1) * (h ** 2).sum(1)).sum()))
+            coherence[k] = float(((delta.T @ h) ** 2).sum()) / float(((delta ** 2).sum(1) * (h ** 2).sum(1)).sum())
     return {"total": sum(per_block), "per_block": per_block, "p": p_k, "beta": model.beta, "coherence": coherence}
 
 
@@ -365,7 +367,7 @@ for key, (kind, c) in variants.items():
         "p_L(L=%d) / p_L(L=%d)" % (Lmax, res_depths[0]): (m["p"][-1] / measured[key][res_depths[0]]["p"][-1], 1.0),
         "p_1 / p_L": (m["p"][1] / m["p"][-1], 3.0 ** (Lmax - 1) if kind == "plain" else (Lmax + cL + 1) / (cL + 2)),
         "r_L / r_1": (r[-1] / r[0], 3.0 ** (Lmax - 1) if kind == "plain" else (Lmax + cL) / (cL + 1)),
-        "coherence at block 1": (m["coherence"][0], 1.0), "coherence at block L": (m["coherence"][-1], 1.0)}
+        "coherence at block 1": (m["coherence"][1], 1.0), "coherence at block L": (m["coherence"][Lmax], 1.0)}
     rows.append([key] + [f"{v:.3g} ({th:.3g})" for v, th in factors[key].values()] +
                 [f"{gradnorm[key][-1] / theory[key][-1]:.3g}"])
 show_table(["variant"] + [f"{name}, measured (theory)" for name in factors["plain"]] + ["‖∇‖² measured / ours"],
