@@ -135,7 +135,7 @@ axes[1].set(xlabel="layer", ylabel="dead units (%)", title=f"Units never active 
 for ax in axes:
     integer_ticks(ax.xaxis)
     ax.legend(fontsize=7)
-show_figure(fig, f"{s.out}/plain_mlp.png")
+plain_mlp_png = show_figure(fig, f"{s.out}/plain_mlp.png")
 
 
 # %% [markdown]
@@ -403,7 +403,7 @@ axes[1].set(xlabel="number of blocks L", ylabel="‖∇ blocks‖² at init",
 plain_log_ticks(axes[1].xaxis)
 for ax in axes:
     ax.legend(fontsize=6.5)
-show_figure(fig, f"{s.out}/residual_init.png")
+residual_init_png = show_figure(fig, f"{s.out}/residual_init.png")
 
 # %% [markdown]
 # ## 4. Training: the largest stable learning rate of each kind
@@ -478,7 +478,7 @@ ax.set(xlabel="step", ylabel="training loss (mean of the last 10 steps)",
 integer_ticks(ax.xaxis)
 plain_log_ticks(ax.yaxis)
 ax.legend(fontsize=8)
-show_figure(fig, f"{s.out}/training.png")
+training_png = show_figure(fig, f"{s.out}/training.png")
 
 # %% [markdown]
 # ## 5. The table beside the slides'
@@ -514,5 +514,5 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"Signal propagation and Res
                      + (f"; {slide_theory[k][-1] / slide_theory[k][0]:.3g}×)" if k in slide_theory else ")")
                      for k in variants) +
            f".\n\n{table}\n\n{slides_table}\n\n{caveat}\n\n"
-           "![plain](plain_mlp.png) ![residual](residual_init.png) ![training](training.png)\n")
+           f"![plain]({plain_mlp_png}) ![residual]({residual_init_png}) ![training]({training_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
