@@ -100,6 +100,7 @@ def test_lesson_runs_as_a_notebook(name, tmp_path):
     texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
     assert not [t for t in texts if "█" in t or "·····" in t], "a progress bar left in the notebook"
     assert not [t for t in texts if "|---|" in t], "a table echoed as raw Markdown text"
+    assert not [t for t in texts if " object at 0x" in t], "an object's repr echoed as a cell's value"
     doc = lesson_docstring(name).strip().splitlines()[0]
     assert not [t for t in texts if doc in t], "an output repeats the docstring"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
@@ -391,10 +392,11 @@ def test_verdicts_holm_step_matches_a_hand_computation():
     assert (comparisons[1].low, comparisons[1].high) == pytest.approx((ci.low, ci.high))
 
 
-def test_deep_signal_lesson(tmp_path, monkeypatch):
+def test_deep_signal_lesson(tmp_path, monkeypatch, capsys):
     g = run_lesson("deep_signal", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
     ratios = g["results"]["residual_variance_ratio"]
-    assert ratios["x + F(x)"][-1] > 50 * ratios["RescaleNet, c = L"][-1]      # doubling vs flat
+    assert ratios["x + F(x)"][-1] > 50 * ratios["RescaleNet, c = L"][-1]      # tripling vs nearly flat
     assert 0.5 < ratios["RescaleNet, c = L"][-1] < 4
     grads = g["results"]["gradient_norm_squared"]
     assert grads["rescale c=L"][-1] / grads["rescale c=L"][0] < grads["plain"][-1] / grads["plain"][0]
@@ -402,15 +404,57 @@ def test_deep_signal_lesson(tmp_path, monkeypatch):
     assert len(dead) == 12 and all(0 <= d <= 1 for d in dead)
     with_m = g["ResidualMLP"](4, 8, "rescale", multipliers=True)
     assert "m" in dict(with_m.named_parameters())
+    # theory beside measurement at every depth, both c for eq. 8, in results.json
+    saved = json.loads((tmp_path / "results.json").read_text())
+    depths = saved["gradient_norm_squared"]["depths"]
+    for key in ("rescale c=1", "rescale c=L"):
+        for kind in ("ours", "slide"):
+            assert len(saved["gradient_norm_squared_theory"][kind][key]) == len(depths)
+    for label, measured in saved["residual_variance_ratio"].items():
+        assert len(saved["residual_variance_ratio_theory"][label]) == len(measured) == max(depths)
+    # eq. 9 with Var F = 2 E[x²]: (2L+1)/(L+1) for the second moment, exactly at L = 1 with no mean
+    assert g["variance_theory"]("rescale", 1, 1.0, 0.0, 1) == [1.5]
+    assert g["variance_theory"]("plain", 2, 1.0, 0.0, None) == [3.0, 9.0]
+    # a rate is stable only for every seed; the count is saved
+    counts = saved["stable_count"]
+    assert all(0 <= n <= 3 for c in counts.values() for n in c.values()) and len(saved["stability_seeds"]) == 3
+    # a quick run says nothing about the results, and says each line once
+    assert "about the same" not in out.lower() and out.count("at layer 12:") == 3   # per bias setting and the slides' line
+    assert (tmp_path / "summary.md").read_text().split("\n\n")[1].startswith("**Quick run: a smoke test.**")
 
 
-def test_smoothness_lesson(tmp_path, monkeypatch):
+def test_smoothness_lesson(tmp_path, monkeypatch, capsys):
+    import minidl as md
     g = run_lesson("smoothness", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
     for key in ("no BN/0.01", "BN/0.01", "no BN/0.05", "BN/0.05"):
         probes = g["store"][key]["probes"]
         assert probes and all(p["loss_range"] >= 0 and p["beta_smoothness"] > 0 for p in probes)
-    snaps = g["store"]["noise/noisy BN"]["snapshots"]
+    snaps = g["store"]["noise/noisy BN/0"]["snapshots"]
     assert len(snaps) >= 2 and len(snaps[0]["values"]) > 10
+    # noisy BN evaluated both ways, every seed, in results.json; no verdict from a quick run
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for way in ("as trained", "re-estimated"):
+        assert len(saved["noisy_bn_test_acc"][f"noisy BN, {way}"]) == 2
+    assert len(saved["noisy_bn_comparisons"]) == 3
+    assert "no verdict" in out.lower() and "agrees" not in out and " yes " not in out
+    assert (tmp_path / "summary.md").read_text().split("\n\n")[1].startswith("**Quick run: a smoke test.**")
+    # the noise follows the input's dtype
+    layer = g["NoisyBN"](md.nn.BatchNorm(3, 4)).astype("float64")
+    y = layer(md.Tensor(np.random.default_rng(0).standard_normal((4, 3, 5, 5))))
+    assert y.dtype == np.float64
+    # re-estimation: the cumulative average of the batches' statistics, noise off, weights and mode kept
+    model = g["noisy_lenet"](0)
+    model.eval()
+    weights = [p.data.copy() for p in model.parameters()]
+    data = g["train"]
+    g["reestimate_running_stats"](model, data)
+    bn = model.features[1].bn
+    batches = [x for x, _ in md.data.DataLoader(data, g["batch"], drop_last=True)]
+    first = [model.features[0](x).numpy() for x in batches]
+    assert np.allclose(bn.running_mean.numpy(), np.mean([f.mean(axis=(0, 2, 3)) for f in first], axis=0), atol=1e-5)
+    assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
+    assert not model.training and all(m.noise for m in model.modules() if isinstance(m, g["NoisyBN"]))
 
 
 def test_weight_init_lesson(tmp_path, monkeypatch):
