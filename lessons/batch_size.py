@@ -174,7 +174,7 @@ for ax, ticks in zip(axes, (s.batch_sizes, SLIDE_FIGURE["batch"])):
     ax.set_xscale("log")
     ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())    # only our ticks: no overlapping log labels
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
 error_plot = show_figure(fig, f"{s.out}/error_vs_batch.png")
 
 # %% [markdown]
@@ -199,7 +199,7 @@ ax.set(xscale="log", xlabel="images per batch (training and train-mode testing)"
        title="BatchNorm's two modes, BN everywhere and after the convolutions only")
 ax.set_xticks(s.batch_sizes, [str(b) for b in s.batch_sizes])
 ax.xaxis.set_minor_formatter(NullFormatter())
-ax.legend(fontsize=7)
+ax.legend(fontsize=10)
 modes_plot = show_figure(fig, f"{s.out}/bn_modes.png")
 
 small, large = min(s.batch_sizes), max(s.batch_sizes)

@@ -205,10 +205,10 @@ ax.errorbar(range(len(names)), [summary[n]["mean"] for n in names], yerr=[summar
 for k, n in enumerate(names):
     ax.plot([k + 0.15] * s.seeds, summary[n]["runs"], ".", color="gray", alpha=0.6,
             label="one seed's run" if k == 0 else None)
-ax.set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=8)
+ax.set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=10)
 ax.set(ylabel=f"test accuracy on {dataset} (%)", xlabel="variant (where BN goes, γβ, activation)",
        title=f"BatchNorm placement and activation: {s.seeds} seeds per variant")
-ax.legend(fontsize=8)
+ax.legend(fontsize=10)
 picture = show_figure(fig, f"{s.out}/placement.png")
 
 # %%

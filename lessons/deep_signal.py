@@ -134,7 +134,7 @@ axes[1].axhline(40, color="gray", ls=":", label="the slides: ~40% at 20 layers")
 axes[1].set(xlabel="layer", ylabel="dead units (%)", title=f"Units never active on {len(x_probe)} images")
 for ax in axes:
     integer_ticks(ax.xaxis)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=10)
 plain_mlp_png = show_figure(fig, f"{s.out}/plain_mlp.png")
 
 
@@ -402,7 +402,7 @@ axes[1].set(xlabel="number of blocks L", ylabel="‖∇ blocks‖² at init",
             title="Gradient norm vs depth (theory scaled at the smallest L)")
 plain_log_ticks(axes[1].xaxis)
 for ax in axes:
-    ax.legend(fontsize=6.5)
+    ax.legend(fontsize=10)
 residual_init_png = show_figure(fig, f"{s.out}/residual_init.png")
 
 # %% [markdown]
@@ -477,7 +477,7 @@ ax.set(xlabel="step", ylabel="training loss (mean of the last 10 steps)",
        title=f"{blocks}-block residual MLP at lr {lr_bn}")
 integer_ticks(ax.xaxis)
 plain_log_ticks(ax.yaxis)
-ax.legend(fontsize=8)
+ax.legend(fontsize=10)
 training_png = show_figure(fig, f"{s.out}/training.png")
 
 # %% [markdown]

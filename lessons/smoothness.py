@@ -140,7 +140,7 @@ for row, lr in enumerate(s.lrs):
         ax.set(title=f"{title}, lr {lr}", xlabel="training step", ylabel=unit)
         integer_ticks(ax.xaxis)
         plain_log_ticks(ax.yaxis)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=10)
 landscape_png = show_figure(fig, f"{s.out}/landscape.png")
 
 median = lambda key, m: float(np.median([p[m] for p in store[key]["probes"]]))

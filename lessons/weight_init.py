@@ -175,7 +175,7 @@ for ax in axes:
     ax.axvline(xavier, color="tab:blue", ls=":", label=f"Xavier {xavier:.3f}")
     ax.axvline(kaiming, color="tab:green", ls=":", label=f"Kaiming {kaiming:.3f}")
     ax.set_xlabel("initial weight std (N(0, std²))")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=10)
 axes[0].set(ylabel="accuracy (%)", title=f"Accuracy after {s.epochs} epoch(s)")
 axes[1].set(ylabel="std of the layer's activations (after ReLU)", title="Activations at initialization")
 picture = show_figure(fig, f"{s.out}/weight_init.png")
