@@ -5,7 +5,7 @@ from .backend import (BackendError, DeviceMismatchError, cupy_available, get_bac
                       manual_seed, use_backend)
 from .serialize import load, save
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
-from .graph import BackwardStep, draw_graph, step_through, steps_table
-from .tensor import Function, Tensor, backward_steps, detect_anomaly, enable_grad, frozen_state, no_grad
+from .graph import draw_graph, step_through, steps_table
+from .tensor import BackwardStep, Function, Tensor, backward_steps, detect_anomaly, enable_grad, frozen_state, no_grad
 
 __version__ = "0.1.0"

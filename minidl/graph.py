@@ -41,35 +41,28 @@ from fractions import Fraction
 import numpy as np
 
 from . import backend
+from .tensor import BackwardStep, _topological_order, backward_steps
 
 
 # ---- one step of a backward pass, as text -------------------------------------
-class BackwardStep:
-    """One op of a backward pass: the op, its output tensor, the upstream
-    gradient arriving at that output, and the gradient it sends to each input
-    (None where an input needs none). ``index`` is its place in the pass
-    (``steps[index]``, from 0); printed, a step counts from 1, as the stepper's
-    "Step 3 of 13" does. Prints as a short block."""
+# How a step of a backward pass prints belongs with the pictures of a graph; the
+# step itself (what md.backward_steps yields) is the engine's, in tensor.py.
+def _step_repr(step):
+    lines = [f"step {step.number}: {step.op} -> {_describe(step.output)}",
+             f"  upstream {_grad_name(label(step.output))} {_values(step.grad_output)}"]
+    for x, g, parts in _received(step):
+        lines.append(f"  sends {_grad_name(label(x))} {_values(g)}" + _as_inputs(parts))
+    return "\n".join(lines)
 
-    def __init__(self, index, function, output, grad_output, grad_inputs):
-        self.index, self.function, self.output = index, function, output
-        self.grad_output, self.grad_inputs = grad_output, grad_inputs
-        self.inputs = function.inputs
 
-    op = property(lambda self: type(self.function).__name__)
-    number = property(lambda self: self.index + 1, doc="the step's number as a person counts: from 1")
+def _step_row(step):
+    """(step number, op, output, sends to): one line of the table of a pass."""
+    return (step.number, step.op, _describe(step.output),
+            ", ".join(_describe(x) + _as_inputs(parts) for x, _, parts in _received(step)))
 
-    def __repr__(self):
-        lines = [f"step {self.number}: {self.op} -> {_describe(self.output)}",
-                 f"  upstream {_grad_name(label(self.output))} {_values(self.grad_output)}"]
-        for x, g, parts in _received(self):
-            lines.append(f"  sends {_grad_name(label(x))} {_values(g)}" + _as_inputs(parts))
-        return "\n".join(lines)
 
-    def row(self):
-        """(step number, op, output, sends to): one line of the table of a pass."""
-        return (self.number, self.op, _describe(self.output),
-                ", ".join(_describe(x) + _as_inputs(parts) for x, _, parts in _received(self)))
+BackwardStep.__repr__ = _step_repr      # print(step): a short block
+BackwardStep.row = _step_row
 
 
 def _received(step):
@@ -264,7 +257,6 @@ class _Box:
 def _walk(y, names):
     """The boxes of the graph below ``y``, every input before its outputs, and
     the op labels with their constants folded in."""
-    from .tensor import _topological_order    # tensor.py imports this module: import when used
     names = {id(t): n for n, t in (names or {}).items()}
     order = _topological_order(y, follow=lambda x: not _folds(x))
     seen = {}
@@ -601,7 +593,6 @@ class StepThrough:
     _count = itertools.count()
 
     def __init__(self, y, grad=None, names=None, title=None):
-        from .tensor import backward_steps
         boxes = _walk(y, names)
         box_of = {id(b.tensor): b for b in boxes}
         kept = {id(b.tensor): b.tensor.grad for b in boxes}

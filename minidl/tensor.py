@@ -19,9 +19,6 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module
-# the record of one step and how it prints live with the pictures of a graph (graph.py
-# leans on backend alone, so this import runs no circle)
-from .graph import BackwardStep
 
 
 class _Modes(threading.local):
@@ -206,6 +203,22 @@ class Tensor:
         single value. ``md.backward_steps`` is the same pass, one op at a time."""
         for _ in backward_steps(self, grad):
             pass
+
+
+class BackwardStep:
+    """One op of a backward pass: the op, its output tensor, the upstream
+    gradient arriving at that output, and the gradient it sends to each input
+    (None where an input needs none). ``index`` is its place in the pass
+    (``steps[index]``, from 0); printed, a step counts from 1, as the stepper's
+    "Step 3 of 13" does (how it prints is in graph.py, with the pictures)."""
+
+    def __init__(self, index, function, output, grad_output, grad_inputs):
+        self.index, self.function, self.output = index, function, output
+        self.grad_output, self.grad_inputs = grad_output, grad_inputs
+        self.inputs = function.inputs
+
+    op = property(lambda self: type(self.function).__name__)
+    number = property(lambda self: self.index + 1, doc="the step's number as a person counts: from 1")
 
 
 def backward_steps(y, grad=None):
