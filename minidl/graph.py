@@ -41,6 +41,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import backend
+from .ops.elementwise import Pow
 from .tensor import BackwardStep, _topological_order, backward_steps
 
 
@@ -238,7 +239,6 @@ def _expression(f, inner):
 
 
 def _is_reciprocal(t):
-    from .ops.elementwise import Pow      # ops import the engine, which imports this module
     return isinstance(t.creator, Pow) and t.creator.c == -1
 
 
