@@ -196,12 +196,7 @@ class ReLU(Function):
         return self.y
 
     def backward(self, gy):
-        # dl/dx = dl/dy where y > 0, else 0. The comparison is written straight
-        # into a float array (1.0 or 0.0) and multiplied in place: one pass less
-        # than gy * (y > 0), which casts its bool mask on the way (docs/performance.md)
-        gx = self.xp.greater(self.y, 0, out=self.xp.empty_like(gy))
-        gx *= gy
-        return gx
+        return gy * (self.y > 0)
 
 
 class Sigmoid(Function):
