@@ -3,9 +3,10 @@
     python -m minidl.benchmark                 # NumPy, batches 8, 32 and 128, with and without BN
     python -m minidl.benchmark --backend cupy  # on the GPU, against PyTorch CUDA where it has one
     python -m minidl.benchmark --rounds 7 --batch-sizes 128 --threads 2
+    python -m minidl.benchmark --input 1x28x28  # the lessons' MNIST shape
 
 Prints images/s (median over rounds) for a training step (forward, backward,
-SGD with momentum) and for inference on CIFAR-shaped input, the ratio to
+SGD with momentum) and for inference on CIFAR-shaped input (``--input``), the ratio to
 PyTorch, and the peak memory of one batch-1000 training step with BN. Then, on
 the CPU, what a user gets from the whole machine: one minidl process core for
 core against PyTorch on one thread, and one minidl process per core training at
@@ -42,14 +43,18 @@ PAUSE_S = 0.3
 
 
 # ---- the two workloads ------------------------------------------------------
-def minidl_steps(batch, norm):
+INPUTS = {"3x32x32": (3, 32), "1x28x28": (1, 28)}     # (channels, size): CIFAR, MNIST
+
+
+def minidl_steps(batch, norm, image="3x32x32"):
     import minidl as md
     import minidl.functional as F
     md.manual_seed(0)
-    model = md.models.LeNet5(norm=norm)
+    channels, size = INPUTS[image]
+    model = md.models.LeNet5(in_channels=channels, input_size=size, norm=norm)
     opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = md.Tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
+    x = md.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = md.Tensor(rng.integers(0, 10, batch))
 
     def train():
@@ -66,18 +71,20 @@ def minidl_steps(batch, norm):
     return train, infer
 
 
-def torch_steps(batch, norm, device="cpu"):
+def torch_steps(batch, norm, image="3x32x32", device="cpu"):
     import torch
     torch.manual_seed(0)
+    channels, size = INPUTS[image]
     bn = (lambda c, d: [torch.nn.BatchNorm2d(c) if d == 4 else torch.nn.BatchNorm1d(c)]) \
         if norm == "batch" else (lambda c, d: [])
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 6, 5), *bn(6, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(channels, 6, 5, padding=(32 - size) // 2), *bn(6, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(6, 16, 5), *bn(16, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(400, 120), *bn(120, 2), torch.nn.ReLU(),
         torch.nn.Linear(120, 84), *bn(84, 2), torch.nn.ReLU(), torch.nn.Linear(84, 10)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+    x = torch.randn(batch, channels, size, size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
 
     def train():
         model.train()
@@ -117,7 +124,7 @@ def worker(library, backend, threads):
             torch.set_num_threads(threads)
         if gpu and not torch.cuda.is_available():
             raise SystemExit("PyTorch has no CUDA here")
-        make = lambda b, n: torch_steps(b, n, "cuda" if gpu else "cpu")   # noqa: E731
+        make = lambda b, n, i: torch_steps(b, n, i, "cuda" if gpu else "cpu")   # noqa: E731
         sync = torch.cuda.synchronize if gpu else (lambda: None)
         info = {"threads": torch.get_num_threads(), "version": torch.__version__}
     print(json.dumps(info), flush=True)
@@ -127,7 +134,7 @@ def worker(library, backend, threads):
         if req["what"] == "memory":
             print(json.dumps({"mb": peak_memory_mb(req["batch"])}), flush=True)
             continue
-        key = (req["batch"], req["norm"])
+        key = (req["batch"], req["norm"], req["input"])
         if key not in steps:
             steps[key] = make(*key)
         step = steps[key][0 if req["mode"] == "train" else 1]
@@ -175,6 +182,8 @@ def main(argv=None):
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
                    help="default: MINIDL_BACKEND, else numpy")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
+    p.add_argument("--input", choices=sorted(INPUTS), default="3x32x32",
+                   help="image shape: CIFAR's (default) or the lessons' MNIST")
     p.add_argument("--rounds", type=int, default=7, help="rounds per library and setting")
     p.add_argument("--iters", type=int, default=5, help="timed steps per round")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own)")
@@ -200,7 +209,8 @@ def main(argv=None):
           f"(BLAS threads: {ours.info['threads']})"
           + (f", torch {theirs.info['version']} ({theirs.info['threads']} threads)" if theirs
              else ", PyTorch not importable" + (" with CUDA" if gpu else "") + ": no ratio"))
-    print(f"method: each library in its own process; {args.rounds} alternating rounds per setting, "
+    print(f"input {args.input}; method: each library in its own process; {args.rounds} alternating "
+          f"rounds per setting, "
           f"each one untimed step then {args.iters} timed steps"
           + ("; the GPU synchronized around every round" if gpu else ""))
     print(f"{'model':<14}{'batch':>6} {'mode':<6}{'minidl img/s':>14}"
@@ -208,7 +218,8 @@ def main(argv=None):
     for norm in (None, "batch"):
         for batch in args.batch_sizes:
             for mode in ("train", "infer"):
-                req = dict(what="rate", batch=batch, norm=norm, mode=mode, iters=args.iters)
+                req = dict(what="rate", batch=batch, norm=norm, mode=mode, iters=args.iters,
+                           input=args.input)
                 a, b = [], []
                 for _ in range(args.rounds):
                     for worker_, rates in ((ours, a), (theirs, b)):
@@ -243,12 +254,13 @@ def every_core(args, backend, with_torch, batch):
     crowd = [one] + [Worker("minidl", backend, None, blas_threads=1) for _ in range(cores - 1)]
     torch_one = Worker("torch", backend, 1) if with_torch else None
     torch_all = Worker("torch", backend, cores) if with_torch else None
-    print(f"\nevery core: training at batch {batch}; minidl with 1 BLAS thread per process, {cores} cores")
+    print(f"\nevery core: training at batch {batch}, input {args.input}; minidl with 1 BLAS thread per process, {cores} cores")
     print(f"{'model':<14}{'minidl, 1 process':>19}{'torch, 1 thread':>17}{'core for core':>15}"
           f"{f'minidl, {cores} processes':>22}{f'torch, {cores} threads':>19}{'aggregate':>11}")
     rate = lambda reply: batch * args.iters / reply["seconds"]             # noqa: E731
     for norm in (None, "batch"):
-        req = dict(what="rate", batch=batch, norm=norm, mode="train", iters=args.iters)
+        req = dict(what="rate", batch=batch, norm=norm, mode="train", iters=args.iters,
+                   input=args.input)
         solo, t1, crowd_total, tn = [], [], [], []
         for _ in range(args.rounds):
             time.sleep(PAUSE_S)

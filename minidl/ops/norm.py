@@ -53,7 +53,7 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..tensor import Config, Function, Tensor
-from .elementwise import add, mul, pow, sub, sum_product_to, sum_to
+from .elementwise import add, einsum_sum_to, mul, pow, sub, sum_product_to, sum_to
 from .reduce import count, mean, normalize_axis, var
 from .shape import astype, reshape
 
@@ -103,7 +103,7 @@ def backward_compact(gy, x_hat, sigma, gamma, axes):
     Every term is its own array and keeps its value; only dl/dx, the result, is
     built up in place (fewer passes over the data)."""
     m = count(x_hat.shape, axes)
-    g_beta = sum_to(gy, gamma.shape)                                       # dl/dβ, γ's shape
+    g_beta = einsum_sum_to(gy, gamma.shape)                                # dl/dβ, γ's shape
     g_gamma = sum_product_to(gy, x_hat, gamma.shape)                       # dl/dγ, γ's shape
     g_xhat = gy * gamma                                                    # dl/dx̂, (N, C, H, W)
     if gamma.shape == sigma.shape:
@@ -134,11 +134,14 @@ class Normalize(Function):
 
     def forward(self, x, gamma, beta):
         m = count(x.shape, self.axes)
-        self.mu = x.mean(axis=self.axes, keepdims=True)                    # μ, (1, C, 1, 1)
+        stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+        self.mu = einsum_sum_to(x, stat_shape) / m                         # μ, (1, C, 1, 1)
         x_mu = x - self.mu                                                 # x − μ, (N, C, H, W)
-        self.var = sum_product_to(x_mu, x_mu, self.mu.shape) / m           # σ², biased, (1, C, 1, 1)
+        self.var = sum_product_to(x_mu, x_mu, stat_shape) / m              # σ², biased, (1, C, 1, 1)
         self.sigma = self.xp.sqrt(self.var + self.eps)                     # σ = √(σ² + ε)
-        self.x_hat = x_mu / self.sigma                                     # x̂, (N, C, H, W)
+        # x − μ is needed no more: it becomes x̂ in its own memory, no new array
+        self.x_hat = x_mu                                                  # x̂, (N, C, H, W)
+        self.x_hat /= self.sigma
         self.gamma, self.beta_shape = gamma, beta.shape
         y = self.x_hat * gamma
         y += beta
@@ -197,7 +200,7 @@ class NormalizeWithStats(Function):
 
     def backward(self, gy):
         beta_shape, mu_shape, var_shape = self.shapes
-        g_beta = sum_to(gy, beta_shape)                                    # dl/dβ
+        g_beta = einsum_sum_to(gy, beta_shape)                             # dl/dβ
         g_gamma = sum_product_to(gy, self.x_hat, self.gamma.shape)         # dl/dγ
         g_xhat = gy * self.gamma                                           # dl/dx̂, (N, C, H, W)
         g_x = g_xhat / self.sigma                                          # dl/dx, (N, C, H, W)
