@@ -34,7 +34,7 @@
 # %%
 """The BatchNorm backward derived term by term and proven three ways (the course's slides, deck 003).
 
-    python -m lessons.batchnorm_backward                  # about 2 s; graphs, plots and step-through pages in runs/
+    python -m lessons.batchnorm_backward                  # about 3 s; graphs, plots and step-through pages in runs/
     python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d
     python -m lessons.batchnorm_backward --check my_bn.py:batchnorm_backward
 

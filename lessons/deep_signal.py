@@ -42,7 +42,7 @@
 # %%
 """Signal propagation: dead ReLUs, residual variance, RescaleNet (the course's slides, deck 000).
 
-    python -m lessons.deep_signal            # about 2.5 min on 2 cores (4 min with --workers 1)
+    python -m lessons.deep_signal            # about 95 s on 2 cores (2.7 min with --workers 1)
     python -m lessons.deep_signal --quick    # seconds, synthetic images
 """
 import math

@@ -36,7 +36,7 @@
 # %%
 """Weight-initialization sensitivity with and without BN (the course's slides, deck 003).
 
-    python -m lessons.weight_init            # 20 runs, about 25 s on 2 cores (45 s with --workers 1)
+    python -m lessons.weight_init            # 20 runs, about 25 s on 2 cores (40 s with --workers 1)
     python -m lessons.weight_init --quick    # seconds, synthetic images
 """
 import math
