@@ -171,3 +171,16 @@ def test_a_tensor_of_several_values_has_no_truth_value(backend):
     assert bool(md.Tensor([3.0]) > 2.0) and (a == None) is False and a in [a]   # noqa: E711
     with pytest.raises(TypeError, match="argmax: axis must be one int"):
         a.argmax(axis=(0,))
+
+
+@pytest.mark.parametrize("shape, to", [((8, 3, 5, 5), (1, 3, 1, 1)), ((6, 4), (1, 4)), ((6, 4), (4,)),
+                                       ((2, 3, 4), (3, 1)), ((5, 1, 3), (1, 1, 3)), ((4, 3), (4, 3))])
+def test_einsum_sums_agree_with_their_slow_reference(backend, shape, to):
+    """The einsum kernels BatchNorm and conv bias use, against sum_to of the plain product."""
+    from minidl.ops.elementwise import einsum_sum_to, sum_product_to, sum_to
+    rng = np.random.default_rng(0)
+    a, b = (md.backend.default_module().asarray(rng.standard_normal(shape)) for _ in range(2))
+    np.testing.assert_allclose(md.backend.as_numpy(einsum_sum_to(a, to)), md.backend.as_numpy(sum_to(a, to)),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(md.backend.as_numpy(sum_product_to(a, b, to)),
+                               md.backend.as_numpy(sum_to(a * b, to)), rtol=1e-12, atol=1e-12)
