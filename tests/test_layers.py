@@ -53,6 +53,30 @@ def test_conv2d_in_chunks_equals_one_piece(backend, monkeypatch):
     np.testing.assert_allclose(md.backend.as_numpy(x.grad), g_whole, atol=1e-12)
 
 
+@pytest.mark.parametrize("xs, ws, padding", [
+    ((2, 3, 9, 7), (2, 3, 3, 3), 0),          # 7 output rows: the last block is short
+    ((2, 2, 7, 6), (3, 2, 4, 2), (2, 1)),     # padding that is no multiple of the block
+    ((3, 1, 12, 5), (1, 1, 1, 3), 0),         # a one-row kernel
+])
+@pytest.mark.parametrize("rows", [4, 8, 64])
+def test_conv2d_output_blocking_equals_the_plain_conv(backend, monkeypatch, xs, ws, padding, rows):
+    """Blocked (B output rows as B·O channels) against B = 1, forward and
+    every gradient, with B as large as the output's height allows."""
+    results = []
+    for block_rows in (None, rows):
+        monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), block_rows)
+        x, W, b = (md.Tensor(randn(*s, seed=i), requires_grad=True) for i, s in enumerate([xs, ws, (ws[0],)]))
+        y = F.conv2d(x, W, b, padding=padding)
+        y.backward(randn(*y.shape, seed=5))
+        results.append((y.creator.block, [md.backend.as_numpy(t) for t in (y.data, x.grad, W.grad, b.grad)]))
+    (plain_block, plain), (block, blocked) = results
+    expected = 1
+    while expected * ws[0] < rows and 2 * expected <= min(y.shape[2], md.ops.conv.MAX_BLOCK):
+        expected *= 2
+    assert plain_block == 1 and block == expected > 1
+    for a, b in zip(blocked, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
 POOL_CASES = [((2, 3, 6, 6), 2, None, 0), ((2, 2, 7, 8), 3, 2, 1), ((1, 2, 5, 7), (2, 3), (1, 2), 0),
               ((2, 2, 7, 5), 2, None, 0)]   # last row and column in no window: zero gradient
 

@@ -26,6 +26,12 @@ COL_BYTES = 64 * 2**20
 # The forward's pieces are also cut to at most SMALL_GEMM multiply-adds, the size
 # below which OpenBLAS multiplies without packing its operands.
 SMALL_GEMM = {"numpy": 10**6, "cupy": None}
+# OpenBLAS runs a product with few rows (O = 6 in LeNet-5's first conv) at a
+# fraction of its speed: a stride-1 conv computes ``block`` neighbouring output
+# rows together, as block·O channels (see Conv2d), the smallest power of two
+# that gives the product BLOCK_ROWS rows. A GPU does not need it.
+BLOCK_ROWS = {"numpy": 24, "cupy": None}
+MAX_BLOCK = 8
 
 
 def _pair(v, name):
@@ -57,6 +63,33 @@ def _check_nchw(op, x):
         raise ValueError(f"{op}: expected input of shape (N, C, H, W), got {x.shape}")
 
 
+def phases(size, pad, block):
+    """Where the rows of an image go when dealt into ``block`` phases: (s, h, p)
+    with h + pad = block·p + s, for the rows h (a strided slice) of phase s."""
+    out = []
+    for s in range(block):
+        h0 = (s - pad) % block
+        if h0 < size:
+            p0, n = (h0 + pad) // block, len(range(h0, size, block))
+            out.append((s, slice(h0, None, block), slice(p0, p0 + n)))
+    return out
+
+
+def taps(kh, block):
+    """Where W's rows sit in the blocked weight: (r, s, a, i) with
+    W'[o·B + r, c·B + s, a] = W[o, c, i] for i = B·a + s − r (a and i strided
+    slices); W's other rows are zero. Returns (height of W', taps)."""
+    height = -(-(kh + block - 1) // block)
+    out = []
+    for r in range(block):
+        for s in range(block):
+            a = [a for a in range(height) if 0 <= block * a + s - r < kh]
+            if a:
+                i0 = block * a[0] + s - r
+                out.append((r, s, slice(a[0], a[-1] + 1), slice(i0, i0 + block * (len(a) - 1) + 1, block)))
+    return height, out
+
+
 class Conv2d(Function):
     """y = W ⋆ x + b via im2col: one (O, C·kh·kw) @ (C·kh·kw, n·OH·OW) product
     per piece of n samples.
@@ -70,7 +103,16 @@ class Conv2d(Function):
     just the OW that fit: image rows then follow each other as one long row,
     and each im2col row copies as one run per sample (about 2.4x faster than
     OH runs of OW). The last kw - 1 outputs of each row straddle two image
-    rows; they are computed, dropped from y, and get zero gradient."""
+    rows; they are computed, dropped from y, and get zero gradient.
+
+    Row blocking (stride 1, ``block`` = B > 1): B neighbouring output rows are
+    computed together, so that the product has B·O rows. The input's rows are
+    dealt into B phases, x'[c·B + s, p] = x[c, B·p + s] (space-to-depth along
+    H), and the output rows y[o, B·p + r] are the channels o·B + r of a plain
+    stride-1 conv of x' with the weight W'[o·B + r, c·B + s, a] =
+    W[o, c, B·a + s − r] (zero where that row is outside W; see ``taps``).
+    dl/dW gathers back along the same taps, dl/dx along the same phases. Whole
+    rows move, so the deal costs about one copy of x and of y."""
 
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
@@ -85,75 +127,115 @@ class Conv2d(Function):
         N, O = x.shape[0], W.shape[0]
         self.out = OH, OW = out_size("conv2d", x.shape, W.shape[2:], self.stride, self.padding)
         self.x_shape, self.W = x.shape, W
-        self.xc = self._pad_channel_major(x)                      # (C, N, Hp, Wp)
-        Wm = W.reshape(O, -1)                                     # (O, C·kh·kw)
-        windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
+        B = self.block = self._block(O, OH)
+        height, self.taps = taps(W.shape[2], B)
+        self.kernel, self.rows = (height, W.shape[3]), -(-OH // B)   # of the conv of x'
+        Wb = self.xp.zeros((O, B, W.shape[1], B) + self.kernel, dtype=W.dtype)
+        for r, s, a, i in self.taps:
+            Wb[:, r, :, s, a] = W[:, :, i]
+        self.Wm = Wm = Wb.reshape(O * B, -1)                      # (O·B, C·B·kh'·kw)
+        self.xc = self._pad_channel_major(x)                      # (C·B, N, Hp', Wp)
+        windows = self._windows(self.xc)                          # (C·B, kh', kw, N, OH', Wv)
         # each piece's product goes straight into its slice of one wide output
         # (matmul's out=); the crop to OW columns is one pass, with the bias add
-        y_wide = self.xp.empty((O,) + windows.shape[3:], dtype=x.dtype)   # (O, N, OH, Wv)
+        y_wide = self.xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH', Wv)
         for n in self._pieces(CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)]):
-            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·kh·kw, n·OH·Wv)
-            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O, -1))
-        y = y_wide[..., :OW] if b is None else \
-            self.xp.add(y_wide[..., :OW], b.reshape(O, 1, 1, 1))           # (O, N, OH, OW)
+            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh'·kw, n·OH'·Wv)
+            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
+        y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])
+        if B == 1 and b is None:
+            return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
+        y = self.xp.empty((O, N, OH, OW), dtype=x.dtype)
+        for r, h, p in phases(OH, 0, B):                          # channels o·B + r → rows B·p + r
+            if b is None:
+                y[:, :, h] = y_wide[:, r, :, p, :OW]
+            else:
+                self.xp.add(y_wide[:, r, :, p, :OW], b.reshape(O, 1, 1, 1), out=y[:, :, h])
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
 
     def backward(self, gy):
         O, C, kh, kw = self.W.shape
-        Wm = self.W.reshape(O, -1)
-        windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
-        gyc = self.xp.empty((O,) + windows.shape[3:], dtype=gy.dtype)   # (O, N, OH, Wv)
-        gyc[..., :self.out[1]] = gy.transpose(1, 0, 2, 3)
-        gyc[..., self.out[1]:] = 0                                # dropped columns: zero gradient
-        gW = self.xp.zeros((Wm.shape[1], O), dtype=gy.dtype)     # (C·kh·kw, O)
+        B, Wm, OW = self.block, self.Wm, self.out[1]
+        windows = self._windows(self.xc)                          # (C·B, kh', kw, N, OH', Wv)
+        gyc = self.xp.zeros((O, B) + windows.shape[3:], dtype=gy.dtype)   # (O, B, N, OH', Wv)
+        for r, h, p in phases(self.out[0], 0, B):     # the dropped columns and rows keep zero gradient
+            gyc[:, r, :, p, :OW] = gy.transpose(1, 0, 2, 3)[:, :, h]
+        gyc = gyc.reshape((O * B,) + windows.shape[3:])
+        gWm = self.xp.zeros((Wm.shape[1], O * B), dtype=gy.dtype)   # (C·B·kh'·kw, O·B)
         for n in self._pieces(CACHE_BYTES[module_name(self.xp)]):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
-            gW += col @ gyc[:, n].reshape(O, -1).T  # dl/dW = dl/dy · colᵀ, kept transposed: faster
-        gxc = None
+            gWm += col @ gyc[:, n].reshape(O * B, -1).T  # dl/dW' = dl/dy · colᵀ, kept transposed: faster
+        gWb = gWm.T.reshape((O, B, C, B) + self.kernel)
+        gW = self.xp.zeros_like(self.W)
+        for r, s, a, i in self.taps:                              # W' holds each row of W B times: add them up
+            gW[:, :, i] += gWb[:, r, :, s, a]
+        gx = None
         if self.needs_grad[0]:                  # not for the first layer: its input needs none
-            gxc = self.xp.zeros_like(self.xc)                     # (C, N, Hp, Wp)
+            gxc = self.xp.zeros_like(self.xc)                     # (C·B, N, Hp', Wp)
             g_windows = self._windows(gxc)      # the same windows, over the gradient
             for n in self._pieces(COL_BYTES):
-                gcol = Wm.T @ gyc[:, n].reshape(O, -1)            # dl/dcol = Wᵀ · dl/dy
-                gcol = gcol.reshape((C, kh, kw, -1) + windows.shape[-2:])
-                for i in range(kh):             # col2im: scatter back, adding where windows overlap
-                    for j in range(kw):
+                gcol = Wm.T @ gyc[:, n].reshape(O * B, -1)        # dl/dcol = W'ᵀ · dl/dy
+                gcol = gcol.reshape((C * B,) + self.kernel + (-1,) + windows.shape[-2:])
+                for i in range(self.kernel[0]):  # col2im: scatter back, adding where windows overlap
+                    for j in range(self.kernel[1]):
                         g_windows[:, i, j, n] += gcol[:, i, j]
-        ph, pw = self.padding
-        H, W = self.x_shape[2:]
-        gx = None if gxc is None else gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
-        grads = (gx, gW.T.reshape(self.W.shape))
+            gx = self._unpad(gxc)
+        grads = (gx, gW)
         if len(self.needs_grad) == 3:   # dl/db = Σ dl/dy over (N, OH, OW): einsum, 2× NumPy's pairwise sum
-            grads += (self.xp.einsum("onhw->o", gyc),)
+            grads += (self.xp.einsum("onhw->o", gyc.reshape((O, -1) + gyc.shape[2:])),)
         return grads
 
+    def _block(self, O, OH):
+        rows = BLOCK_ROWS[module_name(self.xp)]
+        B = 1
+        if self.stride == (1, 1) and rows:
+            while B * O < rows and 2 * B <= min(OH, MAX_BLOCK):
+                B *= 2
+        return B
+
     def _pad_channel_major(self, x):
+        """x padded, channel-major, its rows dealt into ``block`` phases: (C·B, N, Hp', Wp)."""
         N, C, H, W = x.shape
-        ph, pw = self.padding
-        spare = 1 if self.stride == (1, 1) else 0   # the wide windows of the last row run past it
-        xc = self.xp.zeros((C, N, H + 2 * ph + spare, W + 2 * pw), dtype=x.dtype)
-        xc[:, :, ph:ph + H, pw:pw + W] = x.transpose(1, 0, 2, 3)
-        return xc
+        (ph, pw), B = self.padding, self.block
+        # zero rows below for the dropped outputs of a short last block, and one
+        # spare row, as the wide windows of the last row run past it
+        height = max(-(-(H + 2 * ph) // B), self.rows + self.kernel[0] - 1) + (self.stride == (1, 1))
+        xc = self.xp.zeros((C, B, N, height, W + 2 * pw), dtype=x.dtype)
+        for s, h, p in phases(H, ph, B):
+            xc[:, s, :, p, pw:pw + W] = x.transpose(1, 0, 2, 3)[:, :, h]
+        return xc.reshape((C * B,) + xc.shape[2:])
+
+    def _unpad(self, gxc):
+        """dl/dx from dl/dx' (C·B, N, Hp', Wp): the phases put back, the padding cropped."""
+        N, C, H, W = self.x_shape
+        (ph, pw), B = self.padding, self.block
+        if B == 1:
+            return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+        gxc = gxc.reshape((C, B) + gxc.shape[1:])
+        gx = self.xp.empty((C, N, H, W), dtype=gxc.dtype)
+        for s, h, p in phases(H, ph, B):
+            gx[:, :, h] = gxc[:, s, :, p, pw:pw + W]
+        return gx.transpose(1, 0, 2, 3)
 
     def _windows(self, xc):
         """A view of the padded input whose element (c, i, j, n, oh, ow) is
         xc[c, n, oh·sh + i, ow·sw + j]: the input each kernel offset (i, j) meets,
         for every output. ow runs to OW, or with stride 1 to Wp (see the class).
         im2col of samples n is ``windows[:, :, :, n].reshape(C·kh·kw, -1)``, one copy."""
-        _, _, kh, kw = self.W.shape
+        kh, kw = self.kernel
         C, N, _, Wp = xc.shape
         sC, sN, sH, sW = xc.strides
         wide = Wp if self.stride == (1, 1) else self.out[1]
         return self.xp.lib.stride_tricks.as_strided(
-            xc, (C, kh, kw, N, self.out[0], wide),
+            xc, (C, kh, kw, N, self.rows, wide),
             (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
 
     def _pieces(self, limit, max_macs=None):
         """Sample ranges whose im2col fits in ``limit`` bytes and, given
         ``max_macs``, whose forward product has at most that many multiply-adds."""
         C, N, _, Wp = self.xc.shape
-        O, _, kh, kw = self.W.shape
-        col_size = C * kh * kw * self.out[0] * Wp                 # per sample
+        (kh, kw), O = self.kernel, self.Wm.shape[0]
+        col_size = C * kh * kw * self.rows * (Wp if self.stride == (1, 1) else self.out[1])   # per sample
         step = max(1, limit // (col_size * self.xc.itemsize))
         if max_macs:
             step = max(1, min(step, max_macs // (col_size * O)))
