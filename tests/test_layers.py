@@ -333,3 +333,22 @@ def test_lenet5_norm_after_the_convolutions_only():
     assert len(weights[0]) == 5 and all(np.array_equal(a, b) for a, b in zip(*weights))
     with pytest.raises(ValueError, match="LeNet5: norm_layers must be 'all' or 'conv', got 'fc'"):
         md.models.LeNet5(norm="batch", norm_layers="fc")
+
+
+@pytest.mark.parametrize("upstream", ["broadcast", "transposed"])
+def test_conv2d_takes_any_upstream_layout(backend, monkeypatch, upstream):
+    """The blocked conv copies dl/dy row by row: a broadcast or transposed
+    upstream gradient must give the reference's gradients all the same."""
+    monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 24)
+    grads = []
+    for conv in (F.conv2d, F.conv2d_reference):
+        x, W = md.Tensor(randn(2, 1, 9, 9), requires_grad=True), md.Tensor(randn(2, 1, 3, 3, seed=1), requires_grad=True)
+        y = conv(x, W)
+        if upstream == "broadcast":
+            y.sum().backward()
+        else:
+            y.transpose((0, 1, 3, 2)).backward(randn(2, 2, 7, 7, seed=2))
+        assert conv is F.conv2d_reference or y.creator.block > 1
+        grads.append([md.backend.as_numpy(t.grad) for t in (x, W)])
+    for fast, slow in zip(*grads):
+        np.testing.assert_allclose(fast, slow, atol=1e-12)
