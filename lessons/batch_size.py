@@ -226,8 +226,8 @@ def which_mode(label):
     worse, better = ("train mode (each test batch's own statistics)", "eval mode (running statistics)") \
         if tr > ev else ("eval mode (running statistics)", "train mode (each test batch's own statistics)")
     return (f"{label} at B={small}: {worse} is the worse, {max(ev, tr):.2f} % test error against "
-            f"{min(ev, tr):.2f} % with {better}, {abs(tr - ev):.2f} points worse (the test images resolve "
-            f"±{margin:.2f}).")
+            f"{min(ev, tr):.2f} % with {better}, {abs(tr - ev):.2f} points worse ({len(test)} test images "
+            f"resolve ±{margin:.2f} points).")
 
 
 ev, tr = modes_at("BatchNorm", small)
