@@ -43,7 +43,7 @@
 # %%
 """GroupNorm vs BatchNorm across batch sizes (Wu & He 2018, Figure 1; the course's slides, decks 002 and 003).
 
-    python -m lessons.batch_size             # 35 runs, about 3.7 minutes on 2 cores (about 6 with --workers 1)
+    python -m lessons.batch_size             # 35 runs, about 3.1 minutes on 2 cores (about 6 with --workers 1)
     python -m lessons.batch_size --quick     # seconds, synthetic images
 """
 import matplotlib.pyplot as plt
@@ -53,7 +53,7 @@ from matplotlib.ticker import NullFormatter
 import minidl as md
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
 from lessons.settings import settings, summary_header
-from lessons.verdicts import verdict
+from lessons.verdicts import error_margin, verdict
 from lessons.runs import RunStore, run_all, run_identity
 from lessons.training import evaluate, fashion_mnist, in_mode, train_classifier
 
@@ -210,25 +210,33 @@ def modes_at(label, b):
     return error(label, b), error(label, b, "test_error_batch_statistics")
 
 
-SAME = 0.5    # points of test error (10 of 2000 images): two modes closer than this are "about the same"
+def mode_margin(label):
+    """The difference of the two modes' test errors at the smallest batch that
+    the test images resolve (see ``error_margin``): about ±2.5 points at 19 %."""
+    return error_margin(*modes_at(label, small), len(test))
 
 
 def which_mode(label):
     ev, tr = modes_at(label, small)
-    if abs(ev - tr) < SAME:
-        return f"{label} at B={small}: both modes give about the same test error ({ev:.2f} % and {tr:.2f} %)."
+    margin = mode_margin(label)
+    if abs(ev - tr) <= margin:
+        return (f"{label} at B={small}: the two modes' test errors, {ev:.2f} % (eval mode) and {tr:.2f} % "
+                f"(train mode), differ by {abs(ev - tr):.2f} points, within the ±{margin:.2f} that {len(test)} "
+                "test images resolve: neither mode is shown to be worse.")
     worse, better = ("train mode (each test batch's own statistics)", "eval mode (running statistics)") \
         if tr > ev else ("eval mode (running statistics)", "train mode (each test batch's own statistics)")
     return (f"{label} at B={small}: {worse} is the worse, {max(ev, tr):.2f} % test error against "
-            f"{min(ev, tr):.2f} % with {better}, {abs(tr - ev):.2f} points worse.")
+            f"{min(ev, tr):.2f} % with {better}, {abs(tr - ev):.2f} points worse ({len(test)} test images "
+            f"resolve ±{margin:.2f} points).")
 
 
 ev, tr = modes_at("BatchNorm", small)
+margin = mode_margin("BatchNorm")
 mechanism = (f" So for BN everywhere at B={small} the running averages are not what does the damage: tested with the "
              "statistics it trained with, the network does worse than with the running averages; the damage is done "
-             "in training." if tr > ev + SAME else
+             "in training." if tr > ev + margin else
              f" So for BN everywhere at B={small} the running averages do add error: tested with each batch's own "
-             "statistics, as it trained, the same network does better." if ev > tr + SAME else "")
+             "statistics, as it trained, the same network does better." if ev > tr + margin else "")
 accuracies = [100 - error(k, b) for k in NORMS if k != "none" for b in s.batch_sizes]
 modes = verdict(" ".join(which_mode(label) for label in BATCH_NORMS) + mechanism, accuracies, s.quick)
 say(modes)

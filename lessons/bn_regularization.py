@@ -35,7 +35,7 @@
 # %%
 """Cumulative channel ablation of LeNet-5 with and without BN (Morcos et al. 2018; the course's slides, deck 001).
 
-    python -m lessons.bn_regularization            # about 75 s on 2 cores, training its two networks here
+    python -m lessons.bn_regularization            # about 71 s on 2 cores, training its two networks here
     python -m lessons.bn_regularization --quick    # seconds, synthetic images
 """
 import json

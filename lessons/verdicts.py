@@ -49,6 +49,17 @@ class Comparison:
         return asdict(self)
 
 
+def error_margin(e1, e2, n, alpha=ALPHA):
+    """Half-width, in points, of the (1 − alpha) interval of the difference of
+    two error rates e1 and e2 (%) each measured on n test images, taken as
+    independent samples. Measured on the same images (one network, two modes)
+    the difference varies less than that, so a difference beyond the margin is
+    resolved; one inside it is not, whichever way it points."""
+    from scipy import stats
+    p1, p2 = e1 / 100, e2 / 100
+    return 100 * stats.norm.ppf(1 - alpha / 2) * np.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+
+
 def welch(x, y, alpha=ALPHA):
     """(difference of means, standard error, degrees of freedom, p-value) of
     Welch's two-sided t-test; no spread at all gives p 0 for a difference, 1 for none."""

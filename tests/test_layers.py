@@ -53,6 +53,59 @@ def test_conv2d_in_chunks_equals_one_piece(backend, monkeypatch):
     np.testing.assert_allclose(md.backend.as_numpy(x.grad), g_whole, atol=1e-12)
 
 
+BLOCKING_CASES = [
+    ((2, 3, 9, 7), (2, 3, 3, 3), 0),          # 7 output rows: the last block is short
+    ((2, 2, 7, 6), (3, 2, 4, 2), (2, 1)),     # padding that is no multiple of the block
+    ((2, 2, 11, 6), (3, 2, 5, 3), (1, 0)),    # LeNet-5's kh = 5, odd padding: B = 2, 4, 8
+    ((3, 1, 12, 5), (1, 1, 1, 3), 0),         # a one-row kernel
+]
+
+
+@pytest.mark.parametrize("xs, ws, padding", BLOCKING_CASES)
+@pytest.mark.parametrize("rows", [4, 8, 64])
+def test_conv2d_output_blocking_equals_the_plain_conv(backend, monkeypatch, xs, ws, padding, rows):
+    """Blocked (B output rows as B·O channels) against B = 1, forward and
+    every gradient, for B from 2 to 8."""
+    results = []
+    for block_rows in (None, rows):
+        monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), block_rows)
+        x, W, b = (md.Tensor(randn(*s, seed=i), requires_grad=True) for i, s in enumerate([xs, ws, (ws[0],)]))
+        y = F.conv2d(x, W, b, padding=padding)
+        y.backward(randn(*y.shape, seed=5))
+        results.append((y.creator, [md.backend.as_numpy(t) for t in (y.data, x.grad, W.grad, b.grad)]))
+    (plain_op, plain), (op, blocked) = results
+    expected = 1
+    while expected * ws[0] < rows and 2 * expected <= min(y.shape[2], md.ops.conv.MAX_BLOCK):
+        expected *= 2
+    assert plain_op.blocking.block == 1 and op.blocking.block == expected > 1
+    for a, b in zip(blocked, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # the windows, wide rows and all, stay inside x′ (its zero rows below and the spare row)
+    for conv in (plain_op, op):
+        windows = conv._windows(conv.xc, conv.blocking)          # an as_strided view from xc's first byte
+        assert sum((n - 1) * step for n, step in zip(windows.shape, windows.strides)) + windows.itemsize \
+            <= conv.xc.nbytes
+
+
+@pytest.mark.filterwarnings("ignore:invalid value")     # inf − inf in dl/dW, in both convs
+@pytest.mark.parametrize("where", ["input", "upstream"])
+def test_conv2d_blocking_keeps_inf_where_the_plain_conv_has_it(backend, monkeypatch, where):
+    """W′'s zero taps meet pixels outside an output's window: 0·inf would be NaN
+    there, where the plain conv has a number. A non-finite input, or upstream
+    gradient on its way to dl/dx, is convolved unblocked."""
+    monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 64)
+    xv, gv = randn(2, 2, 9, 5), randn(2, 3, 7, 3, seed=2)
+    (xv if where == "input" else gv)[1, 0, 4, 2] = np.inf
+    grads = []
+    for conv in (F.conv2d, F.conv2d_reference):
+        x, W = md.Tensor(xv, requires_grad=True), md.Tensor(randn(3, 2, 3, 3, seed=1), requires_grad=True)
+        y = conv(x, W)
+        y.backward(gv)
+        grads.append([md.backend.as_numpy(t) for t in (y.data, x.grad)])
+    assert np.isfinite(grads[1][0 if where == "input" else 1]).sum() > 0     # finite values to keep
+    for fast, slow in zip(*grads):
+        np.testing.assert_allclose(fast, slow, atol=1e-12)            # NaN and inf where the reference has them
+
 POOL_CASES = [((2, 3, 6, 6), 2, None, 0), ((2, 2, 7, 8), 3, 2, 1), ((1, 2, 5, 7), (2, 3), (1, 2), 0),
               ((2, 2, 7, 5), 2, None, 0)]   # last row and column in no window: zero gradient
 
@@ -309,3 +362,23 @@ def test_lenet5_norm_after_the_convolutions_only():
     assert len(weights[0]) == 5 and all(np.array_equal(a, b) for a, b in zip(*weights))
     with pytest.raises(ValueError, match="LeNet5: norm_layers must be 'all' or 'conv', got 'fc'"):
         md.models.LeNet5(norm="batch", norm_layers="fc")
+
+
+@pytest.mark.parametrize("upstream", ["broadcast", "transposed"])
+def test_conv2d_takes_any_upstream_layout(backend, monkeypatch, upstream):
+    """The blocked conv copies dl/dy row by row: a broadcast or transposed
+    upstream gradient must give the reference's gradients all the same."""
+    monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 24)
+    grads = []
+    for conv in (F.conv2d, F.conv2d_reference):
+        x = md.Tensor(randn(2, 1, 9, 9), requires_grad=True)
+        W = md.Tensor(randn(2, 1, 3, 3, seed=1), requires_grad=True)
+        y = conv(x, W)
+        if upstream == "broadcast":
+            y.sum().backward()
+        else:
+            y.transpose((0, 1, 3, 2)).backward(randn(2, 2, 7, 7, seed=2))
+        assert conv is F.conv2d_reference or y.creator.blocking.block > 1
+        grads.append([md.backend.as_numpy(t.grad) for t in (x, W)])
+    for fast, slow in zip(*grads):
+        np.testing.assert_allclose(fast, slow, atol=1e-12)

@@ -318,13 +318,26 @@ def test_batch_size_lesson_resumes_its_finished_runs(tmp_path, monkeypatch, caps
         ev, tr = g["modes_at"](n, 2)
         sentence = g["which_mode"](n)
         assert sentence.startswith(f"{n} at B=2")
-        if abs(tr - ev) >= g["SAME"]:
+        margin = g["mode_margin"](n)
+        assert margin == pytest.approx(196 * np.sqrt((ev / 100 * (1 - ev / 100) + tr / 100 * (1 - tr / 100)) / 200),
+                                       rel=1e-3)      # 200 test images in a quick run
+        if abs(tr - ev) > margin:
             assert sentence.split(":")[1].strip().startswith("train mode" if tr > ev else "eval mode")
             assert f"{abs(tr - ev):.2f} points worse" in sentence
+        else:
+            assert "neither mode is shown to be worse" in sentence
     again = run_lesson("batch_size", *args, monkeypatch=monkeypatch)["store"].runs
     assert "resuming: 15 finished run(s)" in capsys.readouterr().out and again == first
     with pytest.raises(SystemExit, match="lr_per_32: checkpoint 0.01, this run 0.02"):
         run_lesson("batch_size", *args, "--lr-per-32", "0.02", monkeypatch=monkeypatch)
+
+
+def test_error_margin_is_the_binomial_interval_of_a_difference():
+    from lessons.verdicts import error_margin
+    # 19 % and 19 % on 2000 images: 1.96 · √(2 · 0.19 · 0.81 / 2000) = 2.43 points
+    assert error_margin(19.0, 19.0, 2000) == pytest.approx(2.431, abs=1e-3)
+    assert error_margin(19.0, 19.0, 8000) == pytest.approx(2.431 / 2, abs=1e-3)     # 4× the images, half the margin
+    assert error_margin(0.0, 0.0, 2000) == 0.0
 
 
 def holm_by_hand(p):

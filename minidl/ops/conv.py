@@ -7,6 +7,8 @@ output size. The fast conv gathers those slices into one matrix (im2col) and
 does one matrix product per piece of the batch; the pools take a running max
 or sum over them.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from ..backend import module_name
@@ -26,6 +28,14 @@ COL_BYTES = 64 * 2**20
 # The forward's pieces are also cut to at most SMALL_GEMM multiply-adds, the size
 # below which OpenBLAS multiplies without packing its operands.
 SMALL_GEMM = {"numpy": 10**6, "cupy": None}
+# OpenBLAS runs a product with few rows (O = 6 in LeNet-5's first conv) at a
+# fraction of its speed, so a stride-1 conv computes B neighbouring output rows
+# together as B·O channels (row blocking, see Conv2d): B is the smallest power
+# of two with B·O >= BLOCK_ROWS, at most OH and MAX_BLOCK (the blocked weight
+# has B·kh' rows for W's kh, so a large B multiplies mostly zeros). A GPU does
+# not need it.
+BLOCK_ROWS = {"numpy": 24, "cupy": None}
+MAX_BLOCK = 8
 
 
 def _pair(v, name):
@@ -57,8 +67,68 @@ def _check_nchw(op, x):
         raise ValueError(f"{op}: expected input of shape (N, C, H, W), got {x.shape}")
 
 
+def _copy_rows(xp, dst, src):
+    """dst[...] = src. NumPy copies short rows element by element; viewed as one
+    opaque element each, a row is one memcpy (LeNet-5's rows of 28 floats: 40 %
+    less time). That needs one dtype and contiguous rows; otherwise (an upstream
+    gradient that is a broadcast view, CuPy, which has no such dtype) a plain copy."""
+    if module_name(xp) != "numpy" or dst.dtype != src.dtype or \
+            dst.strides[-1] != dst.itemsize or src.strides[-1] != src.itemsize:
+        dst[...] = src
+        return
+    row = np.dtype((np.void, dst.shape[-1] * dst.itemsize))
+    dst.view(row)[..., 0] = src.view(row)[..., 0]
+
+
+def _finite(xp, a):
+    return bool(xp.isfinite(a).all())
+
+
+def _phases(size, pad, block):
+    """Where the rows of an image go when dealt into ``block`` phases: (s, h, p)
+    with h + pad = block·p + s, for the rows h (a slice with step B) of phase s
+    and their places p (a slice). With pad = 0 it also puts a blocked output
+    back in order: row p of channel o·B + r is row B·p + r of y's channel o."""
+    out = []
+    for s in range(block):
+        h0 = (s - pad) % block
+        if h0 < size:
+            p0, n = (h0 + pad) // block, len(range(h0, size, block))
+            out.append((s, slice(h0, None, block), slice(p0, p0 + n)))
+    return out
+
+
+def _taps(kh, block):
+    """Where W's rows sit in the blocked weight: (r, s, a, i) with
+    W′[o·B + r, c·B + s, a] = W[o, c, i] for i = B·a + s − r (a a slice, i a
+    slice with step B); W′'s other rows are zero. Returns (kh′, taps)."""
+    height = -(-(kh + block - 1) // block)
+    out = []
+    for r in range(block):
+        for s in range(block):
+            a = [a for a in range(height) if 0 <= block * a + s - r < kh]
+            if a:
+                i0 = block * a[0] + s - r
+                out.append((r, s, slice(a[0], a[-1] + 1), slice(i0, i0 + block * (len(a) - 1) + 1, block)))
+    return height, out
+
+
+class Blocking(NamedTuple):
+    """The conv that Conv2d runs: B, W′'s kernel (kh′, kw), its output's OH′ =
+    ⌈OH/B⌉ rows, and where W's rows sit in W′ (``_taps``). B = 1: the plain conv."""
+    block: int
+    kernel: tuple
+    rows: int
+    taps: list
+
+
+def _blocking(kernel, OH, block):
+    height, taps = _taps(kernel[0], block)
+    return Blocking(block, (height, kernel[1]), -(-OH // block), taps)
+
+
 class Conv2d(Function):
-    """y = W ⋆ x + b via im2col: one (O, C·kh·kw) @ (C·kh·kw, n·OH·OW) product
+    """y = W ⋆ x + b via im2col: one (O, C·kh·kw) @ (C·kh·kw, n·OH·Wv) product
     per piece of n samples.
 
     Work is done channel-major, (C, N, H, W): a sample range is then one slice,
@@ -66,11 +136,26 @@ class Conv2d(Function):
     view. The layers after it (ReLU, BN, pooling) keep that memory order, so
     the next conv finds its input channel-major already.
 
-    With stride 1 the windows run over all Wp columns of the padded input, not
-    just the OW that fit: image rows then follow each other as one long row,
-    and each im2col row copies as one run per sample (about 2.4x faster than
-    OH runs of OW). The last kw - 1 outputs of each row straddle two image
-    rows; they are computed, dropped from y, and get zero gradient."""
+    Hp and Wp are the padded input's height and width. With stride 1 the windows
+    run over all Wv = Wp columns, not just the OW that fit: image rows then
+    follow each other as one long row, and each im2col row copies as one run
+    per sample (about 2.4x faster than OH runs of OW). The last kw − 1 outputs
+    of each row straddle two image rows; they are computed, dropped from y, and
+    get zero gradient. A spare zero row below the image keeps the last row's
+    windows inside the array. With another stride, Wv = OW.
+
+    Row blocking (stride 1, B > 1; ``Blocking``): B neighbouring output rows are
+    computed together, so that the product has B·O rows. The padded input's
+    rows are dealt into B phases, x′[c·B + s, p] = x[c, B·p + s] (space-to-depth
+    along H; x′ has Hp′ rows), and the output rows y[o, B·p + r] are the
+    channels o·B + r of a plain stride-1 conv of x′, OH′ = ⌈OH/B⌉ rows, with the
+    weight W′[o·B + r, c·B + s, a] = W[o, c, B·a + s − r] of kh′ = ⌈(kh+B−1)/B⌉
+    rows, zero where B·a + s − r is outside W. dl/dW gathers back along the
+    same taps, dl/dx along the same phases. Whole rows move, so the deal costs
+    about one copy of x and of y. The zero taps still read x′: the rows below
+    the image must be zeros (no NaN bytes), and an inf or NaN in x would make
+    0·inf = NaN where the plain conv has a number. So a non-finite x is
+    convolved unblocked, and so is a non-finite dl/dy on its way to dl/dx."""
 
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
@@ -85,78 +170,142 @@ class Conv2d(Function):
         N, O = x.shape[0], W.shape[0]
         self.out = OH, OW = out_size("conv2d", x.shape, W.shape[2:], self.stride, self.padding)
         self.x_shape, self.W = x.shape, W
-        self.xc = self._pad_channel_major(x)                      # (C, N, Hp, Wp)
-        Wm = W.reshape(O, -1)                                     # (O, C·kh·kw)
-        windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
+        self.blocking = g = _blocking(W.shape[2:], OH, self._block(x, O, OH))
+        B = g.block
+        self.Wm = Wm = self._blocked_weight(g)                    # (O·B, C·B·kh′·kw)
+        self.xc = self._pad_channel_major(x, g)                   # (C·B, N, Hp′, Wp)
+        windows = self._windows(self.xc, g)                       # (C·B, kh′, kw, N, OH′, Wv)
         # each piece's product goes straight into its slice of one wide output
-        # (matmul's out=); the crop to OW columns is one pass, with the bias add
-        y_wide = self.xp.empty((O,) + windows.shape[3:], dtype=x.dtype)   # (O, N, OH, Wv)
-        for n in self._pieces(CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)]):
-            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·kh·kw, n·OH·Wv)
-            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O, -1))
-        y = y_wide[..., :OW] if b is None else \
-            self.xp.add(y_wide[..., :OW], b.reshape(O, 1, 1, 1))           # (O, N, OH, OW)
+        # (matmul's out=); the bias is added there, then the rows are cropped to
+        # OW columns and put in order, one copy
+        y_wide = self.xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH′, Wv)
+        for n in self._pieces(windows, CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)], O * B):
+            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
+            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
+        y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])
+        if B == 1 and b is None:
+            return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
+        y = self.xp.empty((O, N, OH, OW), dtype=x.dtype)
+        if b is not None:
+            y_wide += b.reshape(O, 1, 1, 1, 1)
+        for r, h, p in _phases(OH, 0, B):                         # channels o·B + r → rows B·p + r
+            _copy_rows(self.xp, y[:, :, h], y_wide[:, r, :, p, :OW])
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
 
     def backward(self, gy):
-        O, C, kh, kw = self.W.shape
-        Wm = self.W.reshape(O, -1)
-        windows = self._windows(self.xc)                          # (C, kh, kw, N, OH, Wv)
-        gyc = self.xp.empty((O,) + windows.shape[3:], dtype=gy.dtype)   # (O, N, OH, Wv)
-        gyc[..., :self.out[1]] = gy.transpose(1, 0, 2, 3)
-        gyc[..., self.out[1]:] = 0                                # dropped columns: zero gradient
-        gW = self.xp.zeros((Wm.shape[1], O), dtype=gy.dtype)     # (C·kh·kw, O)
-        for n in self._pieces(CACHE_BYTES[module_name(self.xp)]):
+        O, C = self.W.shape[:2]
+        g, Wm = self.blocking, self.Wm
+        windows = self._windows(self.xc, g)                       # (C·B, kh′, kw, N, OH′, Wv)
+        gyc = self._wide_gradient(gy, g, windows.shape[3:])       # (O·B, N, OH′, Wv)
+        gWm = self.xp.zeros((Wm.shape[1], Wm.shape[0]), dtype=gy.dtype)   # (C·B·kh′·kw, O·B)
+        for n in self._pieces(windows, CACHE_BYTES[module_name(self.xp)]):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
-            gW += col @ gyc[:, n].reshape(O, -1).T  # dl/dW = dl/dy · colᵀ, kept transposed: faster
-        gxc = None
+            gWm += col @ gyc[:, n].reshape(Wm.shape[0], -1).T  # dl/dW′ = dl/dy · colᵀ, kept transposed: faster
+        gWb = gWm.T.reshape((O, g.block, C, g.block) + g.kernel)
+        gW = self.xp.zeros_like(self.W)
+        for r, s, a, i in g.taps:                                 # W′ holds each row of W B times: add them up
+            gW[:, :, i] += gWb[:, r, :, s, a]
+        gx = None
         if self.needs_grad[0]:                  # not for the first layer: its input needs none
-            gxc = self.xp.zeros_like(self.xc)                     # (C, N, Hp, Wp)
-            g_windows = self._windows(gxc)      # the same windows, over the gradient
-            for n in self._pieces(COL_BYTES):
-                gcol = Wm.T @ gyc[:, n].reshape(O, -1)            # dl/dcol = Wᵀ · dl/dy
-                gcol = gcol.reshape((C, kh, kw, -1) + windows.shape[-2:])
-                for i in range(kh):             # col2im: scatter back, adding where windows overlap
-                    for j in range(kw):
-                        g_windows[:, i, j, n] += gcol[:, i, j]
-        ph, pw = self.padding
-        H, W = self.x_shape[2:]
-        gx = None if gxc is None else gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
-        grads = (gx, gW.T.reshape(self.W.shape))
+            gx = self._input_gradient(gy, g, gyc) if g.block == 1 or _finite(self.xp, gy) else \
+                self._input_gradient(gy, _blocking(self.W.shape[2:], self.out[0], 1))   # 0·inf: see the class
+        grads = (gx, gW)
         if len(self.needs_grad) == 3:   # dl/db = Σ dl/dy over (N, OH, OW): einsum, 2× NumPy's pairwise sum
-            grads += (self.xp.einsum("onhw->o", gyc),)
+            grads += (self.xp.einsum("omhw->o", gyc.reshape((O, -1) + gyc.shape[2:])),)   # m = B·N
         return grads
 
-    def _pad_channel_major(self, x):
-        N, C, H, W = x.shape
-        ph, pw = self.padding
-        spare = 1 if self.stride == (1, 1) else 0   # the wide windows of the last row run past it
-        xc = self.xp.zeros((C, N, H + 2 * ph + spare, W + 2 * pw), dtype=x.dtype)
-        xc[:, :, ph:ph + H, pw:pw + W] = x.transpose(1, 0, 2, 3)
-        return xc
+    def _input_gradient(self, gy, g, gyc=None):
+        """dl/dx by the conv run with blocking g: dl/dcol = W′ᵀ · dl/dy, then
+        col2im, which scatters it back, adding where windows overlap."""
+        Wm = self.Wm if g is self.blocking else self._blocked_weight(g)
+        gxc = self.xp.zeros(self._padded_shape(g), dtype=gy.dtype)   # (C·B, N, Hp′, Wp)
+        g_windows = self._windows(gxc, g)      # the same windows, over the gradient
+        if gyc is None:
+            gyc = self._wide_gradient(gy, g, g_windows.shape[3:])
+        for n in self._pieces(g_windows, COL_BYTES):
+            gcol = Wm.T @ gyc[:, n].reshape(Wm.shape[0], -1)
+            gcol = gcol.reshape(g_windows.shape[:3] + (-1,) + g_windows.shape[-2:])
+            for i in range(g.kernel[0]):
+                for j in range(g.kernel[1]):
+                    g_windows[:, i, j, n] += gcol[:, i, j]
+        return self._unpad(gxc, g)
 
-    def _windows(self, xc):
-        """A view of the padded input whose element (c, i, j, n, oh, ow) is
-        xc[c, n, oh·sh + i, ow·sw + j]: the input each kernel offset (i, j) meets,
-        for every output. ow runs to OW, or with stride 1 to Wp (see the class).
-        im2col of samples n is ``windows[:, :, :, n].reshape(C·kh·kw, -1)``, one copy."""
-        _, _, kh, kw = self.W.shape
+    def _block(self, x, O, OH):
+        rows, B = BLOCK_ROWS[module_name(self.xp)], 1
+        if self.stride == (1, 1) and rows:
+            while B * O < rows and 2 * B <= min(OH, MAX_BLOCK):
+                B *= 2
+        return B if B == 1 or _finite(self.xp, x) else 1          # 0·inf: see the class
+
+    def _blocked_weight(self, g):
+        """W′ as a matrix, (O·B, C·B·kh′·kw)."""
+        O, C = self.W.shape[:2]
+        Wb = self.xp.zeros((O, g.block, C, g.block) + g.kernel, dtype=self.W.dtype)
+        for r, s, a, i in g.taps:
+            Wb[:, r, :, s, a] = self.W[:, :, i]
+        return Wb.reshape(O * g.block, -1)
+
+    def _wide_gradient(self, gy, g, wide):
+        """dl/dy laid out as the product's output, (O·B, N, OH′, Wv): rows dealt
+        into blocks, the dropped columns and rows zero."""
+        O, B, OW = gy.shape[1], g.block, self.out[1]
+        gyc = self.xp.zeros((O, B) + tuple(wide), dtype=gy.dtype)
+        for r, h, p in _phases(self.out[0], 0, B):
+            _copy_rows(self.xp, gyc[:, r, :, p, :OW], gy.transpose(1, 0, 2, 3)[:, :, h])
+        return gyc.reshape((O * B,) + tuple(wide))
+
+    def _padded_shape(self, g):
+        """(C·B, N, Hp′, Wp): x′ holds the padded input's rows, zero rows for a
+        short last block's dropped outputs, and with stride 1 the spare row."""
+        N, C, H, W = self.x_shape
+        (ph, pw), B = self.padding, g.block
+        spare = 1 if self.stride == (1, 1) else 0
+        height = max(-(-(H + 2 * ph) // B), g.rows + g.kernel[0] - 1) + spare
+        return C * B, N, height, W + 2 * pw
+
+    def _pad_channel_major(self, x, g):
+        """x padded, channel-major, its rows dealt into B phases: x′, (C·B, N, Hp′, Wp)."""
+        N, C, H, W = x.shape
+        (ph, pw), B = self.padding, g.block
+        shape = self._padded_shape(g)
+        xc = self.xp.zeros((C, B) + shape[1:], dtype=x.dtype)
+        for s, h, p in _phases(H, ph, B):
+            _copy_rows(self.xp, xc[:, s, :, p, pw:pw + W], x.transpose(1, 0, 2, 3)[:, :, h])
+        return xc.reshape(shape)
+
+    def _unpad(self, gxc, g):
+        """dl/dx from dl/dx′ (C·B, N, Hp′, Wp): the phases put back, the padding cropped."""
+        N, C, H, W = self.x_shape
+        (ph, pw), B = self.padding, g.block
+        if B == 1:
+            return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+        gxc = gxc.reshape((C, B) + gxc.shape[1:])
+        gx = self.xp.empty((C, N, H, W), dtype=gxc.dtype)
+        for s, h, p in _phases(H, ph, B):
+            gx[:, :, h] = gxc[:, s, :, p, pw:pw + W]
+        return gx.transpose(1, 0, 2, 3)
+
+    def _windows(self, xc, g):
+        """A view of x′ (C·B, N, Hp′, Wp) whose element (c, i, j, n, oh, ow) is
+        xc[c, n, oh·sh + i, ow·sw + j]: the input each offset (i, j) of W′'s
+        kernel meets, for every output. ow runs to Wv. im2col of samples n is
+        ``windows[:, :, :, n].reshape(C·B·kh′·kw, -1)``, one copy."""
+        kh, kw = g.kernel
         C, N, _, Wp = xc.shape
         sC, sN, sH, sW = xc.strides
         wide = Wp if self.stride == (1, 1) else self.out[1]
         return self.xp.lib.stride_tricks.as_strided(
-            xc, (C, kh, kw, N, self.out[0], wide),
-            (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
+            xc, (C, kh, kw, N, g.rows, wide), (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
 
-    def _pieces(self, limit, max_macs=None):
+    @staticmethod
+    def _pieces(windows, limit, max_macs=None, rows=None):
         """Sample ranges whose im2col fits in ``limit`` bytes and, given
-        ``max_macs``, whose forward product has at most that many multiply-adds."""
-        C, N, _, Wp = self.xc.shape
-        O, _, kh, kw = self.W.shape
-        col_size = C * kh * kw * self.out[0] * Wp                 # per sample
-        step = max(1, limit // (col_size * self.xc.itemsize))
+        ``max_macs``, whose product with ``rows`` rows has at most that many multiply-adds."""
+        C, kh, kw, N, OH, Wv = windows.shape
+        col_size = C * kh * kw * OH * Wv                          # per sample
+        step = max(1, limit // (col_size * windows.itemsize))
         if max_macs:
-            step = max(1, min(step, max_macs // (col_size * O)))
+            step = max(1, min(step, max_macs // (col_size * rows)))
         return [slice(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
 
 
