@@ -4,6 +4,7 @@
     python -m minidl.benchmark --backend cupy  # on the GPU, against PyTorch CUDA where it has one
     python -m minidl.benchmark --rounds 7 --batch-sizes 128 --threads 2
     python -m minidl.benchmark --input 1x28x28  # the lessons' MNIST shape
+    python -m minidl.benchmark --ops --block-rows 0 24   # per-op CPU time, row blocking off / on
 
 Prints images/s (median over rounds) for a training step (forward, backward,
 SGD with momentum) and for inference on CIFAR-shaped input (``--input``), the ratio to
@@ -12,6 +13,13 @@ the CPU, what a user gets from the whole machine: one minidl process core for
 core against PyTorch on one thread, and one minidl process per core training at
 once (as the lessons run their independent models) against PyTorch on all
 cores (``--no-cores`` skips it).
+
+``--ops`` times each op's forward and backward inside minidl's own training
+step (CPU time, median over ``--rounds``; no PyTorch), and with ``--block-rows``
+switches the convolutions' row blocking (``minidl.ops.conv.BLOCK_ROWS``; 0 is
+off) between settings step by step in the one process. Between processes, and
+between runs of one process, a step's time drifts by 10 % and more on a shared
+machine; alternating inside one process resolves a few per cent.
 
 How it measures. Each library runs in its own worker process, and the rounds
 alternate: minidl, PyTorch, minidl, ... for every setting. In one process the
@@ -109,6 +117,74 @@ def peak_memory_mb(batch=1000):
     return peak / 2**20
 
 
+# ---- per-op times inside one process ----------------------------------------
+def op_times(batch, norm, image, block_rows, rounds, iters):
+    """{setting: {op.forward / op.backward / step: [CPU seconds per step, one per round]}},
+    the settings of the convolutions' BLOCK_ROWS alternating step by step (their
+    order reversed every other round)."""
+    import minidl as md
+    from minidl.ops import conv
+    from minidl.tensor import Function
+    spent = {}
+
+    def timed(method, name):
+        def wrapper(self, *args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t0
+        return wrapper
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    originals = [(cls, m, cls.__dict__[m]) for cls in set(subclasses(Function))
+                 for m in ("forward", "backward") if m in cls.__dict__]
+    for cls, m, method in originals:
+        setattr(cls, m, timed(method, f"{cls.__name__}.{m}"))
+    backend, saved = md.get_backend(), conv.BLOCK_ROWS[md.get_backend()]
+    times = {rows: {} for rows in block_rows}
+    try:
+        train, _ = minidl_steps(batch, norm, image)
+        for r in range(rounds):
+            for rows in (block_rows if r % 2 == 0 else block_rows[::-1]):
+                conv.BLOCK_ROWS[backend] = rows or None
+                train()              # untimed: the first step after the other setting
+                spent.clear()
+                t0 = time.process_time()
+                for _ in range(iters):
+                    train()
+                spent["step"] = time.process_time() - t0
+                for name, seconds in spent.items():
+                    times[rows].setdefault(name, []).append(seconds / iters)
+    finally:
+        conv.BLOCK_ROWS[backend] = saved
+        for cls, m, method in originals:
+            setattr(cls, m, method)
+    return times
+
+
+def print_op_times(args, backend):
+    rows = args.block_rows or [None]
+    print(f"backend {backend}, numpy {np.__version__}, BLAS threads: "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'BLAS default')}; per-op CPU time of a training step, "
+          f"ms, median of {args.rounds} rounds of {args.iters} steps" +
+          (f"; the convolutions' BLOCK_ROWS alternating step by step: {', '.join(map(str, rows))}"
+           if args.block_rows else ""))
+    for norm in (None, "batch"):
+        for batch in args.batch_sizes:
+            times = op_times(batch, norm, args.input, rows, args.rounds, args.iters)
+            first = times[rows[0]]
+            names = ["step"] + sorted((n for n in first if n != "step"), key=lambda n: -statistics.median(first[n]))
+            print(f"\nLeNet5{'+BN' if norm else ''}, batch {batch}, input {args.input}")
+            print(f"{'':<24}" + "".join(f"{'BLOCK_ROWS ' + str(r) if args.block_rows else 'ms':>16}" for r in rows))
+            for name in names:
+                print(f"{name:<24}" + "".join(f"{statistics.median(times[r].get(name, [0.0])) * 1e3:>16.2f}"
+                                             for r in rows))
+
+
 # ---- a worker: one library, one process -------------------------------------
 def worker(library, backend, threads):
     """Answer requests on stdin, one JSON line each, with one JSON line on stdout."""
@@ -191,11 +267,21 @@ def main(argv=None):
     p.add_argument("--no-cores", action="store_true", help="skip the every-core comparison")
     p.add_argument("--memory-batch", type=int, default=1000,
                    help="batch of the training step whose peak memory is measured")
+    p.add_argument("--ops", action="store_true",
+                   help="per-op CPU time inside minidl's training step, in this process (no PyTorch)")
+    p.add_argument("--block-rows", type=int, nargs="+", default=None,
+                   help="with --ops: the convolutions' BLOCK_ROWS settings to alternate (0: no row blocking)")
     p.add_argument("--worker", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     backend = args.backend or os.environ.get("MINIDL_BACKEND", "numpy")
     if args.worker:
         return worker(args.worker, backend, args.threads)
+    if args.block_rows and not args.ops:
+        p.error("--block-rows goes with --ops")
+    if args.ops:
+        import minidl as md
+        md.use_backend(backend)
+        return print_op_times(args, backend)
 
     ours = Worker("minidl", backend, None)
     theirs = None

@@ -66,6 +66,7 @@ BLOCKING_CASES = [
 def test_conv2d_output_blocking_equals_the_plain_conv(backend, monkeypatch, xs, ws, padding, rows):
     """Blocked (B output rows as B·O channels) against B = 1, forward and
     every gradient, for B from 2 to 8."""
+    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)
     results = []
     for block_rows in (None, rows):
         monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), block_rows)
@@ -94,6 +95,7 @@ def test_conv2d_blocking_keeps_inf_where_the_plain_conv_has_it(backend, monkeypa
     there, where the plain conv has a number. A non-finite input, or upstream
     gradient on its way to dl/dx, is convolved unblocked."""
     monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 64)
+    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)
     xv, gv = randn(2, 2, 9, 5), randn(2, 3, 7, 3, seed=2)
     (xv if where == "input" else gv)[1, 0, 4, 2] = np.inf
     grads = []
@@ -369,6 +371,7 @@ def test_conv2d_takes_any_upstream_layout(backend, monkeypatch, upstream):
     """The blocked conv copies dl/dy row by row: a broadcast or transposed
     upstream gradient must give the reference's gradients all the same."""
     monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 24)
+    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)          # tiny shapes, blocked all the same
     grads = []
     for conv in (F.conv2d, F.conv2d_reference):
         x = md.Tensor(randn(2, 1, 9, 9), requires_grad=True)

@@ -158,16 +158,21 @@ def same_forward_and_backward(fast, slow, *xs):
         np.testing.assert_allclose(host(a.grad), host(b.grad), rtol=1e-10, atol=1e-12)
 
 
-@given(window_case(), st.integers(1, 3), st.booleans())
-def test_conv2d_matches_its_reference(case, out_channels, bias):
+@given(window_case(), st.integers(1, 3), st.booleans(), st.booleans())
+def test_conv2d_matches_its_reference(case, out_channels, bias, blocked):
+    """With ``blocked``, a stride-1 conv blocks its rows whatever its size (see Conv2d)."""
     x, k, stride, padding = case
     rng = np.random.default_rng(4)
     W = rng.standard_normal((out_channels, x.shape[1]) + k)
     b = rng.standard_normal(out_channels)
     args = (x, W, b) if bias else (x, W)
-    same_forward_and_backward(lambda *t: F.conv2d(*t, stride=stride, padding=padding),
-                              lambda *t: F.conv2d_reference(*t, stride=stride, padding=padding), *args)
-    md.gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=padding), [md.Tensor(a) for a in args])
+    with pytest.MonkeyPatch.context() as mp:
+        if blocked:
+            mp.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 64)
+            mp.setattr(md.ops.conv, "BLOCK_MACS", 0)
+        same_forward_and_backward(lambda *t: F.conv2d(*t, stride=stride, padding=padding),
+                                  lambda *t: F.conv2d_reference(*t, stride=stride, padding=padding), *args)
+        md.gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=padding), [md.Tensor(a) for a in args])
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
