@@ -52,7 +52,7 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm
-from lessons import grader
+from lessons import homework as grader
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
 from lessons.settings import settings, summary_header
 

@@ -67,7 +67,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons import grader
+from lessons import homework as grader
 from lessons.chapter import integer_ticks, say, show_figure, show_table, write_json, write_text
 from lessons.settings import settings, summary_header
 from lessons.verdicts import verdict

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from homework_class import PLANTED, TORCH_HOMEWORK, write_class
-from lessons import homework
-from lessons.grader.sandbox import sandbox_problem
+from lessons.homework import cli as homework
+from lessons.homework.sandbox import sandbox_problem
 
 SANDBOX_PROBLEM = sandbox_problem()
 needs_sandbox = pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=str(SANDBOX_PROBLEM))
@@ -188,7 +188,7 @@ def test_check_grades_a_module_a_notebook_and_a_backward(tmp_path):
 ])
 def test_hints_name_what_is_wrong(cls, line, hint, capsys):
     import homework_bn
-    from lessons.grader import grade_module
+    from lessons.homework import grade_module
     report = grade_module(getattr(homework_bn, cls))
     out = capsys.readouterr().out
     assert line in {f["name"] for f in report.failures} and hint in out, out
@@ -197,7 +197,7 @@ def test_hints_name_what_is_wrong(cls, line, hint, capsys):
 
 def test_one_cause_is_one_message(capsys):
     import homework_bn
-    from lessons.grader import grade_module
+    from lessons.homework import grade_module
     report = grade_module(homework_bn.Float64Gamma)
     out = capsys.readouterr().out
     assert out.count("self.gamma is float64") == 2                  # its line, and the verdict
@@ -238,7 +238,7 @@ print("sees teacher folder", os.path.exists({teacher!r}))
 
 @needs_sandbox
 def test_the_sandbox_drops_every_capability_and_hides_the_teachers_folder(tmp_path, monkeypatch):
-    from lessons.grader.sandbox import grade_submission
+    from lessons.homework.sandbox import grade_submission
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     (teacher / "grades.csv").write_text("alice.py,14\n")
@@ -261,7 +261,7 @@ FORGED = {
 
 @pytest.mark.parametrize("forged", sorted(FORGED))
 def test_a_forged_result_is_an_error_not_a_crash(forged):
-    from lessons.grader.sandbox import grade_submission
+    from lessons.homework.sandbox import grade_submission
     code = ("import os, sys\nfd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
             f"os.write(fd, {FORGED[forged]!r}.encode())\nos._exit(0)\n")
     result = grade_submission("forged.py", code, time_limit=30)
@@ -270,7 +270,7 @@ def test_a_forged_result_is_an_error_not_a_crash(forged):
 
 
 def test_a_flood_of_output_is_cut_not_kept():
-    from lessons.grader.sandbox import OUTPUT_LIMIT, grade_submission
+    from lessons.homework.sandbox import OUTPUT_LIMIT, grade_submission
     code = "import os\nfor _ in range(8):\n    os.write(1, b'PASS ' * (1 << 18))\n"      # about 10 MB
     result = grade_submission("flood.py", code, time_limit=30)
     assert len(result["report"]) < OUTPUT_LIMIT + 1000 and "more bytes of output dropped" in result["report"]

@@ -12,7 +12,7 @@ import numpy as np
 
 import minidl as md
 from minidl.ops import norm as N
-from lessons.grader.common import FLOAT32, Report, relative as _relative, student_frames
+from lessons.homework.common import FLOAT32, Report, relative as _relative, student_frames
 
 EPS = 1e-5
 

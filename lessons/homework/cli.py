@@ -16,7 +16,7 @@ on any FAIL. A hand-out notebook works too: ``check homework.ipynb``.
 
 ``grade FOLDER --out DIR`` grades every ``.py`` and hand-out ``.ipynb`` in FOLDER,
 each as untrusted code in its own process with a time and a memory limit, inside
-bubblewrap where it is installed (``lessons.grader.sandbox``); on every core
+bubblewrap where it is installed (``lessons.homework.sandbox``); on every core
 (``--workers``) or on a Dask cluster (``--scheduler``). It writes ``DIR/grades.csv``
 (one row per submission) and ``DIR/feedback/<submission>.txt`` (the report
 ``check`` prints), and grading again skips submissions already graded and
@@ -74,7 +74,7 @@ def find_submissions(folder):
 def check(spec):
     """Grade ``FILE.py:NAME`` (or ``FILE.ipynb[:NAME]``) in this process, as a student
     checks their own work; returns the exit status (0 on PASS)."""
-    from lessons import grader
+    from lessons import homework as grader
     target, _, name = spec.partition(":")
     if target.endswith(".ipynb"):
         try:
@@ -94,7 +94,7 @@ def check_line(cls, line):
     """One of the module's lines (e.g. "moving averages") on both shapes, printed
     PASS or FAIL with its hint: the hand-out's check cells. Never raises (an
     unfinished notebook runs top to bottom)."""
-    from lessons.grader import module
+    from lessons.homework import module
     try:
         module.grade_lines(cls, [line])
     except (Exception, SystemExit) as e:     # not a module class at all, for instance
@@ -104,7 +104,7 @@ def check_line(cls, line):
 def module_passes(cls):
     """Whether the module passes every line (nothing printed), and the failed lines."""
     from contextlib import redirect_stdout
-    from lessons.grader import grade_module
+    from lessons.homework import grade_module
     try:
         with redirect_stdout(io.StringIO()):
             report = grade_module(cls)
@@ -168,7 +168,7 @@ def grade_folder(folder, out, name="BatchNorm2d", workers=None, scheduler=None, 
     """Grade every submission in ``folder`` into ``out``/grades.csv and
     ``out``/feedback/; returns (rows, summary lines)."""
     from lessons.chapter import progress
-    from lessons.grader import sandbox
+    from lessons.homework import sandbox
     from lessons.runs import cluster_executor, default_workers
     time_limit = sandbox.TIME_LIMIT if time_limit is None else time_limit
     memory_limit = sandbox.MEMORY_LIMIT if memory_limit is None else memory_limit
@@ -388,7 +388,7 @@ momentum and ε you are given."""
 def handout_notebook():
     """The student's notebook (an nbformat NotebookNode)."""
     import nbformat
-    from lessons.grader.module import MODULE_CHECKS
+    from lessons.homework.module import MODULE_CHECKS
     v4 = nbformat.v4
     cells = [v4.new_markdown_cell(TASK),
              v4.new_code_cell(SKELETON, metadata={"tags": ["homework"]}),
@@ -406,7 +406,7 @@ def handout_notebook():
 
 
 def short_error(exc):
-    from lessons.grader import short_error as short
+    from lessons.homework import short_error as short
     return short(exc)
 
 
@@ -429,7 +429,7 @@ def main(argv=None):
     g.add_argument("--workers", type=int, help="submissions graded at once (default: one per core)")
     g.add_argument("--scheduler", help="a Dask scheduler's address (e.g. tcp://10.0.0.5:8786): grade on its "
                    "workers, each submission still in its own limited, sandboxed process (pip install -e '.[cluster]')")
-    from lessons.grader.sandbox import MEMORY_LIMIT, TIME_LIMIT
+    from lessons.homework.sandbox import MEMORY_LIMIT, TIME_LIMIT
     g.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds per submission (default {TIME_LIMIT})")
     g.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT,
                    help=f"MB of address space per submission (default {MEMORY_LIMIT})")

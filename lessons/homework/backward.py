@@ -14,7 +14,7 @@ import numpy as np
 import minidl as md
 from minidl.gradcheck import FINE, WRONG, relative_error
 from minidl.ops import norm as N
-from lessons.grader.common import FLOAT32, Report, judge, student_frames
+from lessons.homework.common import FLOAT32, Report, judge, student_frames
 
 BANDS = f"""The bands (relative error of the worst element):
   fine   < {FINE:g}   what float64 arithmetic gives a correct backward

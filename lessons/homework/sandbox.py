@@ -101,7 +101,7 @@ def sandbox_problem():
     with tempfile.TemporaryDirectory() as scratch:
         probe = os.path.join(scratch, "probe.py")
         with open(probe, "w") as f:
-            f.write("import minidl, lessons.grader\n")
+            f.write("import minidl, lessons.homework\n")
         os.mkdir(os.path.join(scratch, "scratch"))
         try:
             r = subprocess.run(bwrap_args(probe, os.path.join(scratch, "scratch"))
@@ -183,7 +183,7 @@ def grade_submission(name, code, target="BatchNorm2d", time_limit=TIME_LIMIT, me
             f.write(code)
         os.chmod(submission, 0o444)
         result_r, result_w = os.pipe()
-        child = [sys.executable, "-m", "lessons.grader.child", "--result-fd", str(result_w)]
+        child = [sys.executable, "-m", "lessons.homework.child", "--result-fd", str(result_w)]
         if problem is None:
             command = bwrap_args(submission, scratch) + child + ["/submission/" + os.path.basename(submission),
                                                                    target]

@@ -1,8 +1,8 @@
-"""The process that grades one submission (started by ``lessons.grader.sandbox``,
+"""The process that grades one submission (started by ``lessons.homework.sandbox``,
 inside its limits and sandbox): it imports the submission, grades it, prints the
 report and writes the result as JSON to the file descriptor it was given.
 
-    python -m lessons.grader.child --result-fd FD SUBMISSION.py NAME
+    python -m lessons.homework.child --result-fd FD SUBMISSION.py NAME
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lessons.grader.child")
+    p = argparse.ArgumentParser(prog="python -m lessons.homework.child")
     p.add_argument("submission")
     p.add_argument("name")
     p.add_argument("--result-fd", type=int, required=True)
@@ -26,7 +26,7 @@ def main(argv=None):
         return 0
 
     try:
-        from lessons import grader      # imported before the submission: a MemoryError below is the student's
+        from lessons import homework as grader      # imported before the submission: a MemoryError below is the student's
         obj = grader.load_function(f"{args.submission}:{args.name}", flag="name")
         report = grader.grade_any(obj)
     except MemoryError:

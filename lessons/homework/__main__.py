@@ -1,0 +1,5 @@
+import sys
+
+from lessons.homework.cli import main
+
+sys.exit(main())
