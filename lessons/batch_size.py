@@ -52,6 +52,7 @@ from matplotlib.ticker import NullFormatter
 
 import minidl as md
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import error_margin, verdict
 from lessons.runs import RunStore, run_all, run_identity
@@ -280,3 +281,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"GroupNorm vs BatchNorm acr
            f"{slide_table}\n\n{modes}\n\n{conv_only}\n\n{conclusion}\n\n"
            f"![error vs batch]({error_plot}) ![BN modes]({modes_plot})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/batch_size.md, which the README quotes

@@ -54,6 +54,7 @@ import minidl as md
 from minidl.ops import norm
 from lessons import homework as grader
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 
 EPS, SEED = 1e-5, 7
@@ -466,6 +467,7 @@ write_text(f"{s.out}/summary.md", summary_header(s, "BatchNorm backward") + "\n"
     "[conv → BN → ReLU](steps_block.html)\n\n" + " ".join(     # only pictures that exist
     f"![{k}]({f})" for k, f in figures.items() if os.path.exists(f"{s.out}/{f}")) + "\n")
 print(f"plots, graphs, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/batchnorm_backward.md, which the README quotes
 if s.check:
     print(verdict)
     raise SystemExit(0 if passed else 1)

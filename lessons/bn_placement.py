@@ -49,6 +49,7 @@ import numpy as np
 
 import minidl as md
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import ALPHA, COMPARISON_HEADER, compare, comparison_rows, learned, verdict
 from lessons.runs import RunStore, run_all, run_identity
@@ -221,3 +222,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"BatchNorm before or after 
            f"and weight decay 5e-4, {s.seeds} seeds per variant.\n\n{table}\n\n{comparison_table}\n\n" +
            "\n".join(lines) + f"\n\n{reach}\n\n![placement]({picture})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/bn_placement.md, which the README quotes

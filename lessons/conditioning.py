@@ -52,6 +52,7 @@ import numpy as np
 
 import minidl as md
 from lessons.chapter import integer_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 
 AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet², the six rows the slide shows
@@ -258,3 +259,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, "Conditioning: gradient desc
            f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{descent_table}\n\n"
            f"![loss]({loss_png}) ![path]({contours_png}) ![fit]({fit_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/conditioning.md, which the README quotes

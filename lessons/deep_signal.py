@@ -53,6 +53,7 @@ import numpy as np
 import minidl as md
 import minidl.functional as F
 from lessons.chapter import integer_ticks, plain_log_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import verdict
 from lessons.runs import RunStore, run_all, run_identity
@@ -516,3 +517,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"Signal propagation and Res
            f".\n\n{table}\n\n{slides_table}\n\n{caveat}\n\n"
            f"![plain]({plain_mlp_png}) ![residual]({residual_init_png}) ![training]({training_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/deep_signal.md, which the README quotes

@@ -69,6 +69,7 @@ import numpy as np
 import minidl as md
 from lessons import homework as grader
 from lessons.chapter import integer_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import verdict
 from lessons.runs import check_resume, run_all, run_identity
@@ -373,3 +374,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"LeNet-5 with and without B
            f"{WEIGHT_DECAY}, cosine schedule, seed {s.seed}; the same initial weights and data order for all "
            f"three runs.\n\n{table}\n\n" + " ".join(f"![{k}]({v})" for k, v in plots.items()) + "\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/lenet5_batchnorm.md, which the README quotes

@@ -45,6 +45,7 @@ import numpy as np
 import minidl as md
 from minidl.ops import norm
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.runs import RunStore, run_all, run_identity
 from lessons.training import evaluate, fashion_mnist, train_classifier
@@ -376,3 +377,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, "The normalizer family") +
            "\n\n![cube](cube.png) ![weights](switch_weights.png) ![radius](ssn_radius.png) "
            "![geometry](bn_backward_geometry.png)\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/normalizers.md, which the README quotes

@@ -45,6 +45,8 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     p.add_argument("--quick", action="store_true", help="a smoke test in seconds on synthetic data" +
                    (f" ({changes})" if changes else " (the same settings: this lesson is already quick)"))
     p.add_argument("--fresh", action="store_true", help="ignore (and overwrite) finished runs in --out")
+    p.add_argument("--record", action="store_true", help=f"a default run, afresh, whose results go to "
+                   f"docs/results/{name}.md (the file the README quotes), with the command, commit and machine")
     if runs:
         p.add_argument("--workers", type=int, help="independent runs at once, each in its own process (default: "
                        "one per core, 1 on the CuPy backend; 1: one after another in this process)")
@@ -62,6 +64,14 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     given = vars(p.parse_args(argv))
     s = dict(defaults, quick=given.pop("quick", False), fresh=given.pop("fresh", False),
              workers=given.pop("workers", None), scheduler=given.pop("scheduler", None))
+    s["record"] = None
+    if given.pop("record", False):        # refused here, before a long run, if it could not be recorded
+        from lessons.record import start
+        try:
+            s["record"] = start(name, argv, s["quick"], [k for k in given if k in defaults], in_notebook())
+        except ValueError as why:
+            p.error(str(why))
+        s["fresh"] = True                 # a recorded wall time is a whole run's, not a resumed one's
     if s["quick"]:
         s.update(quick)
     s.update(given)                       # a flag the user gave wins over --quick

@@ -45,6 +45,7 @@ import minidl as md
 import minidl.functional as F
 from minidl.ops.norm import channel_shape
 from lessons.chapter import integer_ticks, plain_log_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import COMPARISON_HEADER, compare, comparison_rows, verdict
 from lessons.runs import RunStore, run_all, run_identity
@@ -325,3 +326,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, f"Loss-landscape smoothness 
            f"{table}\n\n{noise_table}\n\n{measured}\n\n{finding}\n\n"
            f"![landscape]({landscape_png}) ![noisy BN]({noisy_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/smoothness.md, which the README quotes

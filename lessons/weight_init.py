@@ -46,6 +46,7 @@ import numpy as np
 
 import minidl as md
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import learned, verdict
 from lessons.runs import RunStore, run_all, run_identity
@@ -213,3 +214,4 @@ write_text(f"{s.out}/summary.md", summary_header(s, title) +
            f"{LAYERS} hidden layers of {HIDDEN}, {len(train)} training images, {s.epochs} epochs, batch {BATCH}, "
            f"SGD lr {s.lr} with momentum 0.9 and weight decay 5e-4.\n\n{table}\n\n{answer}\n\n![weight init]({picture})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
+record_run(s)                 # with --record: docs/results/weight_init.md, which the README quotes

@@ -490,12 +490,50 @@ def test_weight_init_lesson(tmp_path, monkeypatch):
 def test_bn_regularization_lesson(tmp_path, monkeypatch):
     g = run_lesson("bn_regularization", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
     for label in ("no BN", "BN"):
-        curve = g["summary"][label]["mean_curve"]
-        assert len(curve) == 5 and curve[0] == g["summary"][label]["intact_acc"]
-        # the accuracy it prints (eval mode) is the intact point of its ablation curve: both in eval mode
-        assert g["summary"][label]["test_acc"] == g["summary"][label]["intact_acc"]
-        assert not g["models"][label].training
-    assert "Area under the relative-accuracy curve" in g["measured"] and "No verdict" in g["answer"]
+        for statistics in ("running", "batch"):
+            curve = g["summary"][label][statistics]["mean_curve"]
+            assert len(curve) == 5 and curve[0] == g["summary"][label][statistics]["intact_acc"]
+        # the accuracy it prints (eval mode) is the intact point of its running-statistics curve
+        assert g["summary"][label]["test_acc"] == g["summary"][label]["running"]["intact_acc"]
+        assert not any(m.training for m in g["models"][label].modules())
+    # no BN has one curve for both protocols; BN's batch statistics change its curve
+    assert g["summary"]["no BN"]["running"] == g["summary"]["no BN"]["batch"]
+    assert g["summary"]["BN"]["running"]["areas"] != g["summary"]["BN"]["batch"]["areas"]
+    assert set(g["comparisons"]) == {"running", "batch"} and g["comparisons"]["batch"].b == "no BN"
+    assert "running statistics" in g["measured"] and "each test batch's statistics" in g["measured"]
+    assert g["answer"].startswith("No verdict") and g["answer"].count("No verdict") == 1
+
+
+def test_bn_regularization_batch_statistics_leave_the_network_as_it_was(tmp_path, monkeypatch):
+    """The second protocol puts BN layers in train mode, where they would update
+    their running statistics; it must freeze them and give every layer its mode back."""
+    g = run_lesson("bn_regularization", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    bn, plain, accuracy = g["models"]["BN"], g["models"]["no BN"], g["accuracy_with_ablated"]
+    list(bn.modules())[1].train(True)               # a layer set apart: its mode must come back too
+    modes_before, state_before = modes(bn), bn.state_dict()
+    with g["normalizing_with"](bn, "batch"):
+        assert all(m.training == isinstance(m, g["BN_LAYERS"]) for m in bn.modules())
+    ablated = {(0, 1), (0, 4), (1, 2), (1, 9)}
+    assert accuracy(bn, ablated, "batch") != accuracy(bn, ablated, "running")
+    assert modes(bn) == modes_before
+    for name, value in bn.state_dict().items():
+        assert np.array_equal(value, state_before[name]), f"{name} changed under the batch-statistics protocol"
+    assert accuracy(plain, ablated, "batch") == accuracy(plain, ablated, "running")      # nothing to renormalize
+    with pytest.raises(ValueError, match="statistics must be one of"):
+        accuracy(bn, ablated, "test")
+
+
+def test_bn_regularization_says_whether_the_verdict_depends_on_the_protocol(tmp_path, monkeypatch):
+    from lessons.verdicts import Comparison
+    g = run_lesson("bn_regularization", "--quick", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    c = lambda difference, resolved: Comparison("BN", "no BN", difference, 0, 0, 0.01, 0.01, resolved, 0, 10)
+    flips = g["mode_dependence"]({"running": c(-0.16, True), "batch": c(0.1, True)})
+    assert flips.startswith("The verdict depends on the protocol") and "less robust" in flips \
+        and "more robust" in flips and "cannot renormalize" in flips
+    unresolved = g["mode_dependence"]({"running": c(-0.16, True), "batch": c(0.02, False)})
+    assert unresolved.startswith("The verdict depends") and "neither network is shown" in unresolved
+    same = g["mode_dependence"]({"running": c(-0.16, True), "batch": c(-0.05, True)})
+    assert same == "The verdict does not depend on the protocol: under both, the BN network is less robust."
 
 
 # ---- evaluation leaves a model as it found it ------------------------------
