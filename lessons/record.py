@@ -102,7 +102,7 @@ def record_run(s):
     body = re.sub(r"\[([^\]]*)\]\((?![a-z]+:)[^)]*\)", r"\1", body).strip()  # nor the pages the run wrote
     load = "" if run["load"] is None else f"\n| load average when it started | {run['load']:.2f} |"
     made = (f"| | |\n|---|---|\n| command | `{run['command']}` |\n| commit | {run['commit']} |\n"
-            f"| machine | {machine()} |{load}\n| date | {run['date']:%Y-%m-%d %H:%M} UTC |\n"
+            f"| machine | {machine()} |{load}\n| started | {run['date']:%Y-%m-%d %H:%M} UTC |\n"
             f"| wall time | {wall:.0f} s |\n| CPU time | {cpu:.0f} s (this process and its local workers) |")
     path = results_file(run["name"], run["root"])
     os.makedirs(os.path.dirname(path), exist_ok=True)

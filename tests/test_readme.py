@@ -117,7 +117,7 @@ def test_record_writes_the_default_runs_results_with_what_made_them(tmp_path, mo
     text = (root / "docs" / "results" / "conditioning.md").read_text()
     assert text.startswith("# Conditioning") and f"| commit | {commit} |" in text
     assert f"| command | `python -m lessons.conditioning --record --out {out}` |" in text
-    assert re.search(r"\| wall time \| \d+ s \|", text) and re.search(r"\| date \| 20\d\d-", text)
+    assert re.search(r"\| wall time \| \d+ s \|", text) and re.search(r"\| started \| 20\d\d-", text)
     assert "| machine | " in text and "NumPy" in text
     kappa = g["results"]["standardized"]["condition_number"]
     assert f"| {kappa:.4g} |" in text                     # the run's own table
