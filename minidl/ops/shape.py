@@ -288,9 +288,9 @@ def concatenate(xs, axis=0):
     return Concatenate(normalize_axis("concatenate", axis, xs[0].ndim)[0])(*xs)
 
 
-def cat(tensors, dim=0):
-    """PyTorch's name for concatenate: ``md.cat([a, b], dim=1)``."""
-    return concatenate(list(tensors), dim)
+def cat(tensors, dim=0, *, axis=None):
+    """PyTorch's name for concatenate: ``md.cat([a, b], dim=1)`` (``axis=``, as PyTorch allows)."""
+    return concatenate(list(tensors), dim if axis is None else axis)
 
 
 def stack(xs, axis=0, *, dim=None):
