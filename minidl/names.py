@@ -48,7 +48,7 @@ TENSOR = {
     "swapdims": "x.swapaxes(a, b) or x.transpose(a, b)",
     "movedim": "x.permute(...)",
     "tile": "x.repeat(...) (PyTorch's repeat tiles)",
-    "repeat_interleave": "x.reshape(...) with broadcasting: (x[:, None] * md.ones(n)).flatten() repeats each value n times",
+    "repeat_interleave": "x[:, None].expand(-1, n).flatten() (each value of a vector n times)",
     "new_zeros": "md.zeros(size, dtype=x.dtype, device=x.device)",
     "new_ones": "md.ones(size, dtype=x.dtype, device=x.device)",
     "new_tensor": "md.tensor(data, dtype=x.dtype, device=x.device)",
