@@ -19,6 +19,7 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module
+from .errors import InputError
 
 
 class _Modes(threading.local):
@@ -51,6 +52,11 @@ def no_grad():
 
 def enable_grad():
     return _config("enable_grad", True)
+
+
+def is_grad_enabled():
+    """Whether ops record the graph here: False inside ``no_grad()`` (PyTorch's name)."""
+    return Config.enable_grad
 
 
 def frozen_state():
@@ -98,6 +104,23 @@ def as_array(value, dtype=None, xp=None):
     return xp.asarray(arr, dtype=dtype)
 
 
+class Count(int):
+    """``t.size``: NumPy's number of values, an int. Called, it is PyTorch's
+    ``t.size()``, the shape, or ``t.size(dim)``, one axis's length: the spelling
+    decides, as with ``max(axis=)`` and ``max(dim=)``."""
+
+    def __new__(cls, shape):
+        n = 1
+        for d in shape:
+            n *= d
+        count = super().__new__(cls, n)
+        count.shape = tuple(shape)
+        return count
+
+    def __call__(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+
 class Tensor:
     """An array with a gradient. ``Tensor([1, 2])`` is float32; a float64
     NumPy array stays float64. New tensors live on the current backend."""
@@ -137,7 +160,7 @@ class Tensor:
     # ---- properties -------------------------------------------------------
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
+    size = property(lambda self: Count(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     device = property(lambda self: backend.device_of(self.data))
     is_leaf = property(lambda self: self.creator is None)
@@ -164,9 +187,30 @@ class Tensor:
         error, as in PyTorch: ``x in [a, b]`` or ``if x == y`` would otherwise
         compare element by element and always be true."""
         if self.size != 1:
-            raise ValueError(f"the truth value of a tensor of shape {tuple(self.shape)} is ambiguous; "
+            raise InputError(f"the truth value of a tensor of shape {tuple(self.shape)} is ambiguous; "
                              "use (x == y).all().item(), or `is` to ask whether it is the same tensor")
         return bool(self.data.reshape(()).item())
+
+    def __float__(self):
+        """``float(t)`` of a one-value tensor, as ``t.item()``."""
+        return float(self._one_value("float"))
+
+    def __int__(self):
+        """``int(t)`` of a one-value tensor; a float is truncated, as ``int(2.7)``."""
+        return int(self._one_value("int"))
+
+    def __index__(self):
+        """A one-value integer tensor as an index: ``range(t)``, ``[a, b][t]``."""
+        if self.dtype.kind not in "iu":
+            raise TypeError(f"only an integer tensor can be an index, got dtype {self.dtype}")
+        return int(self._one_value("index"))
+
+    def _one_value(self, op):
+        if self.size != 1:
+            raise InputError(f"{op}: only a tensor with one element converts to a Python number; this "
+                             f"one has shape {tuple(self.shape)} ({self.size} elements). Reduce it first "
+                             "(.sum(), .mean()) or pick one element (t[0])")
+        return self.data.reshape(()).item()
 
     # ---- conversions ------------------------------------------------------
     def numpy(self):
@@ -174,10 +218,15 @@ class Tensor:
         return backend.as_numpy(self.data)
 
     def item(self):
-        if self.size != 1:
-            raise ValueError(f"item: only a tensor with one element has an item, "
-                             f"got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self._one_value("item")
+
+    def dim(self):
+        """PyTorch's name for ``ndim``."""
+        return self.ndim
+
+    def numel(self):
+        """PyTorch's name for the number of values, ``size``."""
+        return int(self.size)
 
     def detach(self):
         """The same data, cut from the graph."""
@@ -185,6 +234,29 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    def requires_grad_(self, requires_grad=True):
+        """Start (or stop) recording this leaf's gradient, in place; returns the tensor."""
+        if self.creator is not None:
+            raise RuntimeError("requires_grad_: only a leaf's flag can change; this tensor was computed "
+                               f"by {type(self.creator).__name__} (use .detach().requires_grad_())")
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating-point tensors can require gradients, got "
+                            f"dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def zero_(self):
+        """Fill with zeros in place; returns the tensor. As in PyTorch, not a leaf that
+        records its gradient (do it under ``md.no_grad()``); and not a tensor inside a
+        graph, whose ops may have kept its values for their backward (PyTorch tracks
+        such writes, minidl does not): ``x * 0`` or ``md.zeros_like(x)`` instead."""
+        if self.requires_grad and (self.creator is not None or Config.enable_grad):
+            raise RuntimeError(
+                "zero_: this tensor requires a gradient; a leaf is zeroed under md.no_grad(), a "
+                "result inside a graph not at all (its ops may need its values): use x * 0")
+        self.data[...] = 0
+        return self
 
     # ---- autograd ---------------------------------------------------------
     def retain_grad(self):
@@ -246,7 +318,7 @@ def backward_steps(y, grad=None):
             grad = backend.to_device(grad, y.device)     # a host gradient for a GPU tensor
         grad = as_array(grad, dtype=y.dtype, xp=xp)
         if grad.shape != y.shape:
-            raise ValueError(f"backward: upstream gradient has shape {grad.shape}, "
+            raise InputError(f"backward: upstream gradient has shape {grad.shape}, "
                              f"expected the tensor's shape {y.shape}")
     if not y.requires_grad:
         raise RuntimeError("backward: this tensor does not require a gradient: no input "
@@ -308,8 +380,20 @@ class Function:
     An op may skip keeping or computing what nobody needs)."""
 
     float_result = False     # True where the op's value is not an integer (exp, log, x ** 0.5, ...)
+    pytorch_style = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # PyTorch's spelling: static forward(ctx, ...) and backward(ctx, ...), run by
+        # Op.apply (minidl/autograd.py gives every Function PyTorch's apply)
+        cls.pytorch_style = isinstance(cls.__dict__.get("forward"), staticmethod) or \
+            any(getattr(base, "pytorch_style", False) for base in cls.__bases__)
+
 
     def __call__(self, *inputs):
+        if self.pytorch_style:
+            raise TypeError(f"{type(self).__name__} is written PyTorch's way (static forward(ctx, ...)): "
+                            f"call it as {type(self).__name__}.apply(...)")
         tensors = _as_tensors(type(self).__name__, inputs, self.float_result)
         self.xp = get_array_module(*[t.data for t in tensors])
         # which inputs want a gradient, known before forward: an op may skip

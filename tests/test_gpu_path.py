@@ -219,8 +219,8 @@ def test_minidl_calls_only_names_the_real_cupy_has():
     """Every xp.<name> in minidl exists in CuPy 14 (names.txt, from the real wheel)."""
     import pathlib
     import re
-    names = {line.split(": ")[1].strip() for line in open(os.path.join(STANDIN, "names.txt"))
-             if line.startswith("cupy: ")}
+    with open(os.path.join(STANDIN, "names.txt")) as f:
+        names = {line.split(": ")[1].strip() for line in f if line.startswith("cupy: ")}
     root = pathlib.Path(md.__file__).parent
     used = {}
     for path in root.rglob("*.py"):

@@ -194,8 +194,9 @@ def test_device_and_backend_words_are_not_interchangeable():
 
 
 LAYERS = {  # a module may import only from these parts of minidl (STYLE.md's one-way flow)
-    "backend": set(), "tensor": {"backend"}, "ops": {"backend", "tensor", "ops"},
-    "nn": {"backend", "tensor", "ops", "functional", "nn"}, "optim": {"backend", "tensor"},
+    "backend": set(), "errors": set(), "names": set(), "tensor": {"backend", "errors"},
+    "ops": {"backend", "errors", "names", "tensor", "ops"}, "autograd": {"errors", "tensor", "ops"},
+    "nn": {"backend", "errors", "names", "tensor", "ops", "functional", "nn"}, "optim": {"backend", "tensor"},
     "data": {"backend", "tensor"}, "gradcheck": {"backend", "tensor"},
     "graph": {"backend", "tensor", "ops"},        # it names the ops it draws (a / b from a Pow of −1)
     "serialize": {"backend", "tensor"},

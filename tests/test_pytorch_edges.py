@@ -8,32 +8,7 @@ import pytest
 
 import minidl as md
 import minidl.functional as F
-from conftest import check_op, host, randn
-
-
-def against_torch(ours, theirs, shapes, seed=0, grad=True):
-    """ours(*Tensors) and theirs(torch, *torch tensors) on the same float64 inputs:
-    the same values, shape and dtype, and the same gradients for a random upstream
-    gradient. A (values, indices) result compares both, the gradient through values."""
-    torch = pytest.importorskip("torch")
-    arrays = [randn(*s, seed=seed + k) for k, s in enumerate(shapes)]
-    x_md = [md.Tensor(a, requires_grad=grad) for a in arrays]
-    x_t = [torch.tensor(a, requires_grad=grad) for a in arrays]
-    y_md, y_t = ours(*x_md), theirs(torch, *x_t)
-    if isinstance(y_t, tuple):                    # torch.return_types: (values, indices)
-        assert isinstance(y_md, tuple) and y_md._fields == ("values", "indices")
-        np.testing.assert_array_equal(host(y_md.indices), y_t.indices.numpy())
-        assert y_md.indices.dtype == np.int64
-        y_md, y_t = y_md.values, y_t.values
-    assert y_md.shape == tuple(y_t.shape), f"shape {y_md.shape}, PyTorch's {tuple(y_t.shape)}"
-    assert str(y_md.dtype) == str(y_t.dtype).replace("torch.", "")
-    np.testing.assert_allclose(host(y_md), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
-    if grad:
-        up = np.random.default_rng(seed + 7).standard_normal(y_md.shape)
-        y_md.backward(md.Tensor(up))
-        y_t.backward(torch.tensor(up))
-        for a, b in zip(x_md, x_t):
-            np.testing.assert_allclose(host(a.grad), b.grad.numpy(), rtol=1e-10, atol=1e-12)
+from conftest import against_torch, check_op, host, randn
 
 
 # ---- 1. vectors in matmul -------------------------------------------------------

@@ -4,7 +4,8 @@ import re
 
 
 def test_readme_usage_example_runs(tmp_path, monkeypatch):
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
     code = re.search(r"## Using it\n\n```python\n(.*?)```", readme, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     namespace = {}
@@ -15,6 +16,11 @@ def test_readme_usage_example_runs(tmp_path, monkeypatch):
 
 # ---- the README's figures come from recorded runs ---------------------------
 ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
 RESULT_LINK = re.compile(r"\]\((docs/results/(\w+)\.md)\)")
 FIGURE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w])")
 
@@ -34,7 +40,7 @@ def contains(text, figure):
 def readme_quotes():
     """(quote, files) for each table cell or paragraph of the README that links a
     recorded result, docs/results/<lesson>.md."""
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = read(os.path.join(ROOT, "README.md"))
     pieces = [cell for line in readme.splitlines() if line.startswith("|") for cell in line.split(" | ")]
     pieces += [p for p in re.split(r"\n\s*\n", readme) if not p.lstrip().startswith("|")]
     return [(p, sorted({m.group(1) for m in RESULT_LINK.finditer(p)})) for p in pieces if RESULT_LINK.search(p)]
@@ -42,7 +48,7 @@ def readme_quotes():
 
 def lessons_table():
     """The README's lessons table: (lesson, what it shows, its recorded run) per row."""
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = read(os.path.join(ROOT, "README.md"))
     rows = re.findall(r"^\| `lessons\.(\w+)` \| (.*) \| (.*) \|$", readme, re.MULTILINE)
     assert len(rows) == 10, f"the README's lessons table has {len(rows)} rows"
     return rows
@@ -56,7 +62,7 @@ def test_every_figure_the_readme_quotes_from_a_lesson_is_in_its_recorded_result(
         for f in files:
             path = os.path.join(ROOT, f)
             assert os.path.exists(path), f"the README cites {f}, which no run recorded"
-            recorded += open(path).read()
+            recorded += read(path)
         missing = [x for x in figures(quote) if not contains(recorded, x)]
         assert not missing, f"the README quotes {missing}, not in {', '.join(files)}:\n{quote}"
 
@@ -66,7 +72,7 @@ def test_the_lessons_table_quotes_results_only_from_recorded_runs():
     settings); its results and wall time come from its recorded run, or the row
     names the command that records one."""
     for name, shows, run in lessons_table():
-        source = open(os.path.join(ROOT, "lessons", f"{name}.py")).read()
+        source = read(os.path.join(ROOT, "lessons", f"{name}.py"))
         stray = [x for x in figures(shows) if not contains(source, x)]
         assert not stray, f"lessons.{name}: the README's description quotes {stray}, which its code does not hold"
         if f"docs/results/{name}.md" not in run:
@@ -143,3 +149,19 @@ def test_record_refuses_what_is_not_a_default_run_of_committed_code(tmp_path, mo
     with pytest.raises(ValueError, match="not a git checkout"):
         record.start("conditioning", [], False, [], False)
     assert not (root / "docs" / "results").exists()
+
+
+def test_readme_writing_your_own_op_runs(tmp_path, monkeypatch):
+    """Both ways of writing an op, as the README shows them, in one namespace."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    section = re.search(r"## Writing your own op\n(.*?)\n## ", readme, re.S).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    x = namespace["x"]
+    y = namespace["CubeTorch"].apply(x)
+    assert y.creator is not None and (namespace["cube"](x).data == y.data).all()

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import functional as F
+from ..errors import InputError
 from ..ops.elementwise import check_dropout_p
 from . import init
 from .module import Module, Parameter, check_input
@@ -45,7 +46,7 @@ class Conv2d(Module):
     def forward(self, x):
         check_input("Conv2d", x, self.weight.dtype)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import module_name
+from ..errors import InputError
 from ..tensor import Function
 from .elementwise import add
 from .matmul import matmul
@@ -55,7 +56,7 @@ def out_size(op, x_shape, kernel, stride, padding):
     if stride[0] < 1 or stride[1] < 1:
         raise ValueError(f"{op}: stride must be >= 1, got {stride}")
     if kernel[0] > H or kernel[1] > W:
-        raise ValueError(f"{op}: kernel {kernel} is larger than the padded input "
+        raise InputError(f"{op}: kernel {kernel} is larger than the padded input "
                          f"{(H, W)} (input shape {tuple(x_shape)}, padding {padding})")
     return (H - kernel[0]) // stride[0] + 1, (W - kernel[1]) // stride[1] + 1
 
@@ -68,7 +69,7 @@ def window(i, j, stride, out):
 
 def _check_nchw(op, x):
     if x.ndim != 4:
-        raise ValueError(f"{op}: expected input of shape (N, C, H, W), got {x.shape}")
+        raise InputError(f"{op}: expected input of shape (N, C, H, W), got {x.shape}")
 
 
 def _copy_rows(xp, dst, src):
@@ -167,10 +168,10 @@ class Conv2d(Function):
     def forward(self, x, W, b=None):
         _check_nchw("conv2d", x)
         if W.ndim != 4 or W.shape[1] != x.shape[1]:
-            raise ValueError(f"conv2d: weight of shape {W.shape} (out, in, kh, kw) does not fit "
+            raise InputError(f"conv2d: weight of shape {W.shape} (out, in, kh, kw) does not fit "
                              f"input of shape {x.shape}: expected in = {x.shape[1]} channels")
         if b is not None and b.shape != (W.shape[0],):
-            raise ValueError(f"conv2d: bias has shape {b.shape}, expected ({W.shape[0]},)")
+            raise InputError(f"conv2d: bias has shape {b.shape}, expected ({W.shape[0]},)")
         N, O = x.shape[0], W.shape[0]
         self.out = OH, OW = out_size("conv2d", x.shape, W.shape[2:], self.stride, self.padding)
         self.x_shape, self.W = x.shape, W

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..backend import get_array_module
+from ..errors import InputError
 from ..tensor import Function, Tensor, _as_tensors
 
 
@@ -49,7 +50,7 @@ def _broadcast_shape(op, a, b):
     try:
         return np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast "
+        raise InputError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast "
                          "(trailing axes must be equal or 1)") from None
 
 
@@ -179,7 +180,7 @@ class Where(Function):
         try:
             np.broadcast_shapes(np.shape(self.cond), out)
         except ValueError:
-            raise ValueError(f"where: condition of shape {np.shape(self.cond)} does not broadcast "
+            raise InputError(f"where: condition of shape {np.shape(self.cond)} does not broadcast "
                              f"with values of shape {out}") from None
         self.shapes = a.shape, b.shape
         return self.xp.where(self.cond, a, b)
@@ -330,7 +331,7 @@ def sub(a, b): return add(a, _negate(b))             # a - b  ==  a + (-b)
 def rsub(a, b): return add(b, _negate(a))            # b - a
 def pow(x, c):  # noqa: A001  (the op's name)
     if isinstance(x, Tensor) and x.dtype.kind in "biu" and isinstance(c, (int, np.integer)) and c < 0:
-        raise ValueError(f"pow: an integer tensor ({x.dtype}, shape {x.shape}) to a negative integer power "
+        raise InputError(f"pow: an integer tensor ({x.dtype}, shape {x.shape}) to a negative integer power "
                          f"({c}) is refused, as in PyTorch; cast first: x.astype('float32') ** {c}")
     return Pow(c)(x)
 
@@ -410,3 +411,36 @@ def lt(a, b): return _compare("lt", lambda x, y: x < y, a, b)
 def le(a, b): return _compare("le", lambda x, y: x <= y, a, b)
 def eq(a, b): return _compare("eq", lambda x, y: x == y, a, b)
 def ne(a, b): return _compare("ne", lambda x, y: x != y, a, b)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002  (PyTorch's argument names)
+    """PyTorch's clamp: min(max(x, min), max); a bound is a number (clip) or a
+    tensor, which then gets the gradient where it is the value."""
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        return clip(x, min, max)
+    # clamp  ==  where(x < lo, lo, x), then where(that > hi, hi, that)
+    y = x if min is None else where(_values(x) < _values(min), min, x)
+    return y if max is None else where(_values(y) > _values(max), max, y)
+
+
+def _values(v):
+    return v.data if isinstance(v, Tensor) else v
+
+
+def masked_fill(x, mask, value):
+    """``value`` where the boolean ``mask`` (broadcast to x) holds, x elsewhere; x's
+    dtype kept, as PyTorch's. The gradient reaches x where the mask is False."""
+    m = mask.data if isinstance(mask, Tensor) else mask
+    if getattr(m, "dtype", None) != np.bool_:
+        raise TypeError(f"masked_fill: the mask must be a boolean tensor (e.g. x > 0), got "
+                        f"{getattr(m, 'dtype', type(m).__name__)}")
+    if _broadcast_shape("masked_fill", m, x.data) != x.shape:
+        raise InputError(f"masked_fill: a mask of shape {m.shape} does not broadcast to the tensor's "
+                         f"shape {x.shape}")
+    if isinstance(value, Tensor):
+        if value.size != 1:
+            raise InputError(f"masked_fill: the value must be a number or a one-value tensor, got shape "
+                             f"{value.shape}")
+        value = value.item()
+    fill = Tensor._wrap(get_array_module(x.data).full((), value, dtype=x.dtype))
+    return where(mask, fill, x)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import backend
+from ..errors import InputError, OutOfRangeError
 from ..tensor import Function, Tensor
 from .elementwise import add, clip, log, mul, neg, pow, rsub, sub
 from .reduce import mean, normalize_axis, pytorch_names
@@ -63,12 +64,16 @@ def _class_targets(op, scores, targets, what):
     t = np.asarray(t) if isinstance(t, (list, tuple, int, np.integer)) else t
     if backend.device_of(t) != scores.device:
         t = backend.to_device(t, scores.device)      # host targets for GPU scores: one copy
+    if scores.ndim == 2 and t.shape == scores.shape:
+        # PyTorch's cross_entropy also reads (N, C) targets as class probabilities; minidl does not
+        raise InputError(f"{op}: targets of shape {t.shape}, the shape of the {what}, look one-hot; "
+                         f"{op} takes class indices (N,): pass targets.argmax(axis=1)")
     if scores.ndim != 2 or t.shape != (scores.shape[0],):
         raise ValueError(f"{op}: expected {what} (N, C) and targets (N,), got {scores.shape} and {t.shape}")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: targets must be integer class indices, got dtype {t.dtype}")
     if t.size:
-        backend.defer_check(((t < 0) | (t >= scores.shape[1])).any(), ValueError,
+        backend.defer_check(((t < 0) | (t >= scores.shape[1])).any(), OutOfRangeError,
                             f"{op}: targets must be class indices in [0, {scores.shape[1]}) "
                             f"for {what} of shape {scores.shape}; some are outside")
     return t
@@ -99,7 +104,7 @@ def one_hot(targets, num_classes):
     if t.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected integer classes, got dtype {t.dtype}")
     if t.size and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"one_hot: classes must lie in [0, {num_classes}), got values from {int(t.min())} "
+        raise InputError(f"one_hot: classes must lie in [0, {num_classes}), got values from {int(t.min())} "
                          f"to {int(t.max())}")
     return Tensor._wrap((t[..., None] == xp.arange(num_classes)).astype(np.int64))
 

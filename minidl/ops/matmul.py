@@ -5,6 +5,9 @@ is removed from the result:
 
     (n,) @ (n, p) -> (p,)      (m, n) @ (n,) -> (m,)      (n,) @ (n,) -> ()
     (n,) @ (B, n, p) -> (B, p)      (B, m, n) @ (n,) -> (B, m)"""
+import numpy as np
+
+from ..errors import InputError
 from ..tensor import Function
 from .elementwise import sum_to
 from .shape import transpose
@@ -13,10 +16,10 @@ from .shape import transpose
 class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and "
+            raise InputError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and "
                              f"{b.shape}; multiply by a number with *")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit: "
+            raise InputError(f"matmul: shapes {a.shape} and {b.shape} do not fit: "
                              f"{a.shape[-1]} columns against {b.shape[-2 if b.ndim > 1 else 0]} rows")
         self.a_shape, self.b_shape = a.shape, b.shape
         self.a = a[None, :] if a.ndim == 1 else a         # a row vector (1, n)
@@ -42,7 +45,18 @@ def linear(x, W, b=None):
     """x @ Wᵀ + b with PyTorch's weight layout W (out_features, in_features). x is
     (..., in_features): a batch, or one sample (in_features,) as in PyTorch."""
     if x.ndim == 0 or x.shape[-1] != W.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 'no'} features (shape {x.shape}) "
-                         f"but the weight of shape {W.shape} expects {W.shape[1]}")
+        raise InputError(f"linear: input has {x.shape[-1] if x.ndim else 'no'} features (shape {x.shape}) "
+                         f"but the weight of shape {W.shape} expects {W.shape[1]}{_flatten_hint(x, W)}")
     y = matmul(x, transpose(W))
     return y if b is None else y + b
+
+
+def _flatten_hint(x, W):
+    """What to do with a conv output (N, C, H, W) given to a Linear: flatten it."""
+    if x.ndim <= 2:
+        return ""
+    features = int(np.prod(x.shape[1:]))
+    fits = ("as the weight expects" if features == W.shape[1] else
+            f"so the layer needs in_features={features}")
+    return (f"; flatten first (nn.Flatten() before the Linear, or x.flatten(1)): that gives "
+            f"{features} features per sample, {fits}")

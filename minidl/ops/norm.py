@@ -52,6 +52,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..errors import InputError
 from ..tensor import Config, Function, Tensor
 from .elementwise import add, einsum_sum_to, mul, pow, sub, sum_product_to, sum_to
 from .reduce import count, mean, normalize_axis, var
@@ -359,7 +360,7 @@ def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5):
         else (normalized_shape,)
     k = len(normalized_shape)
     if tuple(x.shape[x.ndim - k:]) != normalized_shape:
-        raise ValueError(f"layer_norm: input of shape {x.shape} does not end in the normalized "
+        raise InputError(f"layer_norm: input of shape {x.shape} does not end in the normalized "
                          f"shape {normalized_shape}")
     return normalize(x, tuple(range(x.ndim - k, x.ndim)), gamma, beta, eps)
 
@@ -378,7 +379,7 @@ def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
     """Split the C channels into groups; normalize each sample's group."""
     N, C = x.shape[:2]
     if C % num_groups:
-        raise ValueError(f"group_norm: {C} channels cannot be split into {num_groups} groups "
+        raise InputError(f"group_norm: {C} channels cannot be split into {num_groups} groups "
                          "(the channel count must be divisible by num_groups)")
     grouped = (N, num_groups, C // num_groups) + tuple(x.shape[2:])     # (N, G, C/G, H, W)
     axes = tuple(range(2, len(grouped)))

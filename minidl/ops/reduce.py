@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_array_module
+from ..errors import InputError, OutOfRangeError
 from ..tensor import Function, Tensor
 from .elementwise import mul, pow, sub
 
@@ -28,7 +29,7 @@ def normalize_axis(op, axis, ndim):
         return ()                 # a 0-d tensor's one position, as PyTorch: reducing it changes nothing
     for a in axes:
         if not -ndim <= a < ndim:
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dims")
+            raise OutOfRangeError(f"{op}: axis {a} is out of range for a tensor with {ndim} dims")
     return tuple(sorted(a % ndim for a in axes))
 
 
@@ -53,10 +54,10 @@ def count(shape, axes):
     return n
 
 
-def _need_values(op, shape, axes, needed=1):
+def _need_values(op, shape, axes, needed=1, why=""):
     if count(shape, axes) < needed:
-        raise ValueError(f"{op}: {count(shape, axes)} value(s) over axes {axes} of a tensor of shape "
-                         f"{tuple(shape)}; it needs at least {needed}")
+        raise InputError(f"{op}: {count(shape, axes)} value(s) over axes {axes} of a tensor of shape "
+                         f"{tuple(shape)}; it needs at least {needed}{why}")
 
 
 def expand_back(gy, shape, axes, keepdims):
@@ -182,7 +183,9 @@ def _variance(op, x, axis, keepdims, ddof, dim, keepdim, correction, unbiased):
     axis, keepdims, by_dim = pytorch_names(op, axis, dim, keepdims, keepdim)
     ddof = _ddof(op, ddof, correction, unbiased, by_dim)
     axes = normalize_axis(op, axis, x.ndim)
-    _need_values(op, x.shape, axes, ddof + 1)
+    _need_values(op, x.shape, axes, ddof + 1, why=(
+        " for the unbiased variance (ddof=1: divided by n − 1; PyTorch's default with dim=); "
+        "ddof=0 (correction=0) gives the biased one" if ddof == 1 else f" for ddof={ddof}"))
     # var  ==  sum((x - mean(x))**2) / (n - ddof)
     d = sub(x, mean(x, axes, keepdims=True))
     return mul(sum(pow(d, 2), axes, keepdims), 1.0 / (count(x.shape, axes) - ddof))
@@ -263,9 +266,17 @@ def _max_or_min(op, x, axis, keepdims, dim, keepdim):
 
 def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
     """The max over ``axis`` (NumPy's), or PyTorch's ``max(dim=…)``: ``(values, indices)``."""
+    _two_tensors("max", "maximum", axis)
     return _max_or_min("max", x, axis, keepdims, dim, keepdim)
 
 
 def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
     """The min over ``axis`` (NumPy's), or PyTorch's ``min(dim=…)``: ``(values, indices)``."""
+    _two_tensors("min", "minimum", axis)
     return _max_or_min("min", x, axis, keepdims, dim, keepdim)
+
+
+def _two_tensors(op, elementwise, axis):
+    if isinstance(axis, Tensor):       # PyTorch's torch.max(a, b) is elementwise
+        raise TypeError(f"{op}(a, b) of two tensors: minidl's {op} reduces one tensor over an axis; the "
+                        f"elementwise {op} of two tensors is md.{elementwise}(a, b)")

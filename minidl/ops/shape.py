@@ -3,6 +3,7 @@ gradient back the same way."""
 import numpy as np
 
 from .. import backend
+from ..errors import InputError
 from ..tensor import Function, Tensor
 from .elementwise import sum_to
 from .reduce import normalize_axis
@@ -17,7 +18,7 @@ class Reshape(Function):
         try:
             return x.reshape(self.shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+            raise InputError(f"reshape: cannot reshape a tensor of shape {x.shape} "
                              f"({x.size} values) into {self.shape}") from None
 
     def backward(self, gy):
@@ -95,7 +96,7 @@ class Concatenate(Function):
             rest = [n for i, n in enumerate(x.shape) if i != self.axis]
             ref = [n for i, n in enumerate(xs[0].shape) if i != self.axis]
             if x.ndim != xs[0].ndim or rest != ref:
-                raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} differ outside "
+                raise InputError(f"concatenate: shapes {[x.shape for x in xs]} differ outside "
                                  f"axis {self.axis}")
         self.sizes = [x.shape[self.axis] for x in xs]
         return self.xp.concatenate(xs, axis=self.axis)
@@ -135,7 +136,7 @@ class BroadcastTo(Function):
         try:
             return self.xp.broadcast_to(x, self.shape)
         except ValueError:
-            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} "
+            raise InputError(f"broadcast_to: cannot broadcast shape {x.shape} "
                              f"to {self.shape}") from None
 
     def backward(self, gy):
@@ -174,12 +175,79 @@ def reshape(x, *shape):
 
 
 def transpose(x, *axes):
-    """The axes permuted (reversed by default)."""
+    """The axes permuted, as NumPy's: reversed by default, or in the order of a
+    tuple or of three or more axes. Two axes, ``transpose(0, 1)``, are swapped,
+    as PyTorch's ``transpose(dim0, dim1)`` (NumPy would read them as a whole
+    permutation, the identity of a matrix's two axes)."""
+    if len(axes) == 2 and all(isinstance(a, (int, np.integer)) for a in axes):
+        return swapaxes(x, *axes)
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
     axes = tuple(axes) if axes else tuple(reversed(range(x.ndim)))
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
+        raise InputError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
     return Transpose(tuple(a % x.ndim for a in axes))(x)
+
+
+def permute(x, *dims):
+    """PyTorch's name for a permutation of every axis: ``x.permute(0, 2, 3, 1)``."""
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    if len(dims) != x.ndim:
+        raise InputError(f"permute: {len(dims)} dims {dims} for a tensor of shape {x.shape}; it needs a "
+                         f"permutation of all {x.ndim}")
+    return transpose(x, dims)
+
+
+def swapaxes(x, axis0, axis1):
+    """The two axes exchanged (PyTorch's ``transpose(dim0, dim1)``)."""
+    a, b = (normalize_axis("transpose", axis, x.ndim)[0] for axis in (axis0, axis1))
+    order = list(range(x.ndim))
+    order[a], order[b] = b, a
+    return Transpose(tuple(order))(x)
+
+
+def matrix_transpose(x):
+    """The last two axes exchanged, PyTorch's ``x.mT``: a batch of matrices transposed."""
+    if x.ndim < 2:
+        raise InputError(f"mT: needs a tensor of at least 2 dims (a batch of matrices), got shape {x.shape}")
+    return swapaxes(x, -2, -1)
+
+
+def view(x, *shape):
+    """PyTorch's view is reshape here: minidl never writes into a tensor an op has
+    read, so a copy and a view behave alike (``view(dtype)``, reinterpreting bits,
+    is not in minidl)."""
+    if len(shape) == 1 and not isinstance(shape[0], (tuple, list, int, np.integer)):
+        raise TypeError(f"view: minidl has no view(dtype), which reinterprets the bits; for a cast of "
+                        f"the values write x.to({shape[0]!r}) or x.astype({str(shape[0])!r})")
+    return reshape(x, *shape)
+
+
+def expand(x, *sizes):
+    """PyTorch's expand: ``x`` broadcast to ``sizes``, where −1 keeps an axis's length
+    and new axes may go in front."""
+    sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    lead = len(sizes) - x.ndim
+    if lead < 0 or any(n == -1 for n in sizes[:lead]):
+        raise InputError(f"expand: sizes {sizes} for a tensor of shape {x.shape}: give at least its "
+                         f"{x.ndim} axes, and −1 only for an existing axis")
+    return broadcast_to(x, tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes)))
+
+
+def repeat(x, *repeats, **numpy_args):
+    """PyTorch's repeat: the whole tensor tiled ``repeats`` times along each axis
+    (np.tile's meaning; new axes go in front). NumPy's repeat of each value
+    (PyTorch's repeat_interleave) is another op, which minidl does not have."""
+    repeats = tuple(repeats[0]) if len(repeats) == 1 and isinstance(repeats[0], (tuple, list)) else repeats
+    if numpy_args or len(repeats) < x.ndim:
+        raise TypeError(f"repeat: minidl's repeat is PyTorch's: x.repeat(2, 3) tiles the whole tensor, "
+                        f"as np.tile, with one count per axis of shape {x.shape}; got {repeats}"
+                        f"{' ' + str(numpy_args) if numpy_args else ''}. NumPy's repeat of each value "
+                        "(PyTorch's repeat_interleave) is not in minidl")
+    shape = (1,) * (len(repeats) - x.ndim) + x.shape
+    # repeat  ==  an axis of length r before each axis, broadcast, then merged with it
+    spread = reshape(x, tuple(n for d in shape for n in (1, d)))
+    tiled = broadcast_to(spread, tuple(n for r, d in zip(repeats, shape) for n in (r, d)))
+    return reshape(tiled, tuple(r * d for r, d in zip(repeats, shape)))
 
 
 def flatten(x, start_axis=0):
@@ -216,17 +284,26 @@ def getitem(x, index):
 
 def concatenate(xs, axis=0):
     if not xs:
-        raise ValueError("concatenate: expected at least one tensor")
+        raise InputError("concatenate: expected at least one tensor")
     return Concatenate(normalize_axis("concatenate", axis, xs[0].ndim)[0])(*xs)
 
 
-def stack(xs, axis=0):
+def cat(tensors, dim=0, *, axis=None):
+    """PyTorch's name for concatenate: ``md.cat([a, b], dim=1)`` (``axis=``, as PyTorch allows)."""
+    return concatenate(list(tensors), dim if axis is None else axis)
+
+
+def stack(xs, axis=0, *, dim=None):
+    """The tensors along a new axis ``axis`` (PyTorch's ``dim``)."""
+    axis, xs = axis if dim is None else dim, list(xs)
+    if not xs:
+        raise InputError("stack: expected at least one tensor")
     # stack  ==  concatenate of each x with a new axis of length 1
     ndim = xs[0].ndim + 1
     axis = normalize_axis("stack", axis, ndim)[0]
     for x in xs:
         if x.shape != xs[0].shape:
-            raise ValueError(f"stack: all tensors need the same shape, got {[x.shape for x in xs]}")
+            raise InputError(f"stack: all tensors need the same shape, got {[x.shape for x in xs]}")
     return concatenate([reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
 
 
@@ -240,7 +317,7 @@ def pad(x, pad, value=0.0, mode="constant"):
         raise ValueError(f"pad: only mode='constant' is implemented, got {mode!r}")
     if isinstance(pad, (tuple, list)) and pad and all(isinstance(p, (int, np.integer)) for p in pad):
         if len(pad) % 2 or len(pad) // 2 > x.ndim:
-            raise ValueError(f"pad: PyTorch's flat pad needs (before, after) pairs for at most {x.ndim} "
+            raise InputError(f"pad: PyTorch's flat pad needs (before, after) pairs for at most {x.ndim} "
                              f"axes of shape {x.shape}, got {tuple(pad)}")
         pairs = [tuple(pad[i:i + 2]) for i in range(0, len(pad), 2)][::-1]    # last axis first
         width = [(0, 0)] * (x.ndim - len(pairs)) + pairs
@@ -248,11 +325,11 @@ def pad(x, pad, value=0.0, mode="constant"):
         try:
             width = np.broadcast_to(np.asarray(pad, dtype=int), (x.ndim, 2)).tolist()
         except ValueError:
-            raise ValueError(f"pad: pad_width {pad!r} does not give a (before, after) pair for each of the "
+            raise InputError(f"pad: pad_width {pad!r} does not give a (before, after) pair for each of the "
                              f"{x.ndim} axes of shape {x.shape}") from None
     for (lo, hi), n in zip(width, x.shape):
         if n + min(lo, 0) + min(hi, 0) < 0:
-            raise ValueError(f"pad: widths {tuple(map(tuple, width))} crop more than the {n} values of an "
+            raise InputError(f"pad: widths {tuple(map(tuple, width))} crop more than the {n} values of an "
                              f"axis of shape {x.shape}")
     return Pad(tuple(map(tuple, width)), value)(x)
 
@@ -267,6 +344,37 @@ def astype(x, dtype):
     if np.dtype(dtype).kind in "biu":
         return Tensor._wrap(x.data.astype(dtype))
     return AsType(dtype)(x)
+
+
+def to(x, *args, dtype=None, device=None):
+    """PyTorch's ``to``: ``x.to("gpu")``, ``x.to(md.float64)``, ``x.to("cpu", md.float32)``,
+    ``x.to(other)`` (other's dtype and device), or the keywords. A device is "cpu",
+    "gpu" or PyTorch's "cuda"; a dtype a NumPy dtype, its name or ``md.float64``.
+    As PyTorch's, it returns ``x`` itself where nothing changes, else a copy through
+    which gradients flow back."""
+    for arg in args:
+        if isinstance(arg, Tensor):
+            dtype, device = arg.dtype, arg.device
+        elif isinstance(arg, str) and (backend.canonical_device(arg) in ("cpu", "gpu") or not _is_dtype(arg)):
+            device = arg                 # an unknown one is refused below, naming the devices
+        elif _is_dtype(arg):
+            dtype = arg
+        else:
+            raise TypeError(f"to: expected a device ('cpu', 'gpu', 'cuda'), a dtype (md.float32, "
+                            f"'float64') or a tensor, got {arg!r}")
+    if dtype is not None and np.dtype(dtype) != x.dtype:
+        x = astype(x, dtype)
+    if device is not None and backend.canonical_device(device) != x.device:
+        x = to_device(x, device)
+    return x
+
+
+def _is_dtype(value):
+    try:
+        np.dtype(value)
+        return value is not None
+    except TypeError:
+        return False
 
 
 def to_device(x, device):
