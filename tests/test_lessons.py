@@ -351,6 +351,35 @@ def test_lenet5_refuses_to_resume_another_runs_checkpoint(tmp_path, monkeypatch)
 
 
 # ---- the second wave: what each lesson's numbers must show ---------------------
+def test_a_legend_over_a_line_is_found_by_bounding_boxes():
+    """What the notebook test relies on: show_figure warns where a legend's box
+    covers a line's segments or markers (gradcheck_errors.png's legend once sat
+    on its "wrong above" line), and not where the legend is beside the axes."""
+    import matplotlib.pyplot as plt
+    from lessons.chapter import legend_beside, legend_overlaps
+    x = np.linspace(0, 1, 50)
+
+    def drawn(place, y=0.95, marker=None):
+        fig, ax = plt.subplots()
+        ax.plot(x, 1 - x, label="falling")
+        if marker:
+            ax.plot([0.1], [y], marker, ms=12, label="mark")
+        else:
+            ax.axhline(y, label="limit")
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        place(ax)
+        fig.tight_layout()
+        fig.canvas.draw()
+        found = [line for _, line in legend_overlaps(fig)]
+        plt.close(fig)
+        return found
+
+    assert drawn(lambda ax: ax.legend(loc="upper right")) == ["limit"]          # a line across the box
+    assert drawn(lambda ax: ax.legend(loc="upper left"), marker="o") == ["falling", "mark"]  # a marker in it
+    assert drawn(lambda ax: ax.legend(loc="lower left"), y=0.5) == []
+    assert drawn(legend_beside) == []
+
+
 def test_two_seeds_carry_no_welch_statistics_and_no_verdict_repeats():
     """A quick run's 2 seeds once printed "smallest resolvable" differences of
     1735 points; its three verdicts each said "No verdict"."""
