@@ -112,6 +112,8 @@ for name, (x_area, y) in cases.items():
                      "max_stable_step": 2 / lam[-1], "step": 1.0 / lam[-1], "w_star": w_star.tolist(),
                      "optimal_loss": 0.5 * np.sum((X.T @ w_star - y) ** 2),
                      "flat_shrink": (1 - lam[0] / lam[-1]) ** s.iters}
+
+
 def slide_row(name, r):
     """Our eigenvalues and κ beside the slide's: XXᵀ sums over the rows, so per row
     (XXᵀ/n, over our n rows and the slide's 17) they compare; κ needs no scaling."""
@@ -125,9 +127,9 @@ def slide_row(name, r):
 
 eigen_table = show_table(
     ["scaling", f"λ of XXᵀ, ours ({len(area)} rows)", "per row (XXᵀ/n), ours", f"λ, slide ({SLIDE_ROWS} rows)",
-     "per row, slide", "κ = λmax/λmin, ours", "κ, slide", "largest stable step 2/λmax",
-     f"flat direction after {s.iters} steps"],
-    [[k, *slide_row(k, r), f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
+     "per row, slide", "κ = λmax/λmin, ours", "κ, slide"], [[k, *slide_row(k, r)] for k, r in results.items()])
+step_table = show_table(["scaling", "largest stable step 2/λmax", f"flat direction after {s.iters} steps"],
+                        [[k, f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
 
 # %% [markdown]
 # Our eigenvalues can differ from the slide's because
@@ -269,6 +271,7 @@ say(f"After {s.iters} steps: `{worst}` (κ = {results[worst]['condition_number']
 write_json(f"{s.out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
                                      for k, v in results.items()})
 write_text(f"{s.out}/summary.md", summary_header(s, "Conditioning: gradient descent on house prices") +
-           f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{descent_table}\n\n"
+           f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{step_table}\n\n"
+           f"{descent_table}\n\n"
            f"![loss]({loss_png}) ![path]({contours_png}) ![fit]({fit_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
