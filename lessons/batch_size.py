@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -14,7 +15,7 @@
 # %% [markdown]
 # # GroupNorm vs BatchNorm across batch sizes
 #
-# The course's GroupNorm slides (the course's slides, decks 002 and 003; Wu & He
+# The course's GroupNorm slides (decks 002 and 003; Wu & He
 # 2018, Figure 1) show BatchNorm's ImageNet error rising sharply as the batch
 # shrinks, while GroupNorm's stays flat. BN's statistics are estimates from the
 # batch:
@@ -51,7 +52,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 import minidl as md
-from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.chapter import legend_below, legend_beside, say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import error_margin, verdict
@@ -161,7 +162,7 @@ def mark_diverged(ax, label, key="test_error"):
             label="diverged" if bad and not any(l.get_label() == "diverged" for l in ax.get_lines()) else None)
 
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
 for label in NORMS:
     axes[0].plot(s.batch_sizes, [error(label, b) for b in s.batch_sizes], STYLES[label], color=COLORS[label],
                  label=label)
@@ -175,7 +176,7 @@ for ax, ticks in zip(axes, (s.batch_sizes, SLIDE_FIGURE["batch"])):
     ax.set_xscale("log")
     ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())    # only our ticks: no overlapping log labels
-    ax.legend(fontsize=10)
+legend_beside(axes[1], handles=axes[0].get_legend_handles_labels()[0])  # one color per normalizer in both panels
 error_plot = show_figure(fig, f"{s.out}/error_vs_batch.png")
 
 # %% [markdown]
@@ -188,7 +189,7 @@ error_plot = show_figure(fig, f"{s.out}/error_vs_batch.png")
 # points from batch 32 to 2 (deck 003, Figure 1).
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4.5))
+fig, ax = plt.subplots(figsize=(11, 6))
 for label in BATCH_NORMS:
     color = COLORS[label]
     ax.plot(s.batch_sizes, [error(label, b) for b in s.batch_sizes], "o-", color=color,
@@ -197,10 +198,10 @@ for label in BATCH_NORMS:
             color=color, mfc="none", label=f"{label}: train mode (each test batch's statistics)")
     mark_diverged(ax, label)
 ax.set(xscale="log", xlabel="images per batch (training and train-mode testing)", ylabel="test error (%)",
-       title="BatchNorm's two modes, BN everywhere and after the convolutions only")
+       title="BatchNorm's two modes:\nBN everywhere and after the convolutions only")
 ax.set_xticks(s.batch_sizes, [str(b) for b in s.batch_sizes])
 ax.xaxis.set_minor_formatter(NullFormatter())
-ax.legend(fontsize=10)
+legend_below(ax, fontsize=10)
 modes_plot = show_figure(fig, f"{s.out}/bn_modes.png")
 
 small, large = min(s.batch_sizes), max(s.batch_sizes)

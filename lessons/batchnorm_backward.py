@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -14,7 +15,7 @@
 # %% [markdown]
 # # The BatchNorm backward, derived and proven
 #
-# The course's BN slides (the course's slides, deck 003, "Backprop Beyond the BatchNorm Layer")
+# The course's BN slides (deck 003, "Backprop Beyond the BatchNorm Layer")
 # derive the gradients of BatchNorm by the chain rule and leave the last terms
 # "as an ungraded HW exercise". This chapter does the whole derivation on a small
 # batch, one term per cell, and proves it three ways: against the compact closed
@@ -62,7 +63,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=100)
 
 s = settings("batchnorm_backward", dict(batch=4, features=3, check=None, lesson=False), doc=__doc__,
              banner=None, help=dict(check="grade your homework: FILE.py:CLASS (a BatchNorm module) or FILE.py:FUNCTION (a backward)",
-                                    lesson="with --check: run the lesson too"))
+                                    lesson="with --check: run the lesson too"), types=dict(check=str))
 if s.check:
     report = grader.grade_any(grader.load_function(s.check))    # = python -m lessons.homework check
     passed, verdict = report.passed, report.verdict
@@ -79,7 +80,7 @@ if s.check:
 # The slides write the same quantities with other letters. The lesson's names
 # are the ones on the graphs and in the code:
 #
-# | this lesson | the course's slides, deck 003 | the course's slides, deck 002 | meaning |
+# | ours | deck 003 | deck 002 | meaning |
 # |---|---|---|---|
 # | $x_i$ | $z_j^{[i]}$ | $z_i^{l+1}$ | the layer's input (a pre-activation) |
 # | $m$ | $n$ | $B$ | values per feature in the batch |
@@ -168,9 +169,10 @@ print(f"dl/dμ = {g_mu}")
 #   + \frac{\partial l}{\partial \mu}\cdot\frac{1}{m}
 #   + \frac{\partial l}{\partial \sigma^2}\cdot\frac{2(x_i - \mu)}{m} .$$
 #
-# (The slide, the course's slides, deck 003, prints the third term's factor as
-# $\frac{1(z_j - \mu_j)}{n}$; the derivative of $\frac{1}{m}\sum_i (x_i-\mu)^2$ in
-# $x_i$ is $\frac{2(x_i-\mu)}{m}$, and only that passes the checks below.)
+# (Deck 003's text, as we have it, shows the third term's factor as
+# $\frac{1(z_j - \mu_j)}{n}$, where the derivation gives a 2: the derivative of
+# $\frac{1}{m}\sum_i (x_i-\mu)^2$ in $x_i$ is $\frac{2(x_i-\mu)}{m}$, and that
+# is the factor the checks below confirm.)
 
 # %%
 g_x = g_xhat / sig + g_mu / m + g_var * 2 * xmu / m                          # dl/dx, (m, D)
@@ -304,12 +306,12 @@ say(f"Step {square.number} ({md.graph.label(square.output)}): both factors are t
 # The step at $\hat x$: the gradient arriving there is $\partial l/\partial \hat x = \partial l/\partial y\cdot\gamma$,
 # and the op that made $\hat x$ (a division: $x - \mu$ times $1/\sigma$) multiplies
 # it by its local derivatives: $1/\sigma$ towards $x - \mu$, and $x - \mu$ towards
-# $1/\sigma$. A static picture of that step is drawn for print, top to bottom (`graph_step_xhat.png`).
+# $1/\sigma$. A static picture of that step is drawn left to right (`graph_step_xhat.png`).
 
 # %%
 at_xhat = next(st for st in steps if st.output is x_hat)
 print(at_xhat)
-md.draw_graph(y, f"{s.out}/graph_step_xhat.png", step=at_xhat, rankdir="TB");
+md.draw_graph(y, f"{s.out}/graph_step_xhat.png", step=at_xhat);
 
 # %% [markdown]
 # ## 6. One block of a network: convolution, BN, ReLU
@@ -355,16 +357,16 @@ say(f"Step {at_conv.number} sends the conv's bias b a gradient of at most {resul
 # through each. The hand-derived backward is one op (`Normalize`) whose backward
 # is the compact form. Boxes are tensors (named as above, or labelled with the op
 # that made them); the shaded boxes are the leaves whose gradients we asked for.
-# These two are drawn top to bottom, for print and for the notebook's width; the
-# stepper of section 5 is the one to project.
+# These two are drawn left to right, so a picture is wider than tall; the stepper
+# of section 5 is the one to project.
 
 # %%
-graph_autograd = md.draw_graph(y, rankdir="TB")
+graph_autograd = md.draw_graph(y)
 x_h, gamma_h, beta_h = (named(md.Tensor(a, requires_grad=True), n) for a, n in
                         ((x_np, "x"), (gamma_np, "γ"), (beta_np, "β")))
 y_derived = named(norm.normalize(x_h, (0,), gamma_h, beta_h, EPS), "y")
 y_derived.backward(dy)
-graph_derived = md.draw_graph(y_derived, rankdir="TB")
+graph_derived = md.draw_graph(y_derived)
 ops = lambda out: len(md.step_through(out, dy).steps)      # one step per op
 results["ops_in_graph"] = {"autograd": ops(y), "hand_derived": ops(y_derived)}
 pictures = {"graph_autograd": graph_autograd, "graph_hand_derived": graph_derived}
@@ -412,7 +414,7 @@ results["gradcheck_worst_relative_error"] = {f: max(r.rel_error for r in rep.inp
 # The same, as a picture: every bar must stay under the green line.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.8))
+fig, ax = plt.subplots(figsize=(10, 4.2))
 labels = list(reports)
 for k, name in enumerate(("x", "γ", "β")):           # every report lists x, γ, β in this order
     errors = [reports[f].inputs[k].rel_error for f in labels]
@@ -420,9 +422,9 @@ for k, name in enumerate(("x", "γ", "β")):           # every report lists x, �
 ax.set_yscale("log")
 ax.axhline(1e-7, color="g", ls="--", lw=0.8, label="fine below")
 ax.axhline(1e-2, color="r", ls="--", lw=0.8, label="wrong above")
-ax.set_xticks(range(len(labels)), [f.replace(", ", "\n") for f in labels])
+ax.set_xticks(range(len(labels)), [f.replace(", ", "\n").replace("autograd of", "autograd\nof") for f in labels])
 ax.set(ylabel="worst relative error", title="Gradcheck of every form (float64)", ylim=(1e-16, 1))
-ax.legend(ncol=5, loc="upper left")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))      # beside the bars: the lines run across the axes
 show_figure(fig, f"{s.out}/gradcheck_errors.png")
 
 # %% [markdown]

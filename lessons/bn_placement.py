@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -51,7 +52,7 @@ import minidl as md
 from lessons.chapter import say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
-from lessons.verdicts import ALPHA, COMPARISON_HEADER, compare, comparison_rows, learned, verdict
+from lessons.verdicts import ALPHA, COMPARISON_HEADER, MIN_SEEDS, carried, compare, comparison_rows, learned, verdict
 from lessons.runs import RunStore, run_all, run_identity
 from lessons.training import evaluate, fashion_mnist, train_classifier
 
@@ -95,7 +96,7 @@ def lenet5(placement, affine, activation):
         md.nn.Linear(84, 10))
 
 
-print(lenet5("after", True, "relu"))
+print("After + γβ, layer by layer: " + " → ".join(type(layer).__name__ for layer in lenet5("after", True, "relu")))
 
 # %% [markdown]
 # ## 2. Every variant from the same random seeds
@@ -163,15 +164,16 @@ pairs = [("After", "Before"), ("After + γβ", "Before + γβ"), ("Before + γβ
          ("After", "After, no activation")]
 comparisons = compare(samples, pairs)
 accuracies = [a for runs in samples.values() for a in runs]
-sure = not s.quick and learned(accuracies)      # no verdict from a smoke test or from models that learned nothing
+# no verdict from a smoke test, from models that learned nothing, or from too few seeds
+sure = not s.quick and learned(accuracies) and s.seeds >= MIN_SEEDS
 rows, lines = [], []
 for c, row in zip(comparisons, comparison_rows(comparisons, s.quick, accuracies)):
     slide_d = SLIDE_TABLE[c.a] - SLIDE_TABLE[c.b]
     sign = "–" if not (sure and c.resolved) else ("same sign" if np.sign(c.difference) == np.sign(slide_d)
                                                   else "opposite sign")
-    rows.append(row + [f"{c.smallest:.2f}", f"{slide_d:+.1f}", sign])
-    lines.append(f"- {c.a} − {c.b}: ours {c.difference:+.2f} points, 95 % interval [{c.low:+.2f}, {c.high:+.2f}], "
-                 f"p = {c.p:.3f}, after Holm p = {c.p_holm:.3f}" +
+    rows.append(row + [carried(c, f"{c.smallest:.2f}"), f"{slide_d:+.1f}", sign])
+    welch = f"95 % interval [{c.low:+.2f}, {c.high:+.2f}], p = {c.p:.3f}, after Holm p = {c.p_holm:.3f}"
+    lines.append(f"- {c.a} − {c.b}: ours {c.difference:+.2f} points, {carried(c, welch)}" +
                  (f" ({'resolved' if c.resolved else 'not resolved'})" if sure else "") +
                  f"; deck 003: {slide_d:+.1f} points")
 comparison_table = show_table(COMPARISON_HEADER + ["smallest resolvable", "deck 003", "sign vs deck 003"], rows,
@@ -181,9 +183,10 @@ smallest = [c.smallest for c in comparisons]
 resolved = [c for c in comparisons if c.resolved]
 agree = [c for c in resolved if np.sign(c.difference) == np.sign(SLIDE_TABLE[c.a] - SLIDE_TABLE[c.b])]
 reach = verdict(
-    f"With {s.seeds} seeds per variant, the smallest difference these seeds could resolve (under Holm's strictest "
-    f"level, α/7) is {min(smallest):.2f} points for the pair with the least spread and {max(smallest):.2f} for the "
-    f"one with the most (the \"smallest resolvable\" column). " +
+    (f"With {s.seeds} seeds per variant, the smallest difference these seeds could resolve (under Holm's strictest "
+     f"level, α/7) is {min(smallest):.2f} points for the pair with the least spread and {max(smallest):.2f} for the "
+     f"one with the most (the \"smallest resolvable\" column). " if s.seeds >= MIN_SEEDS else
+     f"With {s.seeds} seeds per variant no difference can be resolved: Welch's test needs ≥ {MIN_SEEDS} seeds. ") +
     (f"None of the {len(comparisons)} differences is resolved: at this spread, these seeds cannot tell the "
      "variants apart." if not resolved else
      f"{len(resolved)} of the {len(comparisons)} differences are resolved; of those, {len(agree)} have the sign "

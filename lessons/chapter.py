@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import matplotlib
 
@@ -40,7 +41,9 @@ def write_text(path, text):
 
 def say(markdown):
     """A conclusion or note computed from the run: rendered Markdown in a notebook,
-    plain text on the command line."""
+    plain text on the command line; nothing for no text (a verdict already said)."""
+    if not markdown:
+        return
     if in_notebook():
         from IPython.display import Markdown, display
         display(Markdown(markdown))
@@ -93,10 +96,60 @@ def show_figure(fig, path):
     if STAMP["text"]:
         fig.text(0.995, 0.005, STAMP["text"], ha="right", va="bottom", fontsize=10, color="tab:red", alpha=0.8)
     fig.savefig(path, dpi=DPI)
+    for legend, line in legend_overlaps(fig):
+        warnings.warn(f"{os.path.basename(path)}: the legend covers the line {line!r}; place it elsewhere "
+                      "(beside the axes, or where no line runs)", stacklevel=2)
     if in_notebook():
         plt.show()
     plt.close(fig)
     return Shown(os.path.basename(path))      # a cell ending in show_figure echoes no file name
+
+
+def legend_overlaps(fig):
+    """(legend, line label) for every plotted line whose points (with their
+    markers' size) or segments fall inside a legend's box, within the axes the
+    line is drawn in, by the bounding boxes of the figure as drawn. Only lines
+    (Line2D, axhline included) are checked: bars, images and filled areas are
+    beyond what it can tell."""
+    import numpy as np
+    from matplotlib.path import Path
+    from matplotlib.transforms import Bbox
+    renderer = fig.canvas.get_renderer()
+    legends = [(legend, fig.axes) for legend in fig.legends]
+    legends += [(ax.get_legend(), [ax]) for ax in fig.axes if ax.get_legend() is not None]
+    found = []
+    for legend, axes in legends:
+        if not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        for ax in axes:
+            inside = Bbox.intersection(box, ax.get_window_extent(renderer))
+            if inside is None:
+                continue
+            for line in ax.get_lines():
+                points = line.get_transform().transform(line.get_xydata())
+                points = points[np.isfinite(points).all(axis=1)]
+                if not line.get_visible() or not len(points):
+                    continue
+                joined = line.get_linestyle() not in ("None", "none", "", " ") and len(points) > 1
+                hit = joined and Path(points).intersects_bbox(inside, filled=False)   # a segment crosses the box
+                if line.get_marker() not in (None, "None", "none", "", " "):
+                    r = line.get_markersize() * fig.dpi / 72 / 2              # a marker's half width, in pixels
+                    hit = hit or ((points[:, 0] >= inside.x0 - r) & (points[:, 0] <= inside.x1 + r) &
+                                  (points[:, 1] >= inside.y0 - r) & (points[:, 1] <= inside.y1 + r)).any()
+                if hit:
+                    found.append((legend, line.get_label()))
+    return found
+
+
+def legend_beside(ax, **kwargs):
+    """The axes' legend to their right, outside them: over no curve, whatever the data do."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
+def legend_below(ax, ncol=2, **kwargs):
+    """The axes' legend under them (below the x label), for panels side by side."""
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, **kwargs)
 
 
 def integer_ticks(*axes):

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -51,7 +52,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.chapter import integer_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.chapter import integer_ticks, legend_beside, say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
 
@@ -59,9 +60,11 @@ AREA = [5719, 3241, 1139, 1572, 1101, 2576]      # feet², the six rows the slid
 PRICE = [567, 345, 141, 167, 287, 227]           # $1000
 W0 = (10.0, 50.0)                                # the slide's starting point
 SLIDE_EIGENVALUES = {"area*0.01, price*0.1": (0.004, 1.856), "area*0.0001, price*0.1": (0.4, 18.45)}
+SLIDE_ROWS = 17                                  # the houses the slide's eigenvalues sum over
 
 s = settings("conditioning", dict(iters=1000, csv=None), doc=__doc__, banner=None,
-             help=dict(iters="gradient-descent steps", csv="a CSV file with columns area,price"))
+             help=dict(iters="gradient-descent steps", csv="a CSV file with columns area,price"),
+             types=dict(csv=str))
 
 # %% [markdown]
 # ## 1. The data and the three scalings
@@ -110,25 +113,38 @@ for name, (x_area, y) in cases.items():
                      "max_stable_step": 2 / lam[-1], "step": 1.0 / lam[-1], "w_star": w_star.tolist(),
                      "optimal_loss": 0.5 * np.sum((X.T @ w_star - y) ** 2),
                      "flat_shrink": (1 - lam[0] / lam[-1]) ** s.iters}
-slide = lambda name: "{} and {}".format(*SLIDE_EIGENVALUES[name]) if name in SLIDE_EIGENVALUES and not s.csv else ""
+
+
+def slide_row(name, r):
+    """Our eigenvalues and κ beside the slide's: XXᵀ sums over the rows, so per row
+    (XXᵀ/n, over our n rows and the slide's 17) they compare; κ needs no scaling."""
+    pair = lambda lam: f"{lam[0]:.2g}, {lam[1]:.4g}"
+    ours = [pair(r["eigenvalues"]), pair(np.divide(r["eigenvalues"], len(area))), f"{r['condition_number']:.3g}"]
+    if name not in SLIDE_EIGENVALUES or s.csv:
+        return ours[:2] + ["", ""] + ours[2:] + [""]
+    lam = SLIDE_EIGENVALUES[name]
+    return ours[:2] + [pair(lam), pair(np.divide(lam, SLIDE_ROWS))] + ours[2:] + [f"{lam[1] / lam[0]:.3g}"]
+
+
 eigen_table = show_table(
-    ["scaling", "eigenvalues of XXᵀ", "slide (17 rows)", "κ = λmax/λmin", "largest stable step 2/λmax",
-     f"flat direction after {s.iters} steps"],
-    [[k, f"{r['eigenvalues'][0]:.4g}, {r['eigenvalues'][1]:.4g}", slide(k), f"{r['condition_number']:.4g}",
-      f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
+    ["scaling", f"λ of XXᵀ, ours ({len(area)} rows)", "per row (XXᵀ/n), ours", f"λ, slide ({SLIDE_ROWS} rows)",
+     "per row, slide", "κ = λmax/λmin, ours", "κ, slide"], [[k, *slide_row(k, r)] for k, r in results.items()])
+step_table = show_table(["scaling", "largest stable step 2/λmax", f"flat direction after {s.iters} steps"],
+                        [[k, f"{r['max_stable_step']:.4g}", f"× {r['flat_shrink']:.3g}"] for k, r in results.items()])
 
 # %% [markdown]
 # Our eigenvalues can differ from the slide's because
 # $XX^\top = \begin{pmatrix}\sum a^2 & \sum a\\ \sum a & n\end{pmatrix}$ sums over
-# the rows, and the slide's 17 rows are not all shown. (For *area × 0.01* the
-# slide's $\lambda_{\max} = 1.856$ is smaller than $\sum a^2$ of its own first
-# rows, so the slide must have scaled $XX^\top$ or the data differently.) The
-# ratio that decides convergence is compared below: the slide's $\kappa$ is 464
-# for *area × 0.01* and 46 for *area × 0.0001*.
+# the rows, and the slide's 17 rows are not all shown: the per-row columns divide
+# by the rows summed over ($XX^\top/n$), which makes the two comparable. (For
+# *area × 0.01* the slide's $\lambda_{\max} = 1.856$ is smaller than $\sum a^2$
+# of its own first rows, so the slide must have scaled $XX^\top$ or the data
+# differently.) The ratio that decides convergence needs no scaling: the slide's
+# $\kappa$, from its eigenvalues, is in the table beside ours.
 
 # %%
 say(f"We use {len(area)} rows" + ("" if s.csv else " of the slide's 17") + "; our κ is " + ", ".join(
-    f"{r['condition_number']:.3g} for *{k}*" for k, r in results.items()) + ".")
+    f"{r['condition_number']:.3g} for `{k}`" for k, r in results.items()) + ".")
 
 # %% [markdown]
 # ## 3. The gradient from `backward()` is the closed form
@@ -184,13 +200,13 @@ descent_table = show_table(
 # (printed under the plot).
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(10, 4))
 for name, r in results.items():
     ax.semilogy(np.maximum(r["losses"] - r["optimal_loss"], 1e-12), label=f"{name} (κ = {r['condition_number']:.3g})")
 ax.set(xlabel="iteration (gradient-descent step)", ylabel="loss − optimal loss (log scale)",
        title="Gradient descent: how far the loss is above its minimum")
 integer_ticks(ax.xaxis)
-ax.legend()
+legend_beside(ax)
 loss_png = show_figure(fig, f"{s.out}/loss.png")
 for name, r in results.items():
     close = np.flatnonzero(r["losses"] - r["optimal_loss"] <= 1e-6)
@@ -256,7 +272,8 @@ say(f"After {s.iters} steps: `{worst}` (κ = {results[worst]['condition_number']
 write_json(f"{s.out}/results.json", {k: {kk: vv for kk, vv in v.items() if kk not in ("path", "losses")}
                                      for k, v in results.items()})
 write_text(f"{s.out}/summary.md", summary_header(s, "Conditioning: gradient descent on house prices") +
-           f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{descent_table}\n\n"
+           f"{len(area)} houses, {s.iters} steps from w = {W0}, step 1/λmax.\n\n{eigen_table}\n\n{step_table}\n\n"
+           f"{descent_table}\n\n"
            f"![loss]({loss_png}) ![path]({contours_png}) ![fit]({fit_png})\n")
 print(f"plots, results.json and summary.md in {s.out}/")
 record_run(s)                 # with --record: docs/results/conditioning.md, which the README quotes

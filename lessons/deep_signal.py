@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -52,7 +53,7 @@ import numpy as np
 
 import minidl as md
 import minidl.functional as F
-from lessons.chapter import integer_ticks, plain_log_ticks, say, show_figure, show_table, write_json, write_text
+from lessons.chapter import integer_ticks, legend_below, plain_log_ticks, say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import verdict
@@ -386,7 +387,7 @@ say(f"Measured ‖∇‖² at L = {Lmax} over our eq. 8: " + ", ".join(f"{key} {
         "eq. 8's ≈ drops."
         for key in variants if not 1 / 1.5 < off[key] < 1.5))
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
 ell = range(1, Lmax + 1)
 for (label, ratios), color in zip(variance.items(), ("tab:blue", "tab:green", "tab:red")):
     axes[0].semilogy(ell, ratios, color=color, label=f"{label}, measured")
@@ -403,7 +404,7 @@ axes[1].set(xlabel="number of blocks L", ylabel="‖∇ blocks‖² at init",
             title="Gradient norm vs depth (theory scaled at the smallest L)")
 plain_log_ticks(axes[1].xaxis)
 for ax in axes:
-    ax.legend(fontsize=10)
+    legend_below(ax, fontsize=10)
 residual_init_png = show_figure(fig, f"{s.out}/residual_init.png")
 
 # %% [markdown]
@@ -459,7 +460,7 @@ def train_kind(name):
 run_all({f"train/{name}": (train_kind, (name,)) for name in kinds}, store, s.workers, s.scheduler,
         desc="training")
 
-fig, ax = plt.subplots(figsize=(6.5, 4))
+fig, ax = plt.subplots(figsize=(10, 5.6))
 finite = [np.array(store[f"train/{name}"]["losses"]) for name in kinds]
 top = 3 * max([losses[0] for losses in finite] +
               [losses.max() for losses, name in zip(finite, kinds) if store[f"train/{name}"]["test_acc"] is not None])
@@ -478,7 +479,7 @@ ax.set(xlabel="step", ylabel="training loss (mean of the last 10 steps)",
        title=f"{blocks}-block residual MLP at lr {lr_bn}")
 integer_ticks(ax.xaxis)
 plain_log_ticks(ax.yaxis)
-ax.legend(fontsize=10)
+legend_below(ax, fontsize=10)
 training_png = show_figure(fig, f"{s.out}/training.png")
 
 # %% [markdown]

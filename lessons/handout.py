@@ -42,8 +42,14 @@ def execute(name, folder, quick=False, timeout=None):
 
 def write(notebook, name, folder, mathjax=None):
     """<folder>/<name>.ipynb, and <folder>/<name>.html where nbconvert is installed
-    (formulas typeset by MathJax from ``mathjax``, a URL; default: nbconvert's CDN)."""
+    (formulas typeset by MathJax from ``mathjax``, a URL; default: nbconvert's CDN).
+
+    The notebook leaves without the Jupytext metadata it was read with: that
+    pairs it with a ``.py`` in percent format, and Jupytext's contents manager
+    (JupyterLab with jupytext installed) then refuses to open an ``.ipynb`` that
+    is not one of its paired formats. A hand-out is a notebook of its own."""
     import nbformat
+    notebook.metadata.pop("jupytext", None)
     nbformat.write(notebook, os.path.join(folder, f"{name}.ipynb"))
     try:
         from nbconvert import HTMLExporter

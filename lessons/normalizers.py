@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -14,7 +15,7 @@
 # %% [markdown]
 # # The normalizer family as one idea
 #
-# The course's deck on normalization (the course's slides, deck 001) and its
+# The course's deck on normalization (deck 001) and its
 # GroupNorm slide (deck 002, Wu & He's Figure 2) present BatchNorm, LayerNorm, InstanceNorm and
 # GroupNorm as one formula,
 #

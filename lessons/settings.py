@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 
-from lessons import chapter
+from lessons import chapter, verdicts
 from lessons.chapter import in_notebook, say
 
 ARGS_VARIABLE = "MINIDL_LESSON_ARGS"
@@ -17,11 +17,13 @@ FULL_RUN_NOTE = ("**Quick run:** this lesson has no smaller settings, so its qui
                  "on the same data.")
 
 
-def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER, runs=False):
+def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNER, runs=False, types=None):
     """A lesson's settings with its flags applied: ``defaults`` are the constants
     at the lesson's top ({setting: default}); each becomes a flag
     ``--setting-name`` typed by its default (bool: a switch, list: one or more
-    values, None: a string). ``quick`` holds what ``--quick`` changes (the one
+    values). A default of None says no type, so ``types`` gives it
+    ({setting: int}); one left out is an error here, not a string compared with
+    a number later (``--subset 1000`` once crashed that way). ``quick`` holds what ``--quick`` changes (the one
     source of quick settings); a flag the user gave wins over it. Every lesson
     also has ``--out`` (default runs/<name>, or runs/<name>-quick) and ``--fresh``
     (ignore finished runs in --out); with ``runs``, ``--workers`` (how many
@@ -33,10 +35,14 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     lesson's), e.g. MINIDL_LESSON_ARGS="--quick". Returns a namespace with the
     settings, ``quick``, ``fresh``, ``workers``, ``scheduler`` and ``out`` (the
     folder, made)."""
-    quick, help = quick or {}, help or {}
+    quick, help, types = quick or {}, help or {}, types or {}
     unknown = set(quick) - set(defaults)
     if unknown:
         raise ValueError(f"{name}: quick settings {sorted(unknown)} have no default")
+    untyped = sorted(k for k, v in defaults.items() if v is None and k not in types)
+    if untyped:
+        raise ValueError(f"{name}: settings {untyped} default to None and have no type; "
+                         "give it in types={setting: type}")
     p = argparse.ArgumentParser(prog=f"python -m lessons.{name}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
@@ -59,7 +65,7 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
         elif isinstance(default, (list, tuple)):
             p.add_argument(flag, type=type(default[0]), nargs="+", help=text)
         else:
-            p.add_argument(flag, type=str if default is None else type(default), help=text)
+            p.add_argument(flag, type=types.get(key, type(default)), help=text)
     argv = shlex.split(os.environ.get(ARGS_VARIABLE, "")) if in_notebook() else sys.argv[1:]
     given = vars(p.parse_args(argv))
     s = dict(defaults, quick=given.pop("quick", False), fresh=given.pop("fresh", False),
@@ -78,8 +84,10 @@ def settings(name, defaults, quick=None, doc=None, help=None, banner=QUICK_BANNE
     s["out"] = out_dir(s.get("out") or default_out(name, s["quick"]))
     s["quick_note"] = (banner or QUICK_BANNER) if quick else FULL_RUN_NOTE
     chapter.STAMP["text"] = "quick run: a smoke test" if s["quick"] and quick else None
+    verdicts.SAID.clear()
     if s["quick"] and banner:
         say(banner)
+        verdicts.SAID.add(verdicts.QUICK_REASON)     # the banner said it: no verdict repeats it
     return argparse.Namespace(**s)
 
 

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -47,7 +48,7 @@ from minidl.ops.norm import channel_shape
 from lessons.chapter import integer_ticks, plain_log_ticks, say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
-from lessons.verdicts import COMPARISON_HEADER, compare, comparison_rows, verdict
+from lessons.verdicts import COMPARISON_HEADER, MIN_SEEDS, carried, compare, comparison_rows, verdict
 from lessons.runs import RunStore, run_all, run_identity
 from lessons.training import evaluate, fashion_mnist, in_mode, train_classifier
 
@@ -256,7 +257,7 @@ pairs = [("noisy BN, as trained", "standard BN, as trained"),
 comparisons = compare(noise, pairs)
 all_accuracies = [a for accs in noise.values() for a in accs]
 noise_table = show_table(COMPARISON_HEADER + ["smallest resolvable"],
-                         [row + [f"{c.smallest:.2f}"] for row, c in
+                         [row + [carried(c, f"{c.smallest:.2f}")] for row, c in
                           zip(comparison_rows(comparisons, s.quick, all_accuracies), comparisons)],
                          title=f"Differences of mean test accuracy (points) over {len(noise_seeds)} seeds")
 
@@ -294,9 +295,12 @@ smooth_text = ("**Smoothness:** " + (
 trained, fixed, artifact = comparisons
 gap = -trained.difference
 def points(c):
-    return f"{c.difference:+.1f} points (95 % interval {c.low:+.1f} to {c.high:+.1f}, Holm p {c.p_holm:.3f})"
+    welch = f"95 % interval {c.low:+.1f} to {c.high:+.1f}, Holm p {c.p_holm:.3f}"
+    return f"{c.difference:+.1f} points ({carried(c, welch)})"
 def against(c, what):
     """What one comparison with standard BN shows, beside the paper's report."""
+    if c.seeds < MIN_SEEDS:
+        return f"not resolved: {len(noise_seeds)} seeds cannot resolve a difference (Welch's test needs ≥ {MIN_SEEDS})"
     if not c.resolved:
         return (f"not resolved: with this spread between seeds, {len(noise_seeds)} seeds resolve only differences "
                 f"over {c.smallest:.1f} points, so they do not show that noisy BN costs accuracy {what}")

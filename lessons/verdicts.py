@@ -8,6 +8,13 @@ import numpy as np
 
 LEARNED_FACTOR = 2.0     # a classifier has learned when its accuracy is at least twice chance
 ALPHA = 0.05             # the chance, over all of a lesson's comparisons, of calling a mere spread resolved
+# Welch's statistics need 3 values per variant: with equal spreads the test has 2(n − 1) degrees of
+# freedom, and at 2 or fewer the t distribution it reads its quantiles from has no finite variance (its
+# quantile at Holm's level over seven comparisons is 89 at 1 degree of freedom, 11.8 at 2, 5.1 at 4, 2.7 in
+# the limit): a quick run's 2 seeds gave "smallest resolvable" differences of over 1000 points.
+MIN_SEEDS = 3
+QUICK_REASON = "No verdict: this is a quick run, a smoke test on synthetic data."
+SAID = set()             # the reasons for "No verdict" this run gave already: each is said once (see verdict)
 
 
 def learned(accuracies, chance=10.0):
@@ -18,14 +25,20 @@ def learned(accuracies, chance=10.0):
 def verdict(text, accuracies, quick, chance=10.0):
     """``text`` where it may be said: never from a quick run (a smoke test), and
     only when every model the verdict rests on learned (accuracy at least twice
-    chance); otherwise the reason there is none."""
+    chance); otherwise the reason there is none, once per run: a reason already
+    given (or the quick run's banner, which says it) gives "" the next time."""
     if quick:
-        return "No verdict: this is a quick run, a smoke test on synthetic data."
-    if not learned(accuracies, chance):
+        reason = QUICK_REASON
+    elif not learned(accuracies, chance):
         worst = min((a for a in accuracies if a is not None and np.isfinite(a)), default=float("nan"))
-        return (f"No verdict: a model it rests on reached {worst:.1f}% accuracy, under "
-                f"{LEARNED_FACTOR * chance:.0f}% (twice chance), so it learned too little to compare.")
-    return text
+        reason = (f"No verdict: a model it rests on reached {worst:.1f}% accuracy, under "
+                  f"{LEARNED_FACTOR * chance:.0f}% (twice chance), so it learned too little to compare.")
+    else:
+        return text
+    if reason in SAID:
+        return ""
+    SAID.add(reason)
+    return reason
 
 
 @dataclass
@@ -106,12 +119,20 @@ def compare(samples, pairs, alpha=ALPHA):
     return out
 
 
-def comparison_rows(comparisons, quick, accuracies=()):
+def comparison_rows(comparisons, quick, accuracies=(), unit="seeds"):
     """Table rows (difference, 95 % interval, p, Holm's p, resolved?) for a lesson;
-    a quick run, or one whose models did not learn, shows no resolved column values."""
+    a quick run, or one whose models did not learn, shows no resolved column values,
+    and fewer than MIN_SEEDS values per variant no Welch statistics (see ``carried``)."""
     sure = not quick and learned(accuracies)
-    return [[f"{c.a} − {c.b}", f"{c.difference:+.3g}", f"[{c.low:+.3g}, {c.high:+.3g}]", p_value(c.p),
-             p_value(c.p_holm), ("yes" if c.resolved else "no") if sure else "–"] for c in comparisons]
+    return [[f"{c.a} − {c.b}", f"{c.difference:+.3g}", carried(c, f"[{c.low:+.3g}, {c.high:+.3g}]", unit),
+             carried(c, p_value(c.p), unit), carried(c, p_value(c.p_holm), unit),
+             ("yes" if c.resolved else "no") if sure and c.seeds >= MIN_SEEDS else "–"] for c in comparisons]
+
+
+def carried(comparison, text, unit="seeds"):
+    """``text``, a statistic of ``comparison``, where its values over seeds can carry
+    it (at least MIN_SEEDS per variant); otherwise what it needs."""
+    return text if comparison.seeds >= MIN_SEEDS else f"needs ≥ {MIN_SEEDS} {unit}"
 
 
 def p_value(p):

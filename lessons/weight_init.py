@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.format_version,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -45,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minidl as md
-from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.chapter import legend_below, say, show_figure, show_table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
 from lessons.verdicts import learned, verdict
@@ -89,7 +90,6 @@ print(f"for the hidden 64→64 layers, Xavier's std is {xavier:.3f} and Kaiming'
 
 # %% [markdown]
 # ## 2. At initialization: the first and last hidden layers' activations against std
-
 #
 # At std 10⁻⁴ without BN the last hidden layer's activations are about 10⁻²³.
 # Their squares, about 10⁻⁴⁶, are below the smallest normal float32 (1.2·10⁻³⁸)
@@ -159,7 +159,7 @@ def accuracies(bn, which):
 # at 0 %.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+fig, axes = plt.subplots(1, 2, figsize=(12, 6))
 for bn, color, style in ((True, "tab:red", dict(mfc="none", ms=9, lw=2.5)), (False, "tab:gray", dict(ms=4))):
     label = "BN" if bn else "no BN"
     axes[0].semilogx(stds, accuracies(bn, "train_acc"), "o-", color=color, label=f"{label} train", **style)
@@ -176,7 +176,7 @@ for ax in axes:
     ax.axvline(xavier, color="tab:blue", ls=":", label=f"Xavier {xavier:.3f}")
     ax.axvline(kaiming, color="tab:green", ls=":", label=f"Kaiming {kaiming:.3f}")
     ax.set_xlabel("initial weight std (N(0, std²))")
-    ax.legend(fontsize=10)
+    legend_below(ax, fontsize=10)
 axes[0].set(ylabel="accuracy (%)", title=f"Accuracy after {s.epochs} epoch(s)")
 axes[1].set(ylabel="std of the layer's activations (after ReLU)", title="Activations at initialization")
 picture = show_figure(fig, f"{s.out}/weight_init.png")
