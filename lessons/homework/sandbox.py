@@ -122,7 +122,8 @@ def bwrap_args(files_dir, memory_limit=MEMORY_LIMIT, packages=("minidl",)):
     if hidden and any(hidden.startswith(folder + os.sep) for folder in python):
         args += ["--tmpfs", hidden, "--remount-ro", hidden]    # the grader installed beside Python: not shown
     for name in packages:
-        args += ["--ro-bind", _package_dir(name), "/packages/" + name]
+        if _package_dir(name):
+            args += ["--ro-bind", _package_dir(name), "/packages/" + name]
     args += ["--ro-bind", files_dir, "/submission",
              "--size", str(int(memory_limit) << 20), "--perms", "0700", "--tmpfs", "/scratch", "--chdir", "/scratch",
              "--remount-ro", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/"]
@@ -148,11 +149,17 @@ def sandbox_problem():
         run = _run([sys.executable, "-c", probe], {}, b"", 60, MEMORY_LIMIT, ("minidl",), True)
     except OSError as e:
         return f"not sandboxed: bubblewrap could not start ({e})"
+    if run.status == "exited" and run.returncode == 1 and not run.output:
+        return "not sandboxed: this Python cannot import minidl; install it (pip install -e .) or put it on PYTHONPATH"
     if run.status != "exited" or run.returncode != 0:
         why = (run.output.strip().splitlines() or [f"{run.status}, exit status {run.returncode}"])[-1]
-        return (f"not sandboxed: bubblewrap is installed but cannot start here ({why}); it needs unprivileged "
-                f"user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "
-                f"kernel.apparmor_restrict_unprivileged_userns=0)")
+        if any(words in why for words in ("namespace", "uid map", "Operation not permitted", "No permissions")):
+            fix = ("bubblewrap needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
+                   "(Debian), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 24.04), or run as root")
+        else:
+            fix = (f"the sandbox shows Python's own folders ({', '.join(_python_dirs())}) read-only: this user "
+                   f"must be able to read them, and {sys.executable} must lie in one")
+        return f"not sandboxed: bubblewrap is installed but cannot start here ({why}); {fix}; or opt out: --no-sandbox"
     return None
 
 
@@ -217,13 +224,10 @@ def _group_parents():
                     with open(os.path.join(folder, "cgroup.subtree_control"), "w") as f:
                         f.write("+" + controller)
                 except OSError as e:
-                    missing.append(f"the {controller} controller cannot be delegated to "
-                                   f"{folder} ({e.strerror}); run the grader in a delegated group, e.g. "
-                                   f"systemd-run --user --scope -p Delegate=yes")
+                    missing.append(f"{controller}: cannot be enabled in {folder} ({e.strerror})")
                     continue
         if not os.access(folder, os.W_OK):
-            missing.append(f"the {controller} control group {folder} is not writable by this user; run as root "
-                           f"or in a delegated group (systemd-run --user --scope -p Delegate=yes)")
+            missing.append(f"{controller}: {folder} is not writable by this user")
             continue
         parents[controller] = (folder, version)
     return parents, [line for line in missing if "cpuacct" not in line]     # CPU time is also in the wait status
@@ -241,6 +245,7 @@ class Group:
         parents, self.missing = _group_parents()
         self.folders, self.version = {}, {}
         self.oom_kills, self.cpu_seconds = 0, None       # what close() read
+        self.oom_event = None         # readable once the kernel killed a process for the memory limit (v1)
         name = f"minidl-run-{os.getpid()}-{next(_names)}"
         memory = int(memory_limit) << 20
         try:
@@ -252,6 +257,7 @@ class Group:
                 if controller == "memory" and version == "v1":
                     _write(folder, "memory.limit_in_bytes", memory)
                     _write(folder, "memory.memsw.limit_in_bytes", memory, optional=True)   # swap counted too
+                    self.oom_event = _oom_eventfd(folder)    # v1 kills one process: the run ends it all
                 elif controller == "memory":
                     _write(folder, "memory.max", memory)
                     _write(folder, "memory.swap.max", 0, optional=True)
@@ -270,7 +276,7 @@ class Group:
         if memory is not None:
             events = "memory.oom_control" if self.version["memory"] == "v1" else "memory.events"
             counts = dict(line.split() for line in _read(memory, events).splitlines())
-            self.oom_kills = int(counts.get("oom_kill", 0)) + int(counts.get("oom_group_kill", 0))
+            self.oom_kills = max(self.oom_kills, int(counts.get("oom_kill", 0)) + int(counts.get("oom_group_kill", 0)))
         if cpu is not None and self.version["cpuacct"] == "v1":
             self.cpu_seconds = int(_read(cpu, "cpuacct.usage") or 0) / 1e9
         elif cpu is not None:
@@ -301,8 +307,26 @@ class Group:
                         continue                # its last processes are still exiting
                     del self.folders[controller]
             if time.monotonic() > end:
-                return
+                break
             time.sleep(0.01)
+        if self.oom_event is not None and not self.folders:
+            os.close(self.oom_event)
+            self.oom_event = None
+
+
+def _oom_eventfd(folder):
+    """An eventfd the kernel signals at each out-of-memory event of the v1 memory
+    group ``folder`` (cgroup.event_control), or None where it cannot."""
+    event = os.eventfd(0, os.EFD_CLOEXEC)
+    control = os.open(os.path.join(folder, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _write(folder, "cgroup.event_control", f"{event} {control}")
+    except OSError:
+        os.close(event)
+        return None
+    finally:
+        os.close(control)
+    return event
 
 
 def _write(folder, name, value, optional=False):
@@ -364,7 +388,8 @@ def _protections(group):
         missing.append("process count limited per user" if os.geteuid() != 0 else "no process count limit")
     if not missing:
         return ""
-    return "; ".join(missing) + " (" + "; ".join(group.missing) + ")"
+    return ("; ".join(missing) + " (no control group: " + "; ".join(group.missing) + "; run the grader as root, or "
+            "in a delegated group: systemd-run --user --scope -p Delegate=yes)")
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -410,7 +435,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
             command = bwrap_args(files_dir, memory_limit, packages) + list(argv)
             env = _child_env("/scratch", "/packages", results_w)
         else:
-            for name in packages:
+            for name in filter(_package_dir, packages):
                 os.symlink(_package_dir(name), os.path.join(package_dir, name))
             command = [files_dir + a[len("/submission"):] if a.startswith("/submission/") else a for a in argv]
             env = _child_env(scratch, package_dir, results_w)
@@ -461,6 +486,8 @@ def _watch(process, results_r, stdin, time_limit, group):
     if not pending:
         process.stdin.close()
     pidfd = os.pidfd_open(process.pid)
+    # the run ends when the child does, or at the first process killed for memory
+    ends = [pidfd] + ([group.oom_event] if group is not None and group.oom_event is not None else [])
     timed_out, status, usage = False, None, None
     try:
         open_fds = set(kept)
@@ -470,7 +497,7 @@ def _watch(process, results_r, stdin, time_limit, group):
                 timed_out = True
                 break
             writers = [feed] if pending else []
-            ready, writable, _ = select.select(list(open_fds) + [pidfd], writers, [], left)
+            ready, writable, _ = select.select(list(open_fds) + ends, writers, [], left)
             if writable:
                 try:
                     pending = pending[os.write(feed, pending[:1 << 16]):]
@@ -478,12 +505,12 @@ def _watch(process, results_r, stdin, time_limit, group):
                     pending = pending[:0]
                 if not pending:
                     process.stdin.close()
-            for fd in ready:
-                if fd == pidfd:
-                    continue
+            for fd in set(ready) & open_fds:
                 if not _read_into(fd, kept[fd], caps[fd], dropped):
                     open_fds.discard(fd)
-            if pidfd in ready:
+            if group is not None and group.oom_event in ready:
+                group.oom_kills += 1           # the kernel's out-of-memory event, seen before its kill
+            if set(ready) & set(ends):
                 break
         if not process.stdin.closed:
             process.stdin.close()
