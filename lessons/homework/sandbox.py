@@ -30,14 +30,12 @@ kills), never from what the child printed or wrote.
 submission graded inside the sandbox, its result taken from the child): kept
 until the judge outside the sandbox replaces it.
 """
-import concurrent.futures
 import dataclasses
 import functools
 import importlib.util
 import itertools
 import json
 import os
-import resource
 import select
 import shlex
 import shutil
@@ -210,27 +208,43 @@ def _group_parents():
     and the lines saying which controller is missing and why."""
     parents, missing = {}, []
     mounts = _mounts()
+    # read before any move: _enable may move this process into a leaf of its own group
+    folders = {controller: os.path.join(mount, (_own_group(version, controller, root) or "/").lstrip("/"))
+               for controller, (mount, version, root) in mounts.items()}
     for controller in CONTROLLERS:
         if controller not in mounts:
             missing.append(f"no {controller} control group is mounted")
             continue
-        mount, version, root = mounts[controller]
-        own = _own_group(version, controller, root)
-        folder = os.path.join(mount, (own or "/").lstrip("/"))
+        version, folder = mounts[controller][1], folders[controller]
         if version == "v2" and controller != "cpuacct":
-            enabled = open(os.path.join(folder, "cgroup.subtree_control")).read().split()
-            if controller not in enabled:
-                try:
-                    with open(os.path.join(folder, "cgroup.subtree_control"), "w") as f:
-                        f.write("+" + controller)
-                except OSError as e:
-                    missing.append(f"{controller}: cannot be enabled in {folder} ({e.strerror})")
-                    continue
+            try:
+                _enable(folder, controller)
+            except OSError as e:
+                missing.append(f"{controller}: cannot be enabled in {folder} ({e.strerror})")
+                continue
         if not os.access(folder, os.W_OK):
             missing.append(f"{controller}: {folder} is not writable by this user")
             continue
         parents[controller] = (folder, version)
     return parents, [line for line in missing if "cpuacct" not in line]     # CPU time is also in the wait status
+
+
+def _enable(folder, controller):
+    """Let the groups made under the v2 group ``folder`` use ``controller``. A group
+    that holds processes cannot hand controllers down (cgroup v2's rule), so where
+    this process is alone in its own group (a delegated scope: systemd-run --user
+    --scope -p Delegate=yes) it first moves itself into a leaf beside the runs'."""
+    if controller in _read(folder, "cgroup.subtree_control").split():
+        return
+    try:
+        _write(folder, "cgroup.subtree_control", "+" + controller)
+    except OSError:
+        if _read(folder, "cgroup.procs").split() != [str(os.getpid())]:
+            raise
+        leaf = os.path.join(folder, "minidl-grader")
+        os.makedirs(leaf, exist_ok=True)
+        _write(leaf, "cgroup.procs", 0)
+        _write(folder, "cgroup.subtree_control", "+" + controller)
 
 
 _names = itertools.count()
@@ -497,7 +511,7 @@ def _watch(process, results_r, stdin, time_limit, group):
                 timed_out = True
                 break
             writers = [feed] if pending else []
-            ready, writable, _ = select.select(list(open_fds) + ends, writers, [], left)
+            ready, writable = _ready(list(open_fds) + ends, writers, left)
             if writable:
                 try:
                     pending = pending[os.write(feed, pending[:1 << 16]):]
@@ -505,12 +519,12 @@ def _watch(process, results_r, stdin, time_limit, group):
                     pending = pending[:0]
                 if not pending:
                     process.stdin.close()
-            for fd in set(ready) & open_fds:
+            for fd in ready & open_fds:
                 if not _read_into(fd, kept[fd], caps[fd], dropped):
                     open_fds.discard(fd)
             if group is not None and group.oom_event in ready:
                 group.oom_kills += 1           # the kernel's out-of-memory event, seen before its kill
-            if set(ready) & set(ends):
+            if ready & set(ends):
                 break
         if not process.stdin.closed:
             process.stdin.close()
@@ -523,7 +537,7 @@ def _watch(process, results_r, stdin, time_limit, group):
         # what is still buffered in the pipes; a writer that escaped the group cannot hold them open past a second
         end = time.monotonic() + 1.0
         while open_fds and time.monotonic() < end:
-            ready, _, _ = select.select(list(open_fds), [], [], max(0.0, end - time.monotonic()))
+            ready, _ = _ready(list(open_fds), [], end - time.monotonic())
             for fd in ready:
                 if not _read_into(fd, kept[fd], caps[fd], dropped):
                     open_fds.discard(fd)
@@ -539,6 +553,18 @@ def _watch(process, results_r, stdin, time_limit, group):
         output += f"\n[{dropped[out_fd]} more bytes of output dropped]".encode()
     cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
     return timed_out, process.returncode, cpu, output.decode("utf-8", "replace"), bytes(kept[results_r])
+
+
+def _ready(readers, writers, timeout):
+    """Which of ``readers`` can be read (or hit end of file) and which of ``writers``
+    written, waiting at most ``timeout`` seconds (poll, not select: any descriptor number)."""
+    poller = select.poll()
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    for fd in writers:
+        poller.register(fd, select.POLLOUT)
+    events = poller.poll(max(0, int(timeout * 1000) + 1))
+    return {fd for fd, _ in events if fd in readers}, {fd for fd, _ in events if fd in writers}
 
 
 def _read_into(fd, buffer, cap, dropped):
