@@ -329,6 +329,14 @@ def test_memory_over_all_processes_shared_memory_and_files_ends_as_memory_limit(
     assert "2.4 GB" not in r.output and "four children" not in r.output, r.output
 
 
+def test_without_control_groups_the_closest_limits_hold_and_the_run_says_what_is_missing(monkeypatch):
+    monkeypatch.setattr(sandbox, "_group_parents", lambda: ({}, ["memory: not mounted", "pids: not mounted"]))
+    r = run("block = bytearray(600 << 20)\nprint('allocated')", memory_limit=256)
+    assert r.status == "exited" and "MemoryError" in r.output and "allocated" not in r.output, r
+    assert r.protections.startswith("memory limited per process"), r.protections
+    assert "memory: not mounted" in r.protections and "systemd-run --user --scope" in r.protections
+
+
 @needs_group("pids")
 def test_a_fork_bomb_ends_at_the_time_limit_within_its_process_cap(monkeypatch):
     """Once capped only by the time limit, and by nothing as root."""

@@ -391,19 +391,20 @@ def _user_processes():
     return count
 
 
-def _protections(group):
-    if group is None:
-        return "not sandboxed: no control group, no limits beyond the time limit and per-process address space"
+def _protections(group, why=None):
+    """Empty where the run had every protection; else which it lacked, and why."""
+    controllers = group.controllers if group is not None else set()
     missing = []
-    if "memory" not in group.controllers:
+    if "memory" not in controllers:
         missing.append("memory limited per process (address space), not over the whole submission, and its "
                        "status not observed")
-    if "pids" not in group.controllers:
+    if "pids" not in controllers:
         missing.append("process count limited per user" if os.geteuid() != 0 else "no process count limit")
     if not missing:
         return ""
-    return ("; ".join(missing) + " (no control group: " + "; ".join(group.missing) + "; run the grader as root, or "
-            "in a delegated group: systemd-run --user --scope -p Delegate=yes)")
+    why = why or "; ".join(group.missing)
+    return ("; ".join(missing) + f" (no control group: {why}; run the grader as root, or in a delegated group: "
+            "systemd-run --user --scope -p Delegate=yes)")
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -440,8 +441,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
         try:
             group = Group(memory_limit, PIDS_LIMIT)
         except OSError as e:
-            group = None
-            why = f"the control group could not be made ({e})"
+            group, why = None, f"it could not be made ({e})"
         else:
             why = None
         results_r, results_w = os.pipe()
@@ -458,6 +458,9 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
             process = subprocess.Popen(["/bin/sh", "-c", script, "sh"] + command, env=env, cwd=scratch,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        pass_fds=(results_w,), start_new_session=True)
+        except BaseException:
+            os.close(results_r)
+            raise
         finally:
             os.close(results_w)
         observed = _watch(process, results_r, stdin, time_limit, group)
@@ -478,7 +481,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
         status = "killed"
     else:
         status = "exited"
-    protections = _protections(group) if why is None else why
+    protections = _protections(group, why)
     return Run(status=status, returncode=returncode, output=output, results=results,
                sandboxed="yes" if sandbox else "not sandboxed: run without the sandbox (--no-sandbox)",
                protections=protections, seconds=round(time.monotonic() - start, 3))
