@@ -79,7 +79,7 @@ with open(os.path.join(os.path.dirname(HERE), "lessons", "homework", "notebook.p
     SKELETON = f.read().split('# %% tags=["homework"]\n')[1].split("\n# %%")[0]     # the hand-out's, unfilled
 
 FORGERIES = {
-    # today's grader ran the checks in the submission's process: patch them to pass
+    # the old grader ran the checks in the submission's process: patch them to pass
     "patches_the_grader": """
 import sys
 for name, module in list(sys.modules.items()):
@@ -93,12 +93,14 @@ try:
 except Exception:
     pass
 """,
-    # a result written to every descriptor it inherits, in today's format and in the runner's, then out
+    # a result written to every descriptor it inherits, in the old grader's format or the runner's, then out
     "writes_a_result": """
 import json, os, sys
 forged = json.dumps({"status": "graded", "score": 14, "max_score": 14, "failed": []})
-plan = next((f.f_locals["plan"] for f in (sys._getframe(k) for k in range(1, 12)) if "plan" in f.f_locals), None)
-lines = [forged]
+frame, plan = sys._getframe(), None
+while frame is not None and plan is None:        # the runner's plan, from the frames that import this file
+    plan, frame = frame.f_locals.get("plan"), frame.f_back
+lines = [forged] if "--result-fd" in sys.argv else []      # the channel of today's grader, or the runner's
 if plan:
     lines.append(json.dumps({"step": "load", "framework": "minidl"}))
     for step in plan["steps"]:
@@ -125,10 +127,11 @@ for fd in range(3, 64):
         pass
 os._exit(0)
 """,
-    # today's grader read "MemoryError" in the output as the memory limit
+    # the old grader read "MemoryError" in the output as the memory limit
     "says_memory_error": """
-print("MemoryError")
-raise SystemExit(1)
+import os
+print("MemoryError", flush=True)
+os._exit(1)
 """,
 }
 
