@@ -159,9 +159,15 @@ def write_odd_files(folder):
     os.symlink("correct.py", j(folder, "linked_copy.py"))
     os.mkdir(j(folder, "directory.py"))
     os.mkfifo(j(folder, "pipe.py"))
-    long = "x" * 251 + ".py"                                  # 254 bytes: the feedback file would be 258
+    long = "x" * 252 + ".py"                     # 255 bytes, the longest name there is: name + ".txt" is not one
     with open(j(folder, long), "w") as f:
         f.write(PLANTED)
+    unreadable = {}
+    if os.geteuid() != 0:                        # root reads any file
+        with open(j(folder, "unreadable.py"), "w") as f:
+            f.write(PLANTED)
+        os.chmod(j(folder, "unreadable.py"), 0)
+        unreadable["unreadable.py"] = "cannot be opened (Permission denied)"
     with open(os.path.join(os.fsencode(folder), b"latin1_\xe9.py"), "w") as f:
         f.write(PLANTED)
     notebooks = {"source_is_a_number.ipynb": {"cells": [{"cell_type": "code", "source": 42,
@@ -182,7 +188,7 @@ def write_odd_files(folder):
             long: "graded", "latin1_\\xe9.py": "not UTF-8", "source_is_a_number.ipynb": "source is a number",
             "a_list.ipynb": "its JSON is a list", "cells_not_a_list.ipynb": "no list of cells",
             "tags_not_a_list.ipynb": "no code cell tagged", "not_json.ipynb": "not JSON",
-            "deep.ipynb": "not JSON", "binary.py": "not UTF-8 text"}
+            "deep.ipynb": "not JSON", "binary.py": "not UTF-8 text", **unreadable}
 
 
 def write_class(folder, count=None, outside=None, secret_file=None, port=None):

@@ -349,6 +349,18 @@ def test_malformed_results_are_no_result_never_a_crash_or_a_mark(junk):
     assert report.score == 0 and report.max_score == 14
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_an_output_of_nan_or_infinity_fails_its_line(value):
+    from lessons.homework.judge import Exam, parse_records
+    exam = Exam("module", "BatchNorm2d")
+    y = {"shape": [16, 3], "dtype": "float32", "data": [value] * 48}
+    raw = (f'{{"step": "load", "framework": "minidl"}}\n{{"step": "0/training forward", "ops": [{{}}, {{}}, '
+           f'{{"y": {json.dumps(y).replace(chr(34) + value + chr(34), value)}}}]}}\n').encode()
+    report = exam.mark(parse_records(raw, exam.keys))
+    line = next(line for line in report.lines if line["name"] == "training forward" and "(N, D)" in line["case"])
+    assert line["status"] == "FAIL" and "relative error inf" in line["message"], line
+
+
 def _backward_missing(term):
     """A batchnorm_backward that leaves out one term of dx (or uses the unbiased variance)."""
     import numpy as np

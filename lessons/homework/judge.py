@@ -42,7 +42,10 @@ def judge_error(rel, low_precision):
 def relative(got, want):
     """The largest difference relative to the largest value compared: the measure
     for a float32 module's outputs, whose elements near zero make an element-wise
-    relative error meaningless."""
+    relative error meaningless. Infinite where ``got`` holds NaN or ∞ (which no
+    comparison would catch: NaN > tolerance is False)."""
+    if not np.all(np.isfinite(got)):
+        return np.inf
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-8))
 
 
