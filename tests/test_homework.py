@@ -338,15 +338,56 @@ JUNK = [b"", b"\x00\xff" * 100, b"[" * 100000, b'{"step": "load", "framework": 5
         b'"data": "not a list"}}]}\n',
         b'{"step": "0/training forward", "ops": [{}, {}, {"y": {"shape": [1000000000], "dtype": "x", "data": []}}]}\n',
         b'{"step": "0/parameters", "ops": [{"gamma": {"registered": "yes", "shape": 3}}]}\n' * 3,
-        b'{"step": "0/gradients", "ops": [{}, {}, {"y": null}, {"dx": {"shape": [2], "data": [1e308, NaN]}}]}\n']
+        b'{"step": "0/gradients", "ops": [{}, {}, {"y": null}, {"dx": {"shape": [2], "data": [1e308, NaN]}}]}\n',
+        b'{"step": "0/training forward", "ops": [{}, {}, {"y": {"shape": [1], "dtype": "f", "data": [1' + b'0' * 400
+        + b']}}]}\n', b"\n" * (64 << 20),
+        b'{"step": "0/moving averages", "ops": [{}, {}, {"found": true, "mean_name": "moving_mean", "var_name": '
+        b'"moving_var", "mean": {"shape": [2], "dtype": "float32", "data": [0, 0]}, "var": {"shape": [2], '
+        b'"dtype": "float32", "data": [1, 1]}}]}\n']
 
 
 @pytest.mark.parametrize("junk", JUNK, ids=range(len(JUNK)))
 def test_malformed_results_are_no_result_never_a_crash_or_a_mark(junk):
     from lessons.homework.judge import Exam, parse_records
     exam = Exam("module", "BatchNorm2d")
-    report = exam.mark(parse_records(junk, exam.keys))
-    assert report.score == 0 and report.max_score == 14
+    for raw in (junk, b'{"step": "load", "framework": "minidl"}\n' + junk):     # the lines judged too
+        report = exam.mark(parse_records(raw, exam.keys))
+        assert report.score == 0 and report.max_score == 14
+
+
+def test_the_judge_reads_any_mutation_of_honest_results_without_raising():
+    """Honest records with one to three of their values replaced by any JSON value:
+    every line is judged (no exception), and the score stays within the exam's."""
+    import copy
+    import random
+    import homework_bn
+    from lessons.homework import runner
+    from lessons.homework.judge import Exam
+    exam, records = Exam("module", "BatchNorm2d"), {}
+    runner.run_plan(homework_bn.BatchNorm2d, exam.plan(), lambda r: records.setdefault(r["step"], json.loads(json.dumps(r))))
+    assert exam.mark(records).passed
+
+    def paths(o, p=()):
+        yield p
+        for k, v in (o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) and len(o) < 20 else ()):
+            yield from paths(v, p + (k,))
+    places = [(key, p) for key, r in records.items() for p in paths(r) if p]
+    values = [None, True, 0, -1, 1.5, float("nan"), "x", "moving_var", [], {}, [1, 2], ["moving_mean"], 10 ** 400,
+              {"shape": [2], "dtype": "float32", "data": [1, 2]}, {"shape": [1, 3], "dtype": "float32", "data": [1, 2, 3]}]
+    rng = random.Random(0)
+    for _ in range(400):
+        mutated = copy.deepcopy(records)
+        for _ in range(rng.randint(1, 3)):
+            key, p = rng.choice(places)
+            try:
+                o = mutated[key]
+                for q in p[:-1]:
+                    o = o[q]
+                o[p[-1]] = rng.choice(values)
+            except (KeyError, IndexError, TypeError):
+                pass                              # an earlier mutation replaced a parent
+        report = exam.mark(mutated)
+        assert 0 <= report.score <= report.max_score == 14 and len(report.lines) == 14
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity"])

@@ -18,7 +18,7 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 MODULE_FILE = "submission.py"         # the name the submission's code has inside the sandbox
 
 
-def kind_of(target):
+def kind_named(target):
     """What a target's name says it is: a class is CapWords (BatchNorm2d), a function is not."""
     return "module" if target[:1].isupper() else "backward"
 
@@ -81,7 +81,7 @@ class Store:
         self.path = os.path.join(out, "grades.csv")
 
     def __contains__(self, shown):
-        return False
+        return False            # grade_folder hands run_all only the submissions to grade
 
     def __setitem__(self, shown, result):
         self.rows[shown] = result["row"]
@@ -132,7 +132,7 @@ def grade_folder(folder, out, target="BatchNorm2d", workers=None, scheduler=None
             rows[e.shown]["copies"] = "; ".join(submissions.shown_name(c) for c in e.copies)
     for e in todo:
         e.copies = [submissions.shown_name(c) for c in e.copies]
-    exam = Exam(kind_of(target), target, seed)
+    exam = Exam(kind_named(target), target, seed)
     store = Store(out, rows)
     run_all({e.shown: (grade_one, (e, exam, time_limit, memory_limit, sandbox)) for e in todo}, store,
             workers, scheduler, desc="grading")
