@@ -137,6 +137,10 @@ def test_grading_again_skips_what_is_graded_unless_fresh(graded_class, tmp_path)
     assert gradebook(out)["a.py"]["seconds"] == first["a.py"]["seconds"]
     fresh = grade(folder, out, "--fresh")
     assert "already in" not in fresh.stdout and gradebook(out)["a.py"]["score"] == "14"
+    assert gradebook(out)["a.py"]["seed"] != first["a.py"]["seed"]                  # a fresh exam each run
+    again = grade(folder, out, "--fresh", "--seed", first["b.py"]["seed"])
+    assert gradebook(out)["b.py"]["failed_lines"] == first["b.py"]["failed_lines"]
+    assert gradebook(out)["b.py"]["seed"] == first["b.py"]["seed"]
 
 
 def test_without_bubblewrap_grade_refuses_unless_told_and_then_says_so_on_every_row(tmp_path):

@@ -70,6 +70,8 @@ def main(argv=None):
     g.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT,
                    help=f"MB of memory per submission, all its processes together (default {MEMORY_LIMIT})")
     g.add_argument("--fresh", action="store_true", help="grade every submission again")
+    g.add_argument("--seed", type=int, help="the exam of an earlier run (its gradebook's seed column), to "
+                   "reproduce a row; default: a fresh one, which no submission can know")
     g.add_argument("--no-sandbox", action="store_true", help="grade where the sandbox cannot start, each "
                    "submission unsandboxed with your rights (every row and the summary say so)")
     args = p.parse_args(argv)
@@ -86,7 +88,8 @@ def main(argv=None):
     from lessons.homework.grading import grade_folder
     start = time.time()
     rows, summary, entries = grade_folder(args.folder, args.out, args.name, args.workers, args.scheduler,
-                                          args.time_limit, args.memory_limit, args.fresh, not args.no_sandbox)
+                                          args.time_limit, args.memory_limit, args.fresh, not args.no_sandbox,
+                                          args.seed)
     print("\n".join(summary))
     print(f"gradebook {os.path.join(args.out, 'grades.csv')}, feedback in {os.path.join(args.out, 'feedback')}/ "
           f"({time.time() - start:.1f} s)")
