@@ -24,7 +24,9 @@ given constructor arguments) and runs a few operations in order, each recorded:
     save_load                   state_dict(), a new module loading it, its statistics
     graph                       which moving statistics are on the autograd graph
     backward DY                 y.backward(dy) on the last forward; dx, dγ, dβ
-    call DY X GAMMA BETA        the backward function's (dx, dgamma, dbeta)
+
+A backward function's step is one call on its arrays (``args``): what it
+returned, as arrays, or why they are not arrays.
 
 An exception stops its step and is recorded (type, message, the student's line);
 the next step starts afresh.
@@ -217,9 +219,12 @@ class Step:
         self.cls, self.fw, self.plan, self.inputs = cls, fw, plan, inputs
         self.module = self.x = self.y = None
 
-    def new(self):
+    def construct(self):
         c = self.plan["constructor"]
-        self.module = self.cls(c["num_features"], c["num_dims"], momentum=c["momentum"], eps=c["eps"])
+        return self.cls(c["num_features"], c["num_dims"], momentum=c["momentum"], eps=c["eps"])
+
+    def new(self):
+        self.module = self.construct()
         return _param_facts(self.module, self.fw)
 
     def set(self, gamma, beta):
@@ -251,8 +256,7 @@ class Step:
         state = fw.state_dict(module)
         known = set(fw.parameters(module)) | set(fw.buffers(module))
         plain = sorted(k for k, v in vars(module).items() if fw.is_tensor(v) and k not in known)
-        other = self.cls(*(self.plan["constructor"][k] for k in ("num_features", "num_dims")),
-                         momentum=self.plan["constructor"]["momentum"], eps=self.plan["constructor"]["eps"])
+        other = self.construct()
         try:
             fw.load_state_dict(other, state)
             loaded = None
@@ -271,6 +275,11 @@ class Step:
         grads = {"dx": self.fw.grad(self.x), "dgamma": self.fw.grad(self.module.gamma),
                  "dbeta": self.fw.grad(self.module.beta)}
         return {k: None if g is None else encode(g) for k, g in grads.items()}
+
+
+# the plan's operations, by name (the docstring's table)
+OPS = {"new": Step.new, "set": Step.set, "forward": Step.forward, "stats": Step.stats, "eval": Step.eval,
+       "save_load": Step.save_load, "graph": Step.graph, "backward": Step.backward}
 
 
 def call_backward(fn, dy, x, gamma, beta, eps):
@@ -304,7 +313,7 @@ def run_step(target, fw, step, inputs, files):
     s = Step(target, fw, step, inputs)
     for op in step["ops"]:
         try:
-            record["ops"].append(getattr(s, op[0])(*op[1:]))
+            record["ops"].append(OPS[op[0]](s, *op[1:]))
         except Missing as e:
             record["missing"] = str(e)
             break
