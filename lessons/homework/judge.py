@@ -169,7 +169,7 @@ class Report:
         if self.passed:
             return "PASS"
         if not failures:
-            return "FAIL: no line passed"
+            return f"FAIL: {sum(line['status'] == 'SKIP' for line in self.lines)} line(s) could not be checked (SKIP above)"
         first, more, causes = failures[0], len(failures) - 1, len(self.causes)
         tail = "" if not more else (f" (and {more} more above)" if causes == len(failures) else
                                     f" (and {more} more above, from {causes} cause{'s' * (causes > 1)})")
