@@ -305,8 +305,10 @@ def test_every_odd_file_gets_a_row_and_the_class_is_graded_to_the_end(tmp_path):
     folder, out, scratch = tmp_path / "odd", tmp_path / "grades", tmp_path / "tmp"
     scratch.mkdir()
     expected = write_odd_files(str(folder))
+    (folder / "notes.txt").write_text("not a submission")
     r = grade(folder, out, "--workers", "2", env=dict(os.environ, TMPDIR=str(scratch)))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 other file(s)" in r.stdout and "not graded: notes.txt" in r.stdout       # named, no row
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert sorted(row["submission"] for row in rows) == sorted(expected)

@@ -139,6 +139,10 @@ def grade_folder(folder, out, target="BatchNorm2d", workers=None, scheduler=None
     gradebook.write(path, rows)
     summary = gradebook.summarize(rows, [e.shown for e in entries],
                                   "\n".join(sorted(({protections} | store.protections) - {""})))
+    skipped = submissions.others(folder)
+    if skipped:
+        summary.append(f"{len(skipped)} other file(s) in {folder}, neither .py nor .ipynb, not graded: "
+                       + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     if not sandbox:
         summary.append("Graded with --no-sandbox: every submission ran unsandboxed, with the teacher's rights.")
     summary.append(f"Exam seed {exam.seed} (drawn for this run; each row names the seed it was graded with).")

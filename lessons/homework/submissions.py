@@ -185,6 +185,11 @@ def link_target(folder, name, names):
     return None
 
 
+def others(folder):
+    """The names of the folder's entries that are not submissions (nor hidden), as shown."""
+    return sorted(shown_name(n) for n in os.listdir(folder) if not n.endswith(SUFFIXES) and not n.startswith("."))
+
+
 def find(folder):
     """The submissions in ``folder`` (its .py and .ipynb entries, hidden ones left
     out, by name), read, with their copies named: a list of Submission."""
