@@ -30,14 +30,12 @@ kills), never from what the child printed or wrote.
 submission graded inside the sandbox, its result taken from the child): kept
 until the judge outside the sandbox replaces it.
 """
-import concurrent.futures
 import dataclasses
 import functools
 import importlib.util
 import itertools
 import json
 import os
-import resource
 import select
 import shlex
 import shutil
@@ -122,7 +120,8 @@ def bwrap_args(files_dir, memory_limit=MEMORY_LIMIT, packages=("minidl",)):
     if hidden and any(hidden.startswith(folder + os.sep) for folder in python):
         args += ["--tmpfs", hidden, "--remount-ro", hidden]    # the grader installed beside Python: not shown
     for name in packages:
-        args += ["--ro-bind", _package_dir(name), "/packages/" + name]
+        if _package_dir(name):
+            args += ["--ro-bind", _package_dir(name), "/packages/" + name]
     args += ["--ro-bind", files_dir, "/submission",
              "--size", str(int(memory_limit) << 20), "--perms", "0700", "--tmpfs", "/scratch", "--chdir", "/scratch",
              "--remount-ro", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/"]
@@ -148,11 +147,17 @@ def sandbox_problem():
         run = _run([sys.executable, "-c", probe], {}, b"", 60, MEMORY_LIMIT, ("minidl",), True)
     except OSError as e:
         return f"not sandboxed: bubblewrap could not start ({e})"
+    if run.status == "exited" and run.returncode == 1 and not run.output:
+        return "not sandboxed: this Python cannot import minidl; install it (pip install -e .) or put it on PYTHONPATH"
     if run.status != "exited" or run.returncode != 0:
         why = (run.output.strip().splitlines() or [f"{run.status}, exit status {run.returncode}"])[-1]
-        return (f"not sandboxed: bubblewrap is installed but cannot start here ({why}); it needs unprivileged "
-                f"user namespaces (sysctl kernel.unprivileged_userns_clone=1, or "
-                f"kernel.apparmor_restrict_unprivileged_userns=0)")
+        if any(words in why for words in ("namespace", "uid map", "Operation not permitted", "No permissions")):
+            fix = ("bubblewrap needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
+                   "(Debian), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 24.04), or run as root")
+        else:
+            fix = (f"the sandbox shows Python's own folders ({', '.join(_python_dirs())}) read-only: this user "
+                   f"must be able to read them, and {sys.executable} must lie in one")
+        return f"not sandboxed: bubblewrap is installed but cannot start here ({why}); {fix}; or opt out: --no-sandbox"
     return None
 
 
@@ -203,30 +208,43 @@ def _group_parents():
     and the lines saying which controller is missing and why."""
     parents, missing = {}, []
     mounts = _mounts()
+    # read before any move: _enable may move this process into a leaf of its own group
+    folders = {controller: os.path.join(mount, (_own_group(version, controller, root) or "/").lstrip("/"))
+               for controller, (mount, version, root) in mounts.items()}
     for controller in CONTROLLERS:
         if controller not in mounts:
             missing.append(f"no {controller} control group is mounted")
             continue
-        mount, version, root = mounts[controller]
-        own = _own_group(version, controller, root)
-        folder = os.path.join(mount, (own or "/").lstrip("/"))
+        version, folder = mounts[controller][1], folders[controller]
         if version == "v2" and controller != "cpuacct":
-            enabled = open(os.path.join(folder, "cgroup.subtree_control")).read().split()
-            if controller not in enabled:
-                try:
-                    with open(os.path.join(folder, "cgroup.subtree_control"), "w") as f:
-                        f.write("+" + controller)
-                except OSError as e:
-                    missing.append(f"the {controller} controller cannot be delegated to "
-                                   f"{folder} ({e.strerror}); run the grader in a delegated group, e.g. "
-                                   f"systemd-run --user --scope -p Delegate=yes")
-                    continue
+            try:
+                _enable(folder, controller)
+            except OSError as e:
+                missing.append(f"{controller}: cannot be enabled in {folder} ({e.strerror})")
+                continue
         if not os.access(folder, os.W_OK):
-            missing.append(f"the {controller} control group {folder} is not writable by this user; run as root "
-                           f"or in a delegated group (systemd-run --user --scope -p Delegate=yes)")
+            missing.append(f"{controller}: {folder} is not writable by this user")
             continue
         parents[controller] = (folder, version)
     return parents, [line for line in missing if "cpuacct" not in line]     # CPU time is also in the wait status
+
+
+def _enable(folder, controller):
+    """Let the groups made under the v2 group ``folder`` use ``controller``. A group
+    that holds processes cannot hand controllers down (cgroup v2's rule), so where
+    this process is alone in its own group (a delegated scope: systemd-run --user
+    --scope -p Delegate=yes) it first moves itself into a leaf beside the runs'."""
+    if controller in _read(folder, "cgroup.subtree_control").split():
+        return
+    try:
+        _write(folder, "cgroup.subtree_control", "+" + controller)
+    except OSError:
+        if _read(folder, "cgroup.procs").split() != [str(os.getpid())]:
+            raise
+        leaf = os.path.join(folder, "minidl-grader")
+        os.makedirs(leaf, exist_ok=True)
+        _write(leaf, "cgroup.procs", 0)
+        _write(folder, "cgroup.subtree_control", "+" + controller)
 
 
 _names = itertools.count()
@@ -241,6 +259,7 @@ class Group:
         parents, self.missing = _group_parents()
         self.folders, self.version = {}, {}
         self.oom_kills, self.cpu_seconds = 0, None       # what close() read
+        self.oom_event = None         # readable once the kernel killed a process for the memory limit (v1)
         name = f"minidl-run-{os.getpid()}-{next(_names)}"
         memory = int(memory_limit) << 20
         try:
@@ -252,6 +271,7 @@ class Group:
                 if controller == "memory" and version == "v1":
                     _write(folder, "memory.limit_in_bytes", memory)
                     _write(folder, "memory.memsw.limit_in_bytes", memory, optional=True)   # swap counted too
+                    self.oom_event = _oom_eventfd(folder)    # v1 kills one process: the run ends it all
                 elif controller == "memory":
                     _write(folder, "memory.max", memory)
                     _write(folder, "memory.swap.max", 0, optional=True)
@@ -270,7 +290,7 @@ class Group:
         if memory is not None:
             events = "memory.oom_control" if self.version["memory"] == "v1" else "memory.events"
             counts = dict(line.split() for line in _read(memory, events).splitlines())
-            self.oom_kills = int(counts.get("oom_kill", 0)) + int(counts.get("oom_group_kill", 0))
+            self.oom_kills = max(self.oom_kills, int(counts.get("oom_kill", 0)) + int(counts.get("oom_group_kill", 0)))
         if cpu is not None and self.version["cpuacct"] == "v1":
             self.cpu_seconds = int(_read(cpu, "cpuacct.usage") or 0) / 1e9
         elif cpu is not None:
@@ -301,8 +321,26 @@ class Group:
                         continue                # its last processes are still exiting
                     del self.folders[controller]
             if time.monotonic() > end:
-                return
+                break
             time.sleep(0.01)
+        if self.oom_event is not None and not self.folders:
+            os.close(self.oom_event)
+            self.oom_event = None
+
+
+def _oom_eventfd(folder):
+    """An eventfd the kernel signals at each out-of-memory event of the v1 memory
+    group ``folder`` (cgroup.event_control), or None where it cannot."""
+    event = os.eventfd(0, os.EFD_CLOEXEC)
+    control = os.open(os.path.join(folder, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _write(folder, "cgroup.event_control", f"{event} {control}")
+    except OSError:
+        os.close(event)
+        return None
+    finally:
+        os.close(control)
+    return event
 
 
 def _write(folder, name, value, optional=False):
@@ -353,18 +391,20 @@ def _user_processes():
     return count
 
 
-def _protections(group):
-    if group is None:
-        return "not sandboxed: no control group, no limits beyond the time limit and per-process address space"
+def _protections(group, why=None):
+    """Empty where the run had every protection; else which it lacked, and why."""
+    controllers = group.controllers if group is not None else set()
     missing = []
-    if "memory" not in group.controllers:
+    if "memory" not in controllers:
         missing.append("memory limited per process (address space), not over the whole submission, and its "
                        "status not observed")
-    if "pids" not in group.controllers:
+    if "pids" not in controllers:
         missing.append("process count limited per user" if os.geteuid() != 0 else "no process count limit")
     if not missing:
         return ""
-    return "; ".join(missing) + " (" + "; ".join(group.missing) + ")"
+    why = why or "; ".join(group.missing)
+    return ("; ".join(missing) + f" (no control group: {why}; run the grader as root, or in a delegated group: "
+            "systemd-run --user --scope -p Delegate=yes)")
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -401,8 +441,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
         try:
             group = Group(memory_limit, PIDS_LIMIT)
         except OSError as e:
-            group = None
-            why = f"the control group could not be made ({e})"
+            group, why = None, f"it could not be made ({e})"
         else:
             why = None
         results_r, results_w = os.pipe()
@@ -410,7 +449,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
             command = bwrap_args(files_dir, memory_limit, packages) + list(argv)
             env = _child_env("/scratch", "/packages", results_w)
         else:
-            for name in packages:
+            for name in filter(_package_dir, packages):
                 os.symlink(_package_dir(name), os.path.join(package_dir, name))
             command = [files_dir + a[len("/submission"):] if a.startswith("/submission/") else a for a in argv]
             env = _child_env(scratch, package_dir, results_w)
@@ -419,6 +458,9 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
             process = subprocess.Popen(["/bin/sh", "-c", script, "sh"] + command, env=env, cwd=scratch,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        pass_fds=(results_w,), start_new_session=True)
+        except BaseException:
+            os.close(results_r)
+            raise
         finally:
             os.close(results_w)
         observed = _watch(process, results_r, stdin, time_limit, group)
@@ -439,7 +481,7 @@ def _run(argv, files, stdin, time_limit, memory_limit, packages, sandbox):
         status = "killed"
     else:
         status = "exited"
-    protections = _protections(group) if why is None else why
+    protections = _protections(group, why)
     return Run(status=status, returncode=returncode, output=output, results=results,
                sandboxed="yes" if sandbox else "not sandboxed: run without the sandbox (--no-sandbox)",
                protections=protections, seconds=round(time.monotonic() - start, 3))
@@ -461,6 +503,8 @@ def _watch(process, results_r, stdin, time_limit, group):
     if not pending:
         process.stdin.close()
     pidfd = os.pidfd_open(process.pid)
+    # the run ends when the child does, or at the first process killed for memory
+    ends = [pidfd] + ([group.oom_event] if group is not None and group.oom_event is not None else [])
     timed_out, status, usage = False, None, None
     try:
         open_fds = set(kept)
@@ -470,7 +514,7 @@ def _watch(process, results_r, stdin, time_limit, group):
                 timed_out = True
                 break
             writers = [feed] if pending else []
-            ready, writable, _ = select.select(list(open_fds) + [pidfd], writers, [], left)
+            ready, writable = _ready(list(open_fds) + ends, writers, left)
             if writable:
                 try:
                     pending = pending[os.write(feed, pending[:1 << 16]):]
@@ -478,12 +522,12 @@ def _watch(process, results_r, stdin, time_limit, group):
                     pending = pending[:0]
                 if not pending:
                     process.stdin.close()
-            for fd in ready:
-                if fd == pidfd:
-                    continue
+            for fd in ready & open_fds:
                 if not _read_into(fd, kept[fd], caps[fd], dropped):
                     open_fds.discard(fd)
-            if pidfd in ready:
+            if group is not None and group.oom_event in ready:
+                group.oom_kills += 1           # the kernel's out-of-memory event, seen before its kill
+            if ready & set(ends):
                 break
         if not process.stdin.closed:
             process.stdin.close()
@@ -496,7 +540,7 @@ def _watch(process, results_r, stdin, time_limit, group):
         # what is still buffered in the pipes; a writer that escaped the group cannot hold them open past a second
         end = time.monotonic() + 1.0
         while open_fds and time.monotonic() < end:
-            ready, _, _ = select.select(list(open_fds), [], [], max(0.0, end - time.monotonic()))
+            ready, _ = _ready(list(open_fds), [], end - time.monotonic())
             for fd in ready:
                 if not _read_into(fd, kept[fd], caps[fd], dropped):
                     open_fds.discard(fd)
@@ -512,6 +556,18 @@ def _watch(process, results_r, stdin, time_limit, group):
         output += f"\n[{dropped[out_fd]} more bytes of output dropped]".encode()
     cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
     return timed_out, process.returncode, cpu, output.decode("utf-8", "replace"), bytes(kept[results_r])
+
+
+def _ready(readers, writers, timeout):
+    """Which of ``readers`` can be read (or hit end of file) and which of ``writers``
+    written, waiting at most ``timeout`` seconds (poll, not select: any descriptor number)."""
+    poller = select.poll()
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    for fd in writers:
+        poller.register(fd, select.POLLOUT)
+    events = poller.poll(max(0, int(timeout * 1000) + 1))
+    return {fd for fd, _ in events if fd in readers}, {fd for fd, _ in events if fd in writers}
 
 
 def _read_into(fd, buffer, cap, dropped):
