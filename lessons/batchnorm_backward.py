@@ -65,7 +65,7 @@ s = settings("batchnorm_backward", dict(batch=4, features=3, check=None, lesson=
              banner=None, help=dict(check="grade your homework: FILE.py:CLASS (a BatchNorm module) or FILE.py:FUNCTION (a backward)",
                                     lesson="with --check: run the lesson too"), types=dict(check=str))
 if s.check:
-    report = grader.grade_any(grader.load_function(s.check))    # = python -m lessons.homework check
+    report = grader.grade(grader.load_target(s.check))    # = python -m lessons.homework check
     passed, verdict = report.passed, report.verdict
     if not s.lesson:
         raise SystemExit(0 if passed else 1)

@@ -95,12 +95,12 @@ s = settings("lenet5_batchnorm", dict(
 if s.backend:
     md.use_backend(s.backend)
 if s.norm:                  # the homework: the student's module beside no BN and minidl's BN
-    student = grader.load_function(s.norm, flag="norm")
+    student = grader.load_target(s.norm, flag="norm")
     if not (isinstance(student, type) and issubclass(student, md.nn.Module)):
         raise SystemExit(f"--norm: {s.norm} is not a minidl Module class; expected the homework's "
                          "BatchNorm2d(num_features, num_dims, momentum=0.9, eps=1e-5)")
     with contextlib.redirect_stdout(io.StringIO()) as graded:     # graded first: training hides a wrong line
-        report = grader.grade_module(student)
+        report = grader.grade(student)
     if not report.passed:
         print(f"--norm: your {student.__name__} fails {len(report.failures)} of the homework's {report.max_score} "
               "checked lines:\n" + "\n".join(f"  FAIL  {where}: {cause}" for cause, where in report.causes.items()))

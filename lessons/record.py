@@ -14,7 +14,6 @@ import re
 import resource
 import shlex
 import subprocess
-import sys
 import time
 
 import numpy as np

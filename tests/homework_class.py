@@ -6,6 +6,7 @@ times ``grade`` on it:
     python tests/homework_class.py 100 --workers 1 2
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +72,123 @@ HOSTILE = {
                            "memory limit"),
     "syntax_error.py": ("class BatchNorm2d(:\n    pass\n", "error"),
 }
+
+
+# ---- submissions that try to forge their grade: each implements nothing (the skeleton) ----
+with open(os.path.join(os.path.dirname(HERE), "lessons", "homework", "notebook.py")) as f:
+    SKELETON = f.read().split('# %% tags=["homework"]\n')[1].split("\n# %%")[0]     # the hand-out's, unfilled
+
+FORGERIES = {
+    # the old grader ran the checks in the submission's process: patch them to pass
+    "patches_the_grader": """
+import sys
+for name, module in list(sys.modules.items()):
+    for attr in ("check_training_forward", "check_moving_averages", "check_eval", "check_gradients", "judge_step",
+                 "_run_line", "run_step", "check_kind"):
+        if hasattr(module, attr):
+            setattr(module, attr, lambda *a, **k: ("PASS", "ok"))
+try:
+    import lessons.homework.module as m
+    m.check_training_forward = m.check_gradients = lambda *a, **k: "ok"
+except Exception:
+    pass
+""",
+    # a result written to every descriptor it inherits, in the old grader's format or the runner's, then out
+    "writes_a_result": """
+import json, os, sys
+forged = json.dumps({"status": "graded", "score": 14, "max_score": 14, "failed": []})
+frame, plan = sys._getframe(), None
+while frame is not None and plan is None:        # the runner's plan, from the frames that import this file
+    plan, frame = frame.f_locals.get("plan"), frame.f_back
+lines = [forged] if "--result-fd" in sys.argv else []      # the channel of today's grader, or the runner's
+if plan:
+    lines.append(json.dumps({"step": "load", "framework": "minidl"}))
+    for step in plan["steps"]:
+        shape = [step["constructor"]["num_features"]]
+        ops = []
+        for op in step["ops"]:
+            a = plan["inputs"].get(op[1]) if len(op) > 1 else None
+            facts = {"shape": [1, shape[0]] + [1] * (step["constructor"]["num_dims"] - 2), "dtype": "float32",
+                     "registered": True}
+            ops.append({"new": {"gamma": facts, "beta": facts}, "set": {}, "forward": {"y": a},
+                        "stats": {"found": True, "mean_name": "moving_mean", "var_name": "moving_var",
+                                  "mean": {"shape": facts["shape"], "dtype": "float32", "data": [0.0] * shape[0]},
+                                  "var": {"shape": facts["shape"], "dtype": "float32", "data": [1.0] * shape[0]}},
+                        "eval": {}, "graph": {"on_graph": []},
+                        "save_load": {"state_keys": ["moving_mean", "moving_var"], "plain": [], "load_error": None,
+                                      "restored": {"found": False}},
+                        "backward": {"dx": a, "dgamma": None, "dbeta": None}}[op[0]])
+        lines.append(json.dumps({"step": step["key"], "ops": ops}))
+    lines.append(json.dumps({"step": "done"}))
+for fd in range(3, 64):
+    try:
+        os.write(fd, ("\\n".join(lines) + "\\n").encode())
+    except OSError:
+        pass
+os._exit(0)
+""",
+    # the old grader read "MemoryError" in the output as the memory limit
+    "says_memory_error": """
+import os
+print("MemoryError", flush=True)
+os._exit(1)
+""",
+}
+
+
+def write_forgeries(folder):
+    """The skeleton as is, and each forgery on top of it: {file name: code}."""
+    os.makedirs(folder, exist_ok=True)
+    written = {"skeleton.py": SKELETON}
+    written.update({f"{name}.py": SKELETON + code for name, code in FORGERIES.items()})
+    for name, code in written.items():
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(code)
+    return written
+
+
+def write_odd_files(folder):
+    """Every kind of file that once stopped a class, beside a correct submission:
+    {the name the gradebook shows: what its feedback says}."""
+    os.makedirs(folder, exist_ok=True)
+    j = os.path.join
+    with open(j(folder, "correct.py"), "w") as f:
+        f.write(PLANTED)
+    os.symlink("no_such_file.py", j(folder, "dangling.py"))
+    os.symlink("/dev/zero", j(folder, "zeros.py"))
+    os.symlink("correct.py", j(folder, "linked_copy.py"))
+    os.mkdir(j(folder, "directory.py"))
+    os.mkfifo(j(folder, "pipe.py"))
+    long = "x" * 252 + ".py"                     # 255 bytes, the longest name there is: name + ".txt" is not one
+    with open(j(folder, long), "w") as f:
+        f.write(PLANTED)
+    unreadable = {}
+    if os.geteuid() != 0:                        # root reads any file
+        with open(j(folder, "unreadable.py"), "w") as f:
+            f.write(PLANTED)
+        os.chmod(j(folder, "unreadable.py"), 0)
+        unreadable["unreadable.py"] = "cannot be opened (Permission denied)"
+    with open(os.path.join(os.fsencode(folder), b"latin1_\xe9.py"), "w") as f:
+        f.write(PLANTED)
+    notebooks = {"source_is_a_number.ipynb": {"cells": [{"cell_type": "code", "source": 42,
+                                                         "metadata": {"tags": ["homework"]}}]},
+                 "a_list.ipynb": [1, 2, 3], "cells_not_a_list.ipynb": {"cells": 5},
+                 "tags_not_a_list.ipynb": {"cells": [{"cell_type": "code", "source": "x", "metadata": {"tags": 3}}]}}
+    for name, content in notebooks.items():
+        with open(j(folder, name), "w") as f:
+            json.dump(content, f)
+    with open(j(folder, "not_json.ipynb"), "w") as f:
+        f.write("{ not json")
+    with open(j(folder, "deep.ipynb"), "w") as f:
+        f.write("[" * 100000 + "]" * 100000)
+    with open(j(folder, "binary.py"), "wb") as f:
+        f.write(b"\xff\xfe\x00 not text")
+    return {"correct.py": "graded", "dangling.py": "symbolic link", "zeros.py": "symbolic link",
+            "linked_copy.py": "symbolic link", "directory.py": "a directory", "pipe.py": "named pipe",
+            long: "graded", "latin1_\\xe9.py": "not UTF-8", "source_is_a_number.ipynb": "source is a number",
+            "a_list.ipynb": "its JSON is a list", "cells_not_a_list.ipynb": "no list of cells",
+            "tags_not_a_list.ipynb": "no code cell tagged", "not_json.ipynb": "not JSON",
+            "deep.ipynb": "not JSON", "binary.py": "not UTF-8 text", **unreadable}
 
 
 def write_class(folder, count=None, outside=None, secret_file=None, port=None):

@@ -1,28 +1,23 @@
-"""The BatchNorm homework grader, behind ``python -m lessons.homework check``
-(the student's self-check) and ``grade`` (a class's submissions, each in its own
-sandboxed process: ``lessons.homework.sandbox``).
+"""The BatchNorm homework, from hand-out to gradebook: ``python -m lessons.homework
+handout | check | grade`` (``lessons.homework.cli``).
 
-It grades either of the two things the course asks a student to write, each in
-its own module, both through one tolerance scheme and one report
-(``lessons.homework.common``):
+One module per concern, one word per thing: a **submission** is a file a student
+hands in; its **target** is the class or function it must define (``BatchNorm2d``,
+or ``batchnorm_backward``); an **exam** is the inputs and references drawn for one
+grading run.
 
-- a module class, the homework as the course's slides (deck 002) hand it out:
-  ``lessons.homework.module.grade_module``;
-- a backward function ``batchnorm_backward(dy, x, gamma, beta, eps) -> (dx,
-  dgamma, dbeta)``: ``lessons.homework.backward.grade_backward``.
+- ``notebook.py``: the hand-out notebook, a Jupytext source file;
+- ``submissions.py``: reading a folder's submissions, each file an entry, copies found;
+- ``runner.py``: what runs a submission (in the sandbox) and returns raw results;
+- ``sandbox.py``: the sandbox, its limits and their accounting;
+- ``judge.py``, with ``module.py`` and ``backward.py``: the exam and every verdict,
+  in the teacher's process;
+- ``gradebook.py``: grades.csv, the feedback files, the summary;
+- ``grading.py``: a folder graded on local cores or a Dask cluster;
+- ``check.py``: grading here, on the student's own code (``check``, the hand-out's
+  check cells, the lessons' ``--norm`` and ``--check``).
 """
-from lessons.homework.backward import grade_backward
-from lessons.homework.common import Report, StudentError, load_function, short_error
-from lessons.homework.module import grade_module
-from lessons.homework.cli import check_line, module_passes    # the hand-out notebook's cells call these
+from lessons.homework.check import StudentError, check_line, grade, load_target, module_passes, short_error
+from lessons.homework.judge import Report
 
-
-def grade_any(obj):
-    """Grade a backward function or a module class, whichever ``obj`` is; the Report."""
-    if isinstance(obj, type):
-        return grade_module(obj)
-    return grade_backward(obj)
-
-
-__all__ = ["check_line", "module_passes", "grade_any", "grade_backward", "grade_module", "load_function", "Report", "short_error", "StudentError"]
-
+__all__ = ["check_line", "grade", "load_target", "module_passes", "Report", "short_error", "StudentError"]

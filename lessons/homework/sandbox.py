@@ -25,16 +25,11 @@ and file size per process, the process count per user) and ``Run.protections``
 says which protection is missing. The status comes from what this process
 observed (exit, signal, time, the control group's own count of out-of-memory
 kills), never from what the child printed or wrote.
-
-:func:`grade_submission` is the grader of the single-process design (the
-submission graded inside the sandbox, its result taken from the child): kept
-until the judge outside the sandbox replaces it.
 """
 import dataclasses
 import functools
 import importlib.util
 import itertools
-import json
 import os
 import select
 import shlex
@@ -51,7 +46,6 @@ TIME_LIMIT, MEMORY_LIMIT = 60, 2048     # seconds, MB: a correct module grades i
 PIDS_LIMIT = 256                        # processes and threads of one submission: a fork bomb stops here
 OUTPUT_LIMIT = 1 << 20                  # bytes of a submission's output kept; the rest is read and dropped
 RESULTS_LIMIT = 64 << 20                # bytes of its results pipe kept
-STATUSES = ("graded", "error", "time limit", "memory limit")
 RUN_STATUSES = ("exited", "time limit", "memory limit", "killed")
 
 
@@ -636,52 +630,3 @@ def _empty_files(fd):
             else:
                 os.unlink(entry.name, dir_fd=fd)
     return iter(subdirs)
-
-
-# ---- the single-process grader, until the judge replaces it -----------------------------
-def _accepted(raw, output):
-    """The child's result as the teacher's process takes it: only a known status,
-    whole-number scores with 0 <= score <= max_score, failed lines as short text,
-    and a full mark only with no failed line. Anything else is an error, so no
-    submission can stop the grading of the others. The report is what it printed."""
-    try:
-        given = json.loads(raw)
-        status, score, top, failed = given["status"], given.get("score", 0), given.get("max_score"), given["failed"]
-        assert status in STATUSES and isinstance(failed, list) and all(isinstance(f, str) for f in failed)
-        assert type(score) is int and (top is None or (type(top) is int and 0 <= score <= top))
-        assert not (failed and top is not None and score == top)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        return dict(status="error", score=0, max_score=None, failed=[],
-                    report=output + "\nThe grading process sent a result that is not a grade.")
-    return dict(status=status, score=score, max_score=top, failed=[f[:200] for f in failed[:20]], report=output)
-
-
-def grade_submission(name, code, target="BatchNorm2d", time_limit=TIME_LIMIT, memory_limit=MEMORY_LIMIT,
-                     sandbox=True):
-    """Grade one submission, ``code`` (Python source) saved as ``name``, in its own
-    limited process (in bubblewrap where it can start, unless ``sandbox`` is
-    False). Returns a dict: status (one of STATUSES), score, max_score, failed
-    (lines), report (what ``check`` would print), sandboxed ("yes" or "not
-    sandboxed: why"), seconds. The grader runs inside the sandbox with the
-    submission (its code is shown there): the judge outside replaces this."""
-    problem = sandbox_problem() if sandbox else "not sandboxed: --no-sandbox"
-    file = os.path.basename(name) if name.endswith(".py") else "submission.py"
-    child = [sys.executable, "-c", "import os, sys; from lessons.homework.child import main; "
-             "sys.argv += ['--result-fd', os.environ['GRADER_RESULTS_FD']]; sys.exit(main(sys.argv[1:]))",
-             "/submission/" + file, target]
-    run = _run(child, {file: code.encode()}, b"", time_limit, memory_limit, ("minidl", "lessons"), problem is None)
-    output, raw = run.output, run.results.decode("utf-8", "replace")
-    result = _accepted(raw, output) if raw else dict(status="error", score=0, max_score=None, failed=[],
-                                                     report=output)
-    result["sandboxed"] = "yes" if problem is None else problem
-    if run.status == "time limit":
-        result.update(status="time limit", report=output + f"\nStopped: the time limit of {time_limit:g} s was reached.")
-    elif run.status == "memory limit":
-        result.update(status="memory limit",
-                      report=output + f"\nStopped: the memory limit of {memory_limit:g} MB was reached.")
-    elif not raw:
-        result["report"] = output + f"\nThe grading process ended without a result (exit status {run.returncode})."
-    if result["status"] != "graded":
-        result["score"] = 0
-    result["seconds"] = round(run.seconds, 2)
-    return result
