@@ -48,7 +48,8 @@ def bn_terms(t):
             "dl/dx̂": (t["x_hat"], d(r"\hat x_i") + " = " + d("y_i") + r"\,\gamma"),
             "dl/dσ²": (t["var"], d(r"\sigma^2") + r" = \sum_i " + d(r"\hat x_i") + r"\,(x_i - \mu)"
                        r"\cdot\left(-\frac{1}{2}\right)(\sigma^2 + \epsilon)^{-3/2}"),
-            "dl/dμ": (t["mu"], d(r"\mu") + r" = \sum_i " + d(r"\hat x_i") + r"\cdot\frac{-1}{\sqrt{\sigma^2+\epsilon}}"),
+            "dl/dμ": (t["mu"], d(r"\mu") + r" = \sum_i " + d(r"\hat x_i") + r"\cdot\frac{-1}{\sqrt{\sigma^2+\epsilon}} + "
+                      + d(r"\sigma^2") + r"\cdot\frac{1}{m}\sum_i -2(x_i - \mu)"),
             "dl/dx": (t["x"], d("x_i") + " = " + d(r"\hat x_i") + r"\cdot\frac{1}{\sqrt{\sigma^2+\epsilon}} + "
                       + d(r"\mu") + r"\cdot\frac{1}{m} + " + d(r"\sigma^2") + r"\cdot\frac{2(x_i - \mu)}{m}")}
 

@@ -31,13 +31,14 @@ def notebook(browser, tmp_path):
     with jupyterlab(tmp_path) as (url, token):
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         try:
-            page.set_default_timeout(90_000)          # a kernel starts in seconds, more on a loaded machine
+            start = 120_000             # ms: a kernel starts in seconds, in a minute on a loaded machine
+            page.set_default_timeout(start)
             page.goto(f"{url}/lab/tree/steps.ipynb?token={token}")
-            expect(page.locator(".jp-StatusBar-Item", has_text=re.compile(r"\(ipykernel\) \| Idle"))).to_be_visible()
+            expect(page.locator(".jp-StatusBar-Item", has_text=re.compile(r"\(ipykernel\) \| Idle"))).to_be_visible(timeout=start)
             page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
             stepper = page.locator("[data-minidl-steps][data-ready='1']")
-            expect(stepper).to_be_attached()
+            expect(stepper).to_be_attached(timeout=start)
             page.set_default_timeout(10_000)
             stepper.evaluate("e => e.scrollIntoView({block: 'start'})")       # as the teacher scrolls to it
             yield page, stepper
