@@ -251,9 +251,24 @@ results["retained_vs_hand_derived"] = read_off
 # hand-out too. Steps count from 1 here, in the tables below and in a printed step.
 # (`md.backward_steps(y, dy)` is the same pass as a Python generator: `next(steps)`
 # walks it one node per cell.)
+#
+# The course's six terms are named for the stepper, each with its formula from
+# section 2: a ring marks their boxes, a list above the panel ticks them off, and
+# the step that completes one shows its formula beside its values.
 
 # %%
-steps_page = md.step_through(y, dy, title="BatchNorm from basic ops: the backward pass")
+course_terms = {       # the term: (the tensor whose gradient it is, its formula as section 2 derives it)
+    "dl/dβ": (beta, r"\frac{\partial l}{\partial \beta} = \sum_i \frac{\partial l}{\partial y_i}"),
+    "dl/dγ": (gamma, r"\frac{\partial l}{\partial \gamma} = \sum_i \frac{\partial l}{\partial y_i}\,\hat x_i"),
+    "dl/dx̂": (x_hat, r"\frac{\partial l}{\partial \hat x_i} = \frac{\partial l}{\partial y_i}\,\gamma"),
+    "dl/dσ²": (var, r"\frac{\partial l}{\partial \sigma^2} = \sum_i \frac{\partial l}{\partial \hat x_i}\,(x_i - \mu)"
+                    r"\cdot\left(-\frac{1}{2}\right)(\sigma^2 + \epsilon)^{-3/2}"),
+    "dl/dμ": (mu, r"\frac{\partial l}{\partial \mu} = \sum_i \frac{\partial l}{\partial \hat x_i}\cdot\frac{-1}{\sqrt{\sigma^2+\epsilon}}"
+                  r" + \frac{\partial l}{\partial \sigma^2}\cdot\frac{1}{m}\sum_i -2(x_i - \mu)"),
+    "dl/dx": (x, r"\frac{\partial l}{\partial x_i} = \frac{\partial l}{\partial \hat x_i}\cdot\frac{1}{\sqrt{\sigma^2+\epsilon}}"
+                 r" + \frac{\partial l}{\partial \mu}\cdot\frac{1}{m} + \frac{\partial l}{\partial \sigma^2}\cdot\frac{2(x_i - \mu)}{m}"),
+}
+steps_page = md.step_through(y, dy, title="BatchNorm from basic ops: the backward pass", terms=course_terms)
 steps = steps_page.steps
 steps_page.save(f"{s.out}/steps_bn.html")
 steps_page

@@ -282,7 +282,7 @@ class BackwardStep:
     gradient arriving at that output, and the gradient it sends to each input
     (None where an input needs none). ``index`` is its place in the pass
     (``steps[index]``, from 0); printed, a step counts from 1, as the stepper's
-    "Step 3 of 13" does (how it prints is in graph.py, with the pictures)."""
+    "Step 3 of 13" does, and names its tensors as the pictures do (``md.graph.label``)."""
 
     def __init__(self, index, function, output, grad_output, grad_inputs):
         self.index, self.function, self.output = index, function, output
@@ -291,6 +291,22 @@ class BackwardStep:
 
     op = property(lambda self: type(self.function).__name__)
     number = property(lambda self: self.index + 1, doc="the step's number as a person counts: from 1")
+
+    # The labels read the ops ("a / b" is a × b^−1), and the ops import this module:
+    # they are imported when a step is printed, not when this module loads.
+    def __repr__(self):
+        from .graph.labels import as_inputs, describe, grad_name, label, received, values_text
+        lines = [f"step {self.number}: {self.op} -> {describe(self.output)}",
+                 f"  upstream {grad_name(label(self.output))} {values_text(self.grad_output)}"]
+        for x, g, parts in received(self):
+            lines.append(f"  sends {grad_name(label(x))} {values_text(g)}" + as_inputs(parts))
+        return "\n".join(lines)
+
+    def row(self):
+        """(step number, op, output, sends to): one line of ``md.steps_table``."""
+        from .graph.labels import as_inputs, describe, received
+        return (self.number, self.op, describe(self.output),
+                ", ".join(describe(x) + as_inputs(parts) for x, _, parts in received(self)))
 
 
 def backward_steps(y, grad=None):

@@ -2,38 +2,14 @@
 Playwright and a Chromium are installed, driven in a real browser at a
 projector's 1280×720 (Debian's `chromium`; nothing is downloaded)."""
 import json
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 
 import minidl as md
+from stepper_pages import SMALLEST_TEXT, bn_from_basic_ops, bn_terms, chromium, expect, named
 from conftest import host
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def named(t, name):
-    t.name = name
-    return t
-
-
-def bn_from_basic_ops(seed=7):
-    """BatchNorm's forward, one intermediate per line, as the batchnorm_backward lesson builds it."""
-    rng = np.random.default_rng(seed)
-    x = named(md.Tensor(rng.standard_normal((4, 3)) * 2 + 1, requires_grad=True), "x")
-    gamma = named(md.Tensor(1 + 0.5 * rng.standard_normal((1, 3)), requires_grad=True), "γ")
-    beta = named(md.Tensor(rng.standard_normal((1, 3)), requires_grad=True), "β")
-    mu = named(x.mean(axis=0, keepdims=True), "μ")
-    x_mu = named(x - mu, "x − μ")
-    var = named((x_mu * x_mu).mean(axis=0, keepdims=True), "σ²")
-    sigma = named((var + 1e-5) ** 0.5, "σ")
-    x_hat = named(x_mu / sigma, "x̂")
-    y = named(x_hat * gamma + beta, "y")
-    return dict(x=x, gamma=gamma, x_hat=x_hat, var=var, y=y), rng.standard_normal((4, 3))
 
 
 def conv_bn_relu(seed=7):
@@ -120,24 +96,72 @@ def test_step_through_says_what_it_needs():
         md.step_through(md.Tensor(np.ones(3)).sum())
 
 
+def test_the_terms_a_teacher_names_are_marked_listed_and_shown_with_their_formula():
+    t, dy = bn_from_basic_ops()
+    formula = r"\frac{\partial l}{\partial \hat x_i} = \frac{\partial l}{\partial y_i}\,\gamma"
+    page = md.step_through(t["y"], dy, terms={"dl/dx̂": (t["x_hat"], formula), "dl/dx": (t["x"], None),
+                                              "dl/dy": (t["y"], None)})
+    steps, html = page.steps, page._repr_html_()
+    k = last_step_sending_to(steps, t["x_hat"])
+    assert page.terms == {"dl/dx̂": steps[k], "dl/dx": steps[-1], "dl/dy": steps[0]}    # y's arrives complete
+    ringed = re.findall(r'<g class="node[^"]* term" data-node="\d+" data-name="([^"]*)">', html)
+    assert sorted(ringed) == ["x", "x̂", "y"]
+    listed = re.findall(r'<li data-term="([^"]+)" data-step="(\d+)">', html)
+    assert listed == [("dl/dy", "0"), ("dl/dx̂", str(k)), ("dl/dx", str(len(steps) - 1))]
+    panel = panels(page)
+    assert [i for i, p in enumerate(panel) if 'class="formula"' in p] == [k]           # at its step, only there
+    assert [i for i, p in enumerate(panel) if 'data-term="dl/dx"' in p] == [len(steps) - 1]
+    # beside the formula: the term's values, the whole gradient backward() leaves at x̂
+    t["x_hat"].retain_grad()
+    t["y"].backward(dy)
+    norm = re.search(r'<div class="term-done" data-term="dl/dx̂">.*?data-norm="([^"]+)"', panel[k], re.S).group(1)
+    assert float(norm) == pytest.approx(np.linalg.norm(host(t["x_hat"].grad)), rel=1e-12)
+
+
+def test_terms_say_what_they_need():
+    t, dy = bn_from_basic_ops()
+    with pytest.raises(ValueError, match=r"the term 'dl/dz' names a tensor \(3,\) that is not in the graph"):
+        md.step_through(t["y"], dy, terms={"dl/dz": (md.Tensor(np.ones(3), requires_grad=True), None)})
+    with pytest.raises(TypeError, match=r"terms\['dl/dx'\] should be \(tensor, formula\)"):
+        md.step_through(t["y"], dy, terms={"dl/dx": t["x"]})
+    with pytest.raises(ValueError, match=r"the formula of the term 'dl/dx' is not one matplotlib's mathtext"):
+        md.step_through(t["y"], dy, terms={"dl/dx": (t["x"], r"\tfrac{1}{2}")})
+    with pytest.raises(ValueError, match="the terms 'a' and 'b' name the same tensor"):
+        md.step_through(t["y"], dy, terms={"a": (t["x"], None), "b": (t["x"], None)})
+    with pytest.raises(TypeError, match=r"terms should be a dict"):
+        md.step_through(t["y"], dy, terms=[t["x"]])
+
+
+def test_the_page_ticks_off_each_term_at_its_step_in_chromium(browser, tmp_path):
+    t, dy = bn_from_basic_ops()
+    page_ = md.step_through(t["y"], dy, terms=bn_terms(t))
+    page_.save(str(tmp_path / "steps.html"))
+    page = open_page(browser, tmp_path / "steps.html")
+    for name, step in page_.terms.items():
+        item = page.locator(f"[data-role=terms] li[data-term='{name}']")
+        if step.index:
+            go_to(page, step.index - 1)
+            expect(item).not_to_have_class(re.compile(r"\bdone\b"))
+            expect(page.locator(f"[data-role=step-panel] .term-done[data-term='{name}']")).to_have_count(0)
+        go_to(page, step.index)
+        expect(item).to_have_class(re.compile(r"\bdone\b.*\bnow\b|\bnow\b.*\bdone\b"))
+        done = page.locator(f"[data-role=step-panel] .term-done[data-term='{name}']")
+        expect(done.locator("svg.formula")).to_be_visible()
+        assert done.locator("svg.formula").bounding_box()["height"] >= 20            # a fraction, drawn full size
+        tensor = bn_terms(t)[name][0]
+        assert name in done.inner_text() and done.locator(".values td").count() == tensor.size   # its values
+
+
 # ---- in a browser ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed "
-                                   "(pip install playwright; the browser test drives Chromium with it)")
-    chromium = os.environ.get("MINIDL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no Chromium installed (apt-get install chromium); the browser test uses the "
-                    "system's and never downloads one")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def open_page(browser, path):
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto("file://" + str(path))
+    page.wait_for_selector("[data-minidl-steps][data-ready='1'] >> nth=-1", state="attached")
     return page
 
 
@@ -156,7 +180,7 @@ def test_the_page_steps_through_bn_from_basic_ops_in_chromium(browser, tmp_path)
 
     def check(k):
         s = steps[k]
-        assert root.get_attribute("data-current") == str(k)
+        expect(root).to_have_attribute("data-current", str(k))      # the page has handled the click or key
         panel = page.locator("[data-role=step-panel]")
         assert f"Step {k + 1} of {len(steps)}" in panel.inner_text() and s.op in panel.inner_text()
         expected = [np.linalg.norm(host(s.grad_output))] + [np.linalg.norm(g) for g in received(s).values()]
@@ -168,12 +192,14 @@ def test_the_page_steps_through_bn_from_basic_ops_in_chromium(browser, tmp_path)
     for k in range(len(steps)):                     # forward with the button, back with the arrow key
         check(k)
         page.click("[aria-label='next step']")
-    assert root.get_attribute("data-current") == str(len(steps) - 1)   # stops at the last step
+    check(len(steps) - 1)                            # stops at the last step
     for k in reversed(range(len(steps) - 1)):
         page.keyboard.press("ArrowLeft")
         check(k)
     page.keyboard.press("ArrowLeft")
-    assert root.get_attribute("data-current") == "0"
+    page.keyboard.press("ArrowRight")
+    check(1)                                        # Left at the first step stayed there
+    page.keyboard.press("ArrowLeft")
     for k in range(1, 4):                           # forward with the arrow key too
         page.keyboard.press("ArrowRight")
         check(k)
@@ -187,7 +213,7 @@ def test_the_page_steps_through_bn_from_basic_ops_in_chromium(browser, tmp_path)
         assert page.locator(f"[data-role=complete] [data-tensor='{name}']").count() == 0
         assert f"dl/d{name} is complete" not in page.locator("[data-role=step-panel]").inner_text()
         page.click("[aria-label='next step']")
-        assert page.locator(f"[data-role=complete] [data-tensor='{name}']").count() == 1
+        expect(page.locator(f"[data-role=complete] [data-tensor='{name}']")).to_have_count(1)
         assert f"dl/d{name} is complete" in page.locator("[data-role=step-panel]").inner_text()
 
 
@@ -243,51 +269,51 @@ def test_the_keys_move_only_a_stepper_on_screen_and_leave_scrolling_to_the_page(
         md.step_through(t["y"], dy)._repr_html_() for _ in range(2)) + filler, encoding="utf-8")
     page = open_page(browser, tmp_path / "two.html")
     first, second = page.locator("[data-minidl-steps]").nth(0), page.locator("[data-minidl-steps]").nth(1)
-    at = lambda: (first.get_attribute("data-current"), second.get_attribute("data-current"))
+
+    def at(a, b):
+        """Wait for the steppers to show steps a and b: a key is handled after press() returns, at times.
+        A key that must do nothing is followed by one that acts, whose state this waits for."""
+        expect(first).to_have_attribute("data-current", a)
+        expect(second).to_have_attribute("data-current", b)
+
+    def top():
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_function("window.scrollY === 0")
+
     first.locator("[aria-label='next step']").click()
-    assert at() == ("1", "0")
+    at("1", "0")
     for key in ("ArrowDown", "ArrowUp", "Space", "PageDown", "PageUp"):    # the page's keys: never the stepper's
+        top()
         page.keyboard.press(key)
-        assert at() == ("1", "0"), key
+    top()
+    page.keyboard.press("ArrowRight")
+    at("2", "0")                                                             # one step on from the click's
     page.keyboard.press("ArrowDown")
-    assert page.evaluate("window.scrollY") > 0                               # Down scrolled the page
-    page.evaluate("window.scrollTo(0, 0)")
-    page.keyboard.press("ArrowRight")
+    page.wait_for_function("window.scrollY > 0")                            # Down scrolled the page
+    top()
     page.keyboard.press("End")
-    assert at() == ("12", "0")
+    at("12", "0")
     page.keyboard.press("Home")
-    assert at() == ("0", "0")
+    at("0", "0")
     second.scroll_into_view_if_needed()                                      # the first is off screen now
-    assert first.evaluate("e => e.getBoundingClientRect().bottom") < 0
-    page.keyboard.press("ArrowRight")
-    assert at() == ("0", "0")
+    page.wait_for_function("e => e.getBoundingClientRect().bottom < 0", arg=first.element_handle())
+    page.keyboard.press("ArrowRight")                                        # not for the first: off screen
     second.locator(".graph > svg").click()
     page.keyboard.press("ArrowRight")
-    assert at() == ("0", "1")
+    at("0", "1")
 
 
 def test_the_bn_graph_fits_a_projector_in_chromium(browser, tmp_path):
     t, dy = bn_from_basic_ops()
-    md.step_through(t["y"], dy).save(str(tmp_path / "steps.html"))
+    md.step_through(t["y"], dy, terms=bn_terms(t)).save(str(tmp_path / "steps.html"))
     page = open_page(browser, tmp_path / "steps.html")
+    root = page.locator("[data-minidl-steps]")
     for k in range(13):
+        go_to(page, k)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280, f"step {k}: the page is {width} px wide; it scrolls sideways at 1280×720"
-        smallest = page.evaluate("""() => {
-            const svg = document.querySelector('[data-minidl-steps] .graph > svg');
-            const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
-            const sizes = [...svg.querySelectorAll('text')].filter(e => e.textContent.trim())
-                .map(e => parseFloat(getComputedStyle(e).fontSize) * scale);
-            const walker = document.createTreeWalker(document.querySelector('[data-minidl-steps]'), NodeFilter.SHOW_TEXT);
-            while (walker.nextNode()) {
-                const e = walker.currentNode.parentElement;
-                if (walker.currentNode.textContent.trim() && !e.closest('svg, script, style') && e.offsetParent)
-                    sizes.push(parseFloat(getComputedStyle(e).fontSize));
-            }
-            return Math.min(...sizes);
-        }""")
-        assert smallest >= 11, f"step {k}: text {smallest:.1f} px tall"
-        page.keyboard.press("ArrowRight") if k else page.click("[aria-label='next step']")
+        smallest = root.evaluate(SMALLEST_TEXT)[0]
+        assert smallest[0] >= 12, f"step {k + 1}: {smallest[1]!r} is {smallest[0]:.1f} px tall"
     graph = page.locator("[data-minidl-steps] .graph > svg").bounding_box()
     assert graph["x"] + graph["width"] <= 1280 and graph["y"] + graph["height"] <= 720   # the whole graph on screen
 
@@ -314,8 +340,10 @@ def test_two_steppers_on_one_page_do_not_interfere(browser, tmp_path):
     first, second = page.locator("[data-minidl-steps]").nth(0), page.locator("[data-minidl-steps]").nth(1)
     second.locator("[aria-label='next step']").click()
     page.keyboard.press("ArrowRight")               # the focused one: the second
-    assert (first.get_attribute("data-current"), second.get_attribute("data-current")) == ("0", "2")
+    expect(second).to_have_attribute("data-current", "2")
+    expect(first).to_have_attribute("data-current", "0")
     first.locator(".graph > svg").click()                    # clicked last: the first
     page.keyboard.press("ArrowRight")
-    assert (first.get_attribute("data-current"), second.get_attribute("data-current")) == ("1", "2")
+    expect(first).to_have_attribute("data-current", "1")
+    expect(second).to_have_attribute("data-current", "2")
     assert second.locator("[data-role=step-panel]").inner_text().startswith("Step 3 of 3")
