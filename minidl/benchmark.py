@@ -16,7 +16,7 @@ cores (``--no-cores`` skips it).
 
 ``--ops`` times each op's forward and backward inside minidl's own training
 step (CPU time, median over ``--rounds``; no PyTorch), and with ``--block-rows``
-switches the convolutions' row blocking (``minidl.ops.conv.BLOCK_ROWS``; 0 is
+switches the convolutions' row blocking (``minidl.ops.row_blocking.BLOCK_ROWS``; 0 is
 off) between settings step by step in the one process. Between processes, and
 between runs of one process, a step's time drifts by 10 % and more on a shared
 machine; alternating inside one process resolves a few per cent.
@@ -123,7 +123,7 @@ def op_times(batch, norm, image, block_rows, rounds, iters):
     the settings of the convolutions' BLOCK_ROWS alternating step by step (their
     order reversed every other round)."""
     import minidl as md
-    from minidl.ops import conv
+    from minidl.ops import row_blocking
     from minidl.tensor import Function
     spent = {}
 
@@ -144,13 +144,13 @@ def op_times(batch, norm, image, block_rows, rounds, iters):
                  for m in ("forward", "backward") if m in cls.__dict__]
     for cls, m, method in originals:
         setattr(cls, m, timed(method, f"{cls.__name__}.{m}"))
-    backend, saved = md.get_backend(), conv.BLOCK_ROWS[md.get_backend()]
+    backend, saved = md.get_backend(), row_blocking.BLOCK_ROWS[md.get_backend()]
     times = {rows: {} for rows in block_rows}
     try:
         train, _ = minidl_steps(batch, norm, image)
         for r in range(rounds):
             for rows in (block_rows if r % 2 == 0 else block_rows[::-1]):
-                conv.BLOCK_ROWS[backend] = rows or None
+                row_blocking.BLOCK_ROWS[backend] = rows or None
                 train()              # untimed: the first step after the other setting
                 spent.clear()
                 t0 = time.process_time()
@@ -160,7 +160,7 @@ def op_times(batch, norm, image, block_rows, rounds, iters):
                 for name, seconds in spent.items():
                     times[rows].setdefault(name, []).append(seconds / iters)
     finally:
-        conv.BLOCK_ROWS[backend] = saved
+        row_blocking.BLOCK_ROWS[backend] = saved
         for cls, m, method in originals:
             setattr(cls, m, method)
     return times
@@ -322,7 +322,7 @@ def main(argv=None):
         import minidl as md
         print(f"peak memory of one LeNet5+BN training step at batch {args.memory_batch}: "
               f"{ours.ask(what='memory', batch=args.memory_batch)['mb']:.0f} MB "
-              f"(im2col built in pieces of at most {md.ops.conv.COL_BYTES // 2**20} MB)")
+              f"(im2col built in pieces of at most {max(md.ops.conv.COL_BYTES[backend], md.ops.conv.CACHE_BYTES[backend]) / 2**20:g} MB)")
     for w in (ours, theirs):
         if w is not None:
             w.close()

@@ -28,8 +28,8 @@ def test_benchmark_runs_in_worker_processes_and_prints_every_setting():
 
 def test_op_times_alternate_row_blocking_in_one_process_and_restore_it():
     from minidl.benchmark import op_times
-    from minidl.ops import conv
-    saved, forward = conv.BLOCK_ROWS[md.get_backend()], conv.Conv2d.forward
+    from minidl.ops import conv, row_blocking
+    saved, forward = row_blocking.BLOCK_ROWS[md.get_backend()], conv.Conv2d.forward
     times = op_times(2, "batch", "1x28x28", [0, 24], rounds=2, iters=1)
     assert list(times) == [0, 24]
     for per_op in times.values():
@@ -37,7 +37,7 @@ def test_op_times_alternate_row_blocking_in_one_process_and_restore_it():
         assert all(len(v) == 2 and min(v) >= 0 for v in per_op.values()) and min(per_op["step"]) > 0
         # the ops ran inside the timed steps: their sum is part of the step's time
         assert sum(v[0] for k, v in per_op.items() if k != "step") <= per_op["step"][0] * 1.05
-    assert conv.BLOCK_ROWS[md.get_backend()] == saved and conv.Conv2d.forward is forward
+    assert row_blocking.BLOCK_ROWS[md.get_backend()] == saved and conv.Conv2d.forward is forward
 
 
 def test_benchmark_ops_prints_one_column_per_setting():
