@@ -119,3 +119,17 @@ def test_a_forked_child_starts_its_own_pool(threads):
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung in backend.parallel")
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_a_product_of_many_rows_goes_in_pieces_the_same_on_any_threads(threads):
+    from minidl.ops.matmul import ROWS
+    a, b = (np.random.default_rng(i).standard_normal(s) for i, s in enumerate([(2 * ROWS + 3, 40), (40, 7)]))
+    results = []
+    for n in (1, 2):
+        md.set_num_threads(n)
+        x = md.Tensor(a, requires_grad=True)
+        y = x @ md.Tensor(b)
+        y.backward(np.ones(y.shape))
+        results.append((y.numpy(), backend.as_numpy(x.grad)))
+    np.testing.assert_allclose(results[0][0], a @ b, rtol=1e-12)
+    assert all(np.array_equal(p, q) for p, q in zip(*results))
