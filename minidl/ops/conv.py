@@ -189,7 +189,7 @@ class Conv2d(Function):
 
         def piece(n):
             row_blocking.deal(self.xp, gyc[:, :, n, :, :OW], gy_c[:, n], 0, B)
-        backend.parallel(piece, _slices(gy.shape[0], gy[:1].nbytes, CACHE_BYTES[module_name(self.xp)]),
+        backend.parallel(piece, ranges(gy.shape[0], gy[:1].nbytes, CACHE_BYTES[module_name(self.xp)]),
                          self.xp)
         return gyc.reshape((O * B,) + tuple(wide))
 
@@ -226,7 +226,7 @@ class Conv2d(Function):
         return [slice(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
 
 
-def _slices(n, bytes_each, limit):
+def ranges(n, bytes_each, limit):
     """Ranges of n items of ``bytes_each`` bytes, about ``limit`` bytes each (at least one item)."""
     step = max(1, limit // max(1, bytes_each))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
@@ -391,7 +391,7 @@ class MaxPool2d(_Pool):
         channel-major), about CACHE_BYTES of x each: the pool runs each on its own."""
         axis = _memory_order(x)[0]
         return [(slice(None),) * axis + (n,) for n in
-                _slices(x.shape[axis], x.nbytes // max(1, x.shape[axis]), CACHE_BYTES[module_name(self.xp)])]
+                ranges(x.shape[axis], x.nbytes // max(1, x.shape[axis]), CACHE_BYTES[module_name(self.xp)])]
 
 
 class AvgPool2d(_Pool):

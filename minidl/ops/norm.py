@@ -56,7 +56,7 @@ from ..tensor import Config, Function, Tensor
 from .elementwise import add, einsum_sum_to, mul, pow, sub, sum_product_to, sum_to
 from .reduce import count, mean, normalize_axis, var
 from .shape import astype, reshape
-from .conv import CACHE_BYTES, _slices
+from .conv import CACHE_BYTES, ranges
 
 
 class StagedTerms(NamedTuple):
@@ -177,7 +177,7 @@ class Normalize(Function):
             return [(Ellipsis,)]
         cut = next(i for i in range(x.ndim) if i not in self.axes)
         n = x.shape[cut]
-        return [(slice(None),) * cut + (part,) for part in _slices(n, x.nbytes // n, CACHE_BYTES[module_name(self.xp)])]
+        return [(slice(None),) * cut + (part,) for part in ranges(n, x.nbytes // n, CACHE_BYTES[module_name(self.xp)])]
 
     def _beta_gradient(self, gy, g_beta):
         """dl/dβ in β's shape: γ's, unless one of them is a constant number."""
