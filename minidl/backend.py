@@ -352,6 +352,18 @@ def parallel(function, pieces, xp=np):
         return results + [r for f in futures for r in f.result()]
 
 
+def outer_pieces(a, piece_bytes):
+    """Index ranges along the outermost axis of ``a`` in memory (the channels of
+    a channel-major activation), about ``piece_bytes`` of a each: the pieces of
+    an op that works on every value alone (pooling windows, ReLU)."""
+    if a.ndim == 0:
+        return [(Ellipsis,)]
+    axis = max(range(a.ndim), key=lambda i: (a.shape[i] > 1, a.strides[i], -i))
+    n = a.shape[axis]
+    step = max(1, piece_bytes // max(1, a.nbytes // max(1, n)))
+    return [(slice(None),) * axis + (slice(i, min(i + step, n)),) for i in range(0, n, step)]
+
+
 def _after_fork_in_child():
     global _pool, _pool_lock, _blas_depth
     _pool, _pool_lock, _blas_depth = None, threading.Lock(), 0

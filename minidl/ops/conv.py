@@ -387,11 +387,7 @@ class MaxPool2d(_Pool):
         return self._crop(gx)
 
     def _pieces(self, x):
-        """Index ranges along x's outermost axis in memory (the channels, when
-        channel-major), about CACHE_BYTES of x each: the pool runs each on its own."""
-        axis = _memory_order(x)[0]
-        return [(slice(None),) * axis + (n,) for n in
-                ranges(x.shape[axis], x.nbytes // max(1, x.shape[axis]), CACHE_BYTES[module_name(self.xp)])]
+        return backend.outer_pieces(x, CACHE_BYTES[module_name(self.xp)])
 
 
 class AvgPool2d(_Pool):
