@@ -110,18 +110,28 @@ class Conv2d(Function):
         self.xc = dealt.reshape(shape)                            # x′, (C·B, N, Hp′, Wp)
         windows = self._windows(self.xc, plan)                    # (C·B, kh′, kw, N, OH′, Wv)
         (ph, pw), x_c = self.padding, x.transpose(1, 0, 2, 3)     # (C, N, H, W)
-        bias = None if b is None else xp.repeat(b, B).reshape(-1, 1)   # b[o] for channel o·B + r
+        coarse = backend.shares(N)                                # the copies: one piece a thread
+
+        def deal(n):                                              # x → x′, samples n
+            row_blocking.deal(xp, dealt[:, :, n, :, pw:pw + x.shape[3]], x_c[:, n], ph, B)
+        backend.parallel(deal, coarse, xp)
+        # each piece's product goes straight into its slice of one wide output
+        y_wide = xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH′, Wv)
+
+        def product(n):
+            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
+            xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
+        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp)
+        y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])        # (O, B, N, OH′, Wv)
+        if B == 1 and b is None:
+            return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
         y = xp.empty((O, N, OH, OW), dtype=x.dtype)
 
-        def piece(n):                                             # samples n
-            row_blocking.deal(xp, dealt[:, :, n, :, pw:pw + x.shape[3]], x_c[:, n], ph, B)   # x → x′
-            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
-            y_n = Wm @ col                                        # (O·B, n·OH′·Wv)
-            if bias is not None:
-                y_n += bias
-            y_n = y_n.reshape((O, B, -1) + windows.shape[4:])     # (O, B, n, OH′, Wv)
-            row_blocking.undeal(xp, y[:, n], y_n[..., :OW], 0, B)   # channels o·B + r → rows B·p + r
-        backend.parallel(piece, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp)
+        def finish(n):           # the bias added to the wide rows, then cropped and put in order
+            if b is not None:
+                y_wide[:, :, n] += b.reshape(O, 1, 1, 1, 1)
+            row_blocking.undeal(xp, y[:, n], y_wide[:, :, n, :, :OW], 0, B)   # channels o·B + r → rows B·p + r
+        backend.parallel(finish, coarse, xp)
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
 
     def backward(self, gy):
@@ -165,7 +175,6 @@ class Conv2d(Function):
         g_windows = self._windows(gxc, plan)    # the same windows, over the gradient
         if gyc is None:
             gyc = self._wide_gradient(gy, plan, g_windows.shape[3:])
-        gx = xp.empty((C, N, H, W), dtype=gxc.dtype) if B > 1 else None
 
         def piece(n):
             gcol = Wm.T @ gyc[:, n].reshape(Wm.shape[0], -1)     # dl/dcol
@@ -173,11 +182,14 @@ class Conv2d(Function):
             for i in range(plan.kernel[0]):
                 for j in range(plan.kernel[1]):
                     g_windows[:, i, j, n] += gcol[:, i, j]
-            if B > 1:                                             # the phases put back in order
-                row_blocking.undeal(xp, gx[:, n], g_dealt[:, :, n, :, pw:pw + W], ph, B)
         backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp)
         if B == 1:
-            gx = gxc[:, :, ph:ph + H, pw:pw + W]
+            return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+        gx = xp.empty((C, N, H, W), dtype=gxc.dtype)
+
+        def undeal(n):                                            # the phases put back in order
+            row_blocking.undeal(xp, gx[:, n], g_dealt[:, :, n, :, pw:pw + W], ph, B)
+        backend.parallel(undeal, backend.shares(N), xp)
         return gx.transpose(1, 0, 2, 3)                           # (N, C, H, W)
 
     def _wide_gradient(self, gy, plan, wide):
@@ -189,8 +201,7 @@ class Conv2d(Function):
 
         def piece(n):
             row_blocking.deal(self.xp, gyc[:, :, n, :, :OW], gy_c[:, n], 0, B)
-        backend.parallel(piece, ranges(gy.shape[0], gy[:1].nbytes, CACHE_BYTES[module_name(self.xp)]),
-                         self.xp)
+        backend.parallel(piece, backend.shares(gy.shape[0]), self.xp)
         return gyc.reshape((O * B,) + tuple(wide))
 
     def _padded_shape(self, plan):
@@ -387,7 +398,7 @@ class MaxPool2d(_Pool):
         return self._crop(gx)
 
     def _pieces(self, x):
-        return backend.outer_pieces(x, CACHE_BYTES[module_name(self.xp)])
+        return backend.outer_pieces(x, axes=(0, 1))
 
 
 class AvgPool2d(_Pool):

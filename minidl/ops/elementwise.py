@@ -192,8 +192,7 @@ class Where(Function):
 
 
 class ReLU(Function):
-    """On the thread pool, in pieces of the activation (``backend.outer_pieces``)."""
-    PIECE_BYTES = 512 * 2**10
+    """On the thread pool, one piece of the activation a thread (``backend.outer_pieces``)."""
 
     def forward(self, x):
         xp = self.xp
@@ -201,7 +200,7 @@ class ReLU(Function):
 
         def piece(c):
             xp.maximum(x[c], 0, out=self.y[c])
-        backend.parallel(piece, backend.outer_pieces(x, self.PIECE_BYTES), xp)
+        backend.parallel(piece, backend.outer_pieces(x), xp)
         return self.y
 
     def backward(self, gy):
@@ -210,7 +209,7 @@ class ReLU(Function):
 
         def piece(c):
             xp.multiply(gy[c], self.y[c] > 0, out=gx[c])
-        backend.parallel(piece, backend.outer_pieces(self.y, self.PIECE_BYTES), xp)
+        backend.parallel(piece, backend.outer_pieces(self.y), xp)
         return gx
 
 
