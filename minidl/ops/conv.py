@@ -21,12 +21,12 @@ from .shape import getitem, pad, reshape, stack, transpose
 # im2col is built in pieces of whole samples, so no step ever holds a 200+ MB
 # matrix; forward and dl/dW multiply each piece as soon as it is built, while it
 # is still in the L2 cache. dl/dx scatters back with kh·kw slice additions per
-# piece, so there fewer, bigger pieces win, as long as there are enough to share
-# between threads; on a GPU big pieces keep it busy. The pieces depend on the
-# shapes alone, never on the number of threads, so results do not either.
-# (What each size measured: docs/performance.md.)
+# piece, so there fewer, bigger pieces win: LeNet-5's is one piece (in 2 or 4
+# pieces the step took 3 ms more on one thread); on a GPU big pieces keep it
+# busy. The pieces depend on the shapes alone, never on the number of threads,
+# so results do not either. (What each size measured: docs/performance.md.)
 CACHE_BYTES = {"numpy": 512 * 2**10, "cupy": 64 * 2**20}
-COL_BYTES = {"numpy": 2 * 2**20, "cupy": 64 * 2**20}
+COL_BYTES = {"numpy": 64 * 2**20, "cupy": 64 * 2**20}
 # The forward's pieces are also cut to at most SMALL_GEMM multiply-adds, the size
 # below which OpenBLAS multiplies without packing its operands.
 SMALL_GEMM = {"numpy": 10**6, "cupy": None}
