@@ -52,6 +52,11 @@ def default_workers():
 # runs amplify that. One thread costs a run nothing measurable here: minidl's
 # products are too small to gain from a second thread, and the cores go to runs.
 BLAS_THREADS_PER_RUN = 1
+# A worker process (or a cluster's) gives minidl's ops one thread too
+# (md.set_num_threads): the workers already fill the cores. Runs one after
+# another here keep every thread. Either way the numbers are the same, to the
+# last bit: minidl's results do not depend on its thread count.
+THREADS_PER_WORKER = 1
 
 
 def _start_worker(blas_threads):
@@ -64,6 +69,7 @@ def _start_worker(blas_threads):
     # are sockets served by threads the child does not have): what it has to say, it returns
     sys.stdout = sys.stderr = open(os.devnull, "w")
     _limits = threadpool_limits(blas_threads)       # kept alive for the worker's life
+    md.set_num_threads(THREADS_PER_WORKER)
 
 
 _FORKED_RUNS = {}   # the runs a forked pool's workers find by key (a lesson's functions need no pickling)
@@ -71,7 +77,7 @@ _FORKED_RUNS = {}   # the runs a forked pool's workers find by key (a lesson's f
 
 def _run_forked(key, blas_threads):
     function, args = _FORKED_RUNS[key]
-    return _run_one(function, args, blas_threads)
+    return _run_one(function, args, blas_threads, THREADS_PER_WORKER)
 
 
 # One run at a time in a process: minidl's random generator belongs to the process
@@ -82,12 +88,18 @@ def _run_forked(key, blas_threads):
 _ONE_RUN_AT_A_TIME = threading.Lock()
 
 
-def _run_one(function, args, blas_threads):
+def _run_one(function, args, blas_threads, threads=None):
     """One run where it executes: alone in its process, with a fixed number of BLAS
-    threads, so its numbers do not depend on how many runs share the machine."""
+    threads, so its numbers do not depend on how many runs share the machine, and
+    ``threads`` for minidl's ops (None: as they are)."""
     from threadpoolctl import threadpool_limits
     with _ONE_RUN_AT_A_TIME, threadpool_limits(blas_threads):
-        return function(*args)
+        before = md.get_num_threads()
+        md.set_num_threads(threads or before)
+        try:
+            return function(*args)
+        finally:
+            md.set_num_threads(before)
 
 
 def _note(error, text):
@@ -132,7 +144,8 @@ def run_all(runs, store, workers=None, scheduler=None, executor=None, desc=None)
 
     ``workers=1`` runs them here, one after another (None: ``default_workers()``). More runs them in that many
     worker processes of the standard library's pool (forked: they share this
-    process's data), each run with one BLAS thread (``BLAS_THREADS_PER_RUN``). ``executor``,
+    process's data), each run with one BLAS thread (``BLAS_THREADS_PER_RUN``) and
+    one thread for minidl's ops (``THREADS_PER_WORKER``). ``executor``,
     any ``concurrent.futures.Executor`` (a thread pool, or a cluster's, such as
     Dask's ``Client(...).get_executor()``), is used instead of the local pool;
     ``scheduler``, a Dask scheduler's address, uses that cluster's executor (each
@@ -188,7 +201,7 @@ def run_all(runs, store, workers=None, scheduler=None, executor=None, desc=None)
             for key in todo:
                 function, args = runs[key]
                 futures[executor.submit(_run_forked, key, threads) if own else
-                        executor.submit(_run_one, function, args, threads)] = key
+                        executor.submit(_run_one, function, args, threads, THREADS_PER_WORKER)] = key
         for key in queued[:workers]:
             progress_line.start(key)
         del queued[:workers]

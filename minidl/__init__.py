@@ -5,8 +5,8 @@ PyTorch's everyday names work with PyTorch's meaning (``import minidl as
 torch`` runs d2l's from-scratch code): ``md.tensor``, ``md.zeros``, ``md.cat``,
 ``md.sqrt``, ``md.float64``, ...; README "Differences from PyTorch" lists the rest."""
 from . import autograd, data, functional, models, nn, ops, optim
-from .backend import (BackendError, DeviceMismatchError, cupy_available, get_backend,
-                      manual_seed, use_backend)
+from .backend import (BackendError, DeviceMismatchError, cupy_available, get_backend, get_num_threads,
+                      manual_seed, set_num_threads, use_backend)
 from .errors import InputError, OutOfRangeError
 from .serialize import load, save
 from .gradcheck import GradcheckError, gradcheck, numerical_grad

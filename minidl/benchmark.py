@@ -2,24 +2,30 @@
 
     python -m minidl.benchmark                 # NumPy, batches 8, 32 and 128, with and without BN
     python -m minidl.benchmark --backend cupy  # on the GPU, against PyTorch CUDA where it has one
-    python -m minidl.benchmark --rounds 7 --batch-sizes 128 --threads 2
+    python -m minidl.benchmark --rounds 7 --batch-sizes 128 --threads 1 2
     python -m minidl.benchmark --input 1x28x28  # the lessons' MNIST shape
     python -m minidl.benchmark --ops --block-rows 0 24   # per-op CPU time, row blocking off / on
+    python -m minidl.benchmark --ops --threads 1 2       # per-op time on 1 and 2 threads
 
 Prints images/s (median over rounds) for a training step (forward, backward,
 SGD with momentum) and for inference on CIFAR-shaped input (``--input``), the ratio to
-PyTorch, and the peak memory of one batch-1000 training step with BN. Then, on
-the CPU, what a user gets from the whole machine: one minidl process core for
-core against PyTorch on one thread, and one minidl process per core training at
-once (as the lessons run their independent models) against PyTorch on all
-cores (``--no-cores`` skips it).
+PyTorch, at every thread count (``--threads``; by default 1, 2, 4, ... and the
+cores this process may use): one minidl process with ``md.set_num_threads(n)``
+against PyTorch with ``torch.set_num_threads(n)``. Then the peak memory of one
+batch-1000 training step with BN and, on the CPU, what a user gets from the
+whole machine: one minidl process per core training at once (as the lessons
+run their independent models, one thread each) against PyTorch on all cores
+(``--no-cores`` skips it).
 
 ``--ops`` times each op's forward and backward inside minidl's own training
-step (CPU time, median over ``--rounds``; no PyTorch), and with ``--block-rows``
-switches the convolutions' row blocking (``minidl.ops.conv.BLOCK_ROWS``; 0 is
-off) between settings step by step in the one process. Between processes, and
-between runs of one process, a step's time drifts by 10 % and more on a shared
-machine; alternating inside one process resolves a few per cent.
+step (CPU time, median over ``--rounds``; no PyTorch), and the step's wall
+time. With ``--block-rows`` it switches the convolutions' row blocking
+(``minidl.ops.row_blocking.BLOCK_ROWS``; 0 is off), with ``--threads`` the
+number of threads, between settings step by step in the one process. Between
+processes, and between runs of one process, a step's time drifts by 10 % and
+more on a shared machine; alternating inside one process resolves a few per
+cent. On n threads an op's CPU time is the sum over its threads: compare the
+wall time of the step.
 
 How it measures. Each library runs in its own worker process, and the rounds
 alternate: minidl, PyTorch, minidl, ... for every setting. In one process the
@@ -118,12 +124,13 @@ def peak_memory_mb(batch=1000):
 
 
 # ---- per-op times inside one process ----------------------------------------
-def op_times(batch, norm, image, block_rows, rounds, iters):
-    """{setting: {op.forward / op.backward / step: [CPU seconds per step, one per round]}},
-    the settings of the convolutions' BLOCK_ROWS alternating step by step (their
-    order reversed every other round)."""
+def op_times(batch, norm, image, settings, rounds, iters):
+    """{setting: {op.forward / op.backward / step / wall: [seconds per step, one per round]}}
+    (CPU time, the step's wall time as "wall"), the ``settings`` alternating step
+    by step (their order reversed every other round). A setting is a pair
+    (BLOCK_ROWS of the convolutions, 0 for none; the number of threads)."""
     import minidl as md
-    from minidl.ops import conv
+    from minidl.ops import row_blocking
     from minidl.tensor import Function
     spent = {}
 
@@ -144,69 +151,83 @@ def op_times(batch, norm, image, block_rows, rounds, iters):
                  for m in ("forward", "backward") if m in cls.__dict__]
     for cls, m, method in originals:
         setattr(cls, m, timed(method, f"{cls.__name__}.{m}"))
-    backend, saved = md.get_backend(), conv.BLOCK_ROWS[md.get_backend()]
-    times = {rows: {} for rows in block_rows}
+    backend = md.get_backend()
+    saved = row_blocking.BLOCK_ROWS[backend], md.get_num_threads()
+    times = {setting: {} for setting in settings}
     try:
         train, _ = minidl_steps(batch, norm, image)
         for r in range(rounds):
-            for rows in (block_rows if r % 2 == 0 else block_rows[::-1]):
-                conv.BLOCK_ROWS[backend] = rows or None
+            for setting in (settings if r % 2 == 0 else settings[::-1]):
+                rows, threads = setting
+                row_blocking.BLOCK_ROWS[backend] = rows or None
+                md.set_num_threads(threads)
                 train()              # untimed: the first step after the other setting
                 spent.clear()
-                t0 = time.process_time()
+                t0, w0 = time.process_time(), time.perf_counter()
                 for _ in range(iters):
                     train()
-                spent["step"] = time.process_time() - t0
+                spent["step"], spent["wall"] = time.process_time() - t0, time.perf_counter() - w0
                 for name, seconds in spent.items():
-                    times[rows].setdefault(name, []).append(seconds / iters)
+                    times[setting].setdefault(name, []).append(seconds / iters)
     finally:
-        conv.BLOCK_ROWS[backend] = saved
+        row_blocking.BLOCK_ROWS[backend] = saved[0]
+        md.set_num_threads(saved[1])
         for cls, m, method in originals:
             setattr(cls, m, method)
     return times
 
 
 def print_op_times(args, backend):
-    rows = args.block_rows or [None]
+    import minidl as md
+    from minidl.ops import row_blocking
+    rows = args.block_rows or [row_blocking.BLOCK_ROWS[backend] or 0]
+    threads = args.threads or [md.get_num_threads()]
+    settings = [(r, t) for r in rows for t in threads]
+    label = lambda r, t: " ".join(([f"rows {r}"] if args.block_rows else []) +   # noqa: E731
+                                  ([f"{t} threads"] if args.threads else [])) or "ms"
+    alternating = [what for what, given in (("the convolutions' BLOCK_ROWS", args.block_rows),
+                                            ("the threads", args.threads)) if given]
     print(f"backend {backend}, numpy {np.__version__}, BLAS threads: "
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'BLAS default')}; per-op CPU time of a training step, "
-          f"ms, median of {args.rounds} rounds of {args.iters} steps" +
-          (f"; the convolutions' BLOCK_ROWS alternating step by step: {', '.join(map(str, rows))}"
-           if args.block_rows else ""))
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'BLAS default')} (one inside minidl's ops); per-op CPU "
+          f"time of a training step and the step's wall time, ms, median of {args.rounds} rounds of {args.iters} steps"
+          + (f"; {' and '.join(alternating)} alternating step by step: "
+             f"{', '.join(label(*s) for s in settings)}" if alternating else ""))
     for norm in (None, "batch"):
         for batch in args.batch_sizes:
-            times = op_times(batch, norm, args.input, rows, args.rounds, args.iters)
-            first = times[rows[0]]
-            names = ["step"] + sorted((n for n in first if n != "step"), key=lambda n: -statistics.median(first[n]))
+            times = op_times(batch, norm, args.input, settings, args.rounds, args.iters)
+            first = times[settings[0]]
+            names = ["wall", "step"] + sorted((n for n in first if n not in ("step", "wall")),
+                                              key=lambda n: -statistics.median(first[n]))
             print(f"\nLeNet5{'+BN' if norm else ''}, batch {batch}, input {args.input}")
-            print(f"{'':<24}" + "".join(f"{'BLOCK_ROWS ' + str(r) if args.block_rows else 'ms':>16}" for r in rows))
+            print(f"{'':<24}" + "".join(f"{label(*s):>18}" for s in settings))
             for name in names:
-                print(f"{name:<24}" + "".join(f"{statistics.median(times[r].get(name, [0.0])) * 1e3:>16.2f}"
-                                             for r in rows))
+                print(f"{'step, wall' if name == 'wall' else name:<24}" +
+                      "".join(f"{statistics.median(times[s].get(name, [0.0])) * 1e3:>18.2f}" for s in settings))
 
 
 # ---- a worker: one library, one process -------------------------------------
-def worker(library, backend, threads):
+def worker(library, backend):
     """Answer requests on stdin, one JSON line each, with one JSON line on stdout."""
     gpu = backend == "cupy"
     if library == "minidl":
         import minidl as md
         md.use_backend(backend)
-        make, sync = minidl_steps, md.backend.synchronize
-        info = {"threads": os.environ.get("OPENBLAS_NUM_THREADS", "BLAS default")}
+        make, sync, set_threads = minidl_steps, md.backend.synchronize, md.set_num_threads
+        info = {"blas": os.environ.get("OPENBLAS_NUM_THREADS", "BLAS default"), "threads": md.get_num_threads()}
     else:
         import torch
-        if threads:
-            torch.set_num_threads(threads)
         if gpu and not torch.cuda.is_available():
             raise SystemExit("PyTorch has no CUDA here")
         make = lambda b, n, i: torch_steps(b, n, i, "cuda" if gpu else "cpu")   # noqa: E731
         sync = torch.cuda.synchronize if gpu else (lambda: None)
+        set_threads = torch.set_num_threads
         info = {"threads": torch.get_num_threads(), "version": torch.__version__}
     print(json.dumps(info), flush=True)
     steps = {}
     for line in sys.stdin:
         req = json.loads(line)
+        if req.get("threads"):
+            set_threads(req["threads"])
         if req["what"] == "memory":
             print(json.dumps({"mb": peak_memory_mb(req["batch"])}), flush=True)
             continue
@@ -224,9 +245,8 @@ def worker(library, backend, threads):
 
 
 class Worker:
-    def __init__(self, library, backend, threads, blas_threads=None):
-        cmd = [sys.executable, "-m", "minidl.benchmark", "--worker", library,
-               "--backend", backend] + (["--threads", str(threads)] if threads else [])
+    def __init__(self, library, backend, threads=None, blas_threads=None):
+        cmd = [sys.executable, "-m", "minidl.benchmark", "--worker", library, "--backend", backend]
         env = dict(os.environ)
         if blas_threads:      # set before NumPy loads in the worker: the only time it takes effect
             env.update({k: str(blas_threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
@@ -236,8 +256,10 @@ class Worker:
             self.proc.wait()
             raise RuntimeError(f"benchmark: the {library} worker did not start")
         self.info = json.loads(first)
+        self.threads = threads        # sent with every request: the worker sets it before the round
 
     def send(self, **req):
+        req.setdefault("threads", self.threads)
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
 
@@ -262,7 +284,9 @@ def main(argv=None):
                    help="image shape: CIFAR's (default) or the lessons' MNIST")
     p.add_argument("--rounds", type=int, default=7, help="rounds per library and setting")
     p.add_argument("--iters", type=int, default=5, help="timed steps per round")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own)")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts, each for both libraries (default: 1, 2, 4, ... and the cores); "
+                        "with --ops: the counts to alternate")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-cores", action="store_true", help="skip the every-core comparison")
     p.add_argument("--memory-batch", type=int, default=1000,
@@ -275,54 +299,58 @@ def main(argv=None):
     args = p.parse_args(argv)
     backend = args.backend or os.environ.get("MINIDL_BACKEND", "numpy")
     if args.worker:
-        return worker(args.worker, backend, args.threads)
+        return worker(args.worker, backend)
     if args.block_rows and not args.ops:
         p.error("--block-rows goes with --ops")
+    if args.threads and min(args.threads) < 1:
+        p.error(f"--threads: expected positive counts, got {args.threads}")
     if args.ops:
         import minidl as md
         md.use_backend(backend)
         return print_op_times(args, backend)
 
-    ours = Worker("minidl", backend, None)
+    ours = Worker("minidl", backend)
     theirs = None
     if not args.no_torch:
         try:
-            theirs = Worker("torch", backend, args.threads)
+            theirs = Worker("torch", backend)
         except RuntimeError:
             pass
     gpu = backend == "cupy"
-    print(f"backend {backend}, {os.cpu_count()} CPU cores, numpy {np.__version__} "
-          f"(BLAS threads: {ours.info['threads']})"
-          + (f", torch {theirs.info['version']} ({theirs.info['threads']} threads)" if theirs
+    counts = [None] if gpu else args.threads or thread_counts()
+    print(f"backend {backend}, {cores()} CPU cores, numpy {np.__version__} "
+          f"(BLAS threads: {ours.info['blas']}, one inside minidl's ops)"
+          + (f", torch {theirs.info['version']}" if theirs
              else ", PyTorch not importable" + (" with CUDA" if gpu else "") + ": no ratio"))
-    print(f"input {args.input}; method: each library in its own process; {args.rounds} alternating "
-          f"rounds per setting, "
+    print(f"input {args.input}; method: each library in its own process, at each thread count "
+          f"(md.set_num_threads, torch.set_num_threads); {args.rounds} alternating rounds per setting, "
           f"each one untimed step then {args.iters} timed steps"
           + ("; the GPU synchronized around every round" if gpu else ""))
-    print(f"{'model':<14}{'batch':>6} {'mode':<6}{'minidl img/s':>14}"
+    print(f"{'model':<14}{'batch':>6} {'mode':<6}{'threads':>8}{'minidl img/s':>14}"
           + (f"{'torch img/s':>13}{'ratio':>8}" if theirs else ""))
     for norm in (None, "batch"):
         for batch in args.batch_sizes:
             for mode in ("train", "infer"):
-                req = dict(what="rate", batch=batch, norm=norm, mode=mode, iters=args.iters,
-                           input=args.input)
-                a, b = [], []
-                for _ in range(args.rounds):
-                    for worker_, rates in ((ours, a), (theirs, b)):
-                        if worker_ is not None:
-                            time.sleep(PAUSE_S)
-                            rates.append(batch * args.iters / worker_.ask(**req)["seconds"])
-                line = (f"{'LeNet5' + ('+BN' if norm else ''):<14}{batch:>6} {mode:<6}"
-                        f"{statistics.median(a):>14.0f}")
-                if theirs:
-                    ratio = statistics.median(x / y for x, y in zip(a, b))
-                    line += f"{statistics.median(b):>13.0f}{ratio:>7.2f}x"
-                print(line, flush=True)
+                for threads in counts:
+                    req = dict(what="rate", batch=batch, norm=norm, mode=mode, iters=args.iters,
+                               input=args.input, threads=threads)
+                    a, b = [], []
+                    for _ in range(args.rounds):
+                        for worker_, rates in ((ours, a), (theirs, b)):
+                            if worker_ is not None:
+                                time.sleep(PAUSE_S)
+                                rates.append(batch * args.iters / worker_.ask(**req)["seconds"])
+                    line = (f"{'LeNet5' + ('+BN' if norm else ''):<14}{batch:>6} {mode:<6}{threads or '-':>8}"
+                            f"{statistics.median(a):>14.0f}")
+                    if theirs:
+                        ratio = statistics.median(x / y for x, y in zip(a, b))
+                        line += f"{statistics.median(b):>13.0f}{ratio:>7.2f}x"
+                    print(line, flush=True)
     if not gpu:
         import minidl as md
         print(f"peak memory of one LeNet5+BN training step at batch {args.memory_batch}: "
               f"{ours.ask(what='memory', batch=args.memory_batch)['mb']:.0f} MB "
-              f"(im2col built in pieces of at most {md.ops.conv.COL_BYTES // 2**20} MB)")
+              f"(im2col built in pieces of at most {max(md.ops.conv.COL_BYTES[backend], md.ops.conv.CACHE_BYTES[backend]) / 2**20:g} MB)")
     for w in (ours, theirs):
         if w is not None:
             w.close()
@@ -330,19 +358,33 @@ def main(argv=None):
         every_core(args, backend, not args.no_torch and theirs is not None, max(args.batch_sizes))
 
 
+def cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def thread_counts():
+    """1, 2, 4, ... below the cores, and the cores."""
+    counts = [1]
+    while counts[-1] * 2 < cores():
+        counts.append(counts[-1] * 2)
+    return counts + [cores()] if cores() > 1 else counts
+
+
 def every_core(args, backend, with_torch, batch):
     """What a user gets from the whole machine: one minidl training process, core
     for core against PyTorch on one thread, and the aggregate images/s of one
     minidl process per core running at once (as the lessons' runs do) against
     PyTorch's one process on all its threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    one = Worker("minidl", backend, None, blas_threads=1)
-    crowd = [one] + [Worker("minidl", backend, None, blas_threads=1) for _ in range(cores - 1)]
+    n = cores()
+    one = Worker("minidl", backend, 1, blas_threads=1)
+    crowd = [one] + [Worker("minidl", backend, 1, blas_threads=1) for _ in range(n - 1)]
     torch_one = Worker("torch", backend, 1) if with_torch else None
-    torch_all = Worker("torch", backend, cores) if with_torch else None
-    print(f"\nevery core: training at batch {batch}, input {args.input}; minidl with 1 BLAS thread per process, {cores} cores")
+    torch_all = Worker("torch", backend, n) if with_torch else None
+    print(f"\nevery core: training at batch {batch}, input {args.input}; minidl with 1 BLAS thread per process "
+          f"and 1 thread for its ops, {n} cores")
     print(f"{'model':<14}{'minidl, 1 process':>19}{'torch, 1 thread':>17}{'core for core':>15}"
-          f"{f'minidl, {cores} processes':>22}{f'torch, {cores} threads':>19}{'aggregate':>11}")
+          f"{f'minidl, {n} processes':>22}{f'torch, {n} threads':>19}{'aggregate':>11}")
     rate = lambda reply: batch * args.iters / reply["seconds"]             # noqa: E731
     for norm in (None, "batch"):
         req = dict(what="rate", batch=batch, norm=norm, mode="train", iters=args.iters,

@@ -45,7 +45,7 @@ def test_conv2d_in_chunks_equals_one_piece(backend, monkeypatch):
     whole.backward(randn(*whole.shape, seed=3))
     g_whole = md.backend.as_numpy(x.grad)
     monkeypatch.setitem(md.ops.conv.CACHE_BYTES, md.get_backend(), 1)   # one sample per piece
-    monkeypatch.setattr(md.ops.conv, "COL_BYTES", 1)
+    monkeypatch.setitem(md.ops.conv.COL_BYTES, md.get_backend(), 1)
     x.zero_grad()
     chunked = F.conv2d(x, W)
     chunked.backward(randn(*whole.shape, seed=3))
@@ -66,24 +66,24 @@ BLOCKING_CASES = [
 def test_conv2d_output_blocking_equals_the_plain_conv(backend, monkeypatch, xs, ws, padding, rows):
     """Blocked (B output rows as B·O channels) against B = 1, forward and
     every gradient, for B from 2 to 8."""
-    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)
+    monkeypatch.setattr(md.ops.row_blocking, "BLOCK_MACS", 0)
     results = []
     for block_rows in (None, rows):
-        monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), block_rows)
+        monkeypatch.setitem(md.ops.row_blocking.BLOCK_ROWS, md.get_backend(), block_rows)
         x, W, b = (md.Tensor(randn(*s, seed=i), requires_grad=True) for i, s in enumerate([xs, ws, (ws[0],)]))
         y = F.conv2d(x, W, b, padding=padding)
         y.backward(randn(*y.shape, seed=5))
         results.append((y.creator, [md.backend.as_numpy(t) for t in (y.data, x.grad, W.grad, b.grad)]))
     (plain_op, plain), (op, blocked) = results
     expected = 1
-    while expected * ws[0] < rows and 2 * expected <= min(y.shape[2], md.ops.conv.MAX_BLOCK):
+    while expected * ws[0] < rows and 2 * expected <= min(y.shape[2], md.ops.row_blocking.MAX_BLOCK):
         expected *= 2
-    assert plain_op.blocking.block == 1 and op.blocking.block == expected > 1
+    assert plain_op.plan.block == 1 and op.plan.block == expected > 1
     for a, b in zip(blocked, plain):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     # the windows, wide rows and all, stay inside x′ (its zero rows below and the spare row)
     for conv in (plain_op, op):
-        windows = conv._windows(conv.xc, conv.blocking)          # an as_strided view from xc's first byte
+        windows = conv._windows(conv.xc, conv.plan)          # an as_strided view from xc's first byte
         assert sum((n - 1) * step for n, step in zip(windows.shape, windows.strides)) + windows.itemsize \
             <= conv.xc.nbytes
 
@@ -94,8 +94,8 @@ def test_conv2d_blocking_keeps_inf_where_the_plain_conv_has_it(backend, monkeypa
     """W′'s zero taps meet pixels outside an output's window: 0·inf would be NaN
     there, where the plain conv has a number. A non-finite input, or upstream
     gradient on its way to dl/dx, is convolved unblocked."""
-    monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 64)
-    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)
+    monkeypatch.setitem(md.ops.row_blocking.BLOCK_ROWS, md.get_backend(), 64)
+    monkeypatch.setattr(md.ops.row_blocking, "BLOCK_MACS", 0)
     xv, gv = randn(2, 2, 9, 5), randn(2, 3, 7, 3, seed=2)
     (xv if where == "input" else gv)[1, 0, 4, 2] = np.inf
     grads = []
@@ -370,8 +370,8 @@ def test_lenet5_norm_after_the_convolutions_only():
 def test_conv2d_takes_any_upstream_layout(backend, monkeypatch, upstream):
     """The blocked conv copies dl/dy row by row: a broadcast or transposed
     upstream gradient must give the reference's gradients all the same."""
-    monkeypatch.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 24)
-    monkeypatch.setattr(md.ops.conv, "BLOCK_MACS", 0)          # tiny shapes, blocked all the same
+    monkeypatch.setitem(md.ops.row_blocking.BLOCK_ROWS, md.get_backend(), 24)
+    monkeypatch.setattr(md.ops.row_blocking, "BLOCK_MACS", 0)          # tiny shapes, blocked all the same
     grads = []
     for conv in (F.conv2d, F.conv2d_reference):
         x = md.Tensor(randn(2, 1, 9, 9), requires_grad=True)
@@ -381,7 +381,7 @@ def test_conv2d_takes_any_upstream_layout(backend, monkeypatch, upstream):
             y.sum().backward()
         else:
             y.transpose((0, 1, 3, 2)).backward(randn(2, 2, 7, 7, seed=2))
-        assert conv is F.conv2d_reference or y.creator.blocking.block > 1
+        assert conv is F.conv2d_reference or y.creator.plan.block > 1
         grads.append([md.backend.as_numpy(t.grad) for t in (x, W)])
     for fast, slow in zip(*grads):
         np.testing.assert_allclose(fast, slow, atol=1e-12)

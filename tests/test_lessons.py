@@ -858,6 +858,32 @@ def test_run_all_stores_every_result_by_key_with_any_executor(make):
     assert store == {f"x={x}": {"x": x, "square": x * x} for x in range(4)}
 
 
+def threads_of_a_run():
+    import minidl as md
+    return md.get_num_threads()
+
+
+@pytest.mark.parametrize("make", ["thread", "process", "workers", "in-process"])
+def test_runs_in_workers_give_minidl_one_thread_and_runs_here_every_thread(make):
+    import concurrent.futures as cf
+    import minidl as md
+    from lessons.runs import run_all
+    before = md.get_num_threads()
+    md.set_num_threads(3)
+    try:
+        store = {}
+        runs = {"a": (threads_of_a_run, ()), "b": (threads_of_a_run, ())}
+        if make in ("thread", "process"):
+            with (cf.ThreadPoolExecutor(2) if make == "thread" else cf.ProcessPoolExecutor(2)) as pool:
+                run_all(runs, store, executor=pool)
+        else:
+            run_all(runs, store, workers=2 if make == "workers" else 1)
+        assert store == ({"a": 3, "b": 3} if make == "in-process" else {"a": 1, "b": 1})
+        assert md.get_num_threads() == 3              # the caller's count, as it was
+    finally:
+        md.set_num_threads(before)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_run_stops_everything_naming_its_key_and_traceback(workers):
     from lessons.runs import run_all

@@ -168,8 +168,8 @@ def test_conv2d_matches_its_reference(case, out_channels, bias, blocked):
     args = (x, W, b) if bias else (x, W)
     with pytest.MonkeyPatch.context() as mp:
         if blocked:
-            mp.setitem(md.ops.conv.BLOCK_ROWS, md.get_backend(), 64)
-            mp.setattr(md.ops.conv, "BLOCK_MACS", 0)
+            mp.setitem(md.ops.row_blocking.BLOCK_ROWS, md.get_backend(), 64)
+            mp.setattr(md.ops.row_blocking, "BLOCK_MACS", 0)
         same_forward_and_backward(lambda *t: F.conv2d(*t, stride=stride, padding=padding),
                                   lambda *t: F.conv2d_reference(*t, stride=stride, padding=padding), *args)
         md.gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=padding), [md.Tensor(a) for a in args])

@@ -7,13 +7,13 @@ output size. The fast conv gathers those slices into one matrix (im2col) and
 does one matrix product per piece of the batch; the pools take a running max
 or sum over them.
 """
-from typing import NamedTuple
-
 import numpy as np
 
+from .. import backend
 from ..backend import module_name
 from ..errors import InputError
 from ..tensor import Function
+from . import row_blocking
 from .elementwise import add
 from .matmul import matmul
 from .reduce import max as reduce_max
@@ -22,25 +22,15 @@ from .shape import getitem, pad, reshape, stack, transpose
 # im2col is built in pieces of whole samples, so no step ever holds a 200+ MB
 # matrix; forward and dl/dW multiply each piece as soon as it is built, while it
 # is still in the L2 cache. dl/dx scatters back with kh·kw slice additions per
-# piece, so there fewer, bigger pieces win; on a GPU big pieces keep it busy.
-# (What each size measured: docs/performance.md.)
+# piece, so there fewer, bigger pieces win: LeNet-5's is one piece (in 2 or 4
+# pieces the step took 3 ms more on one thread); on a GPU big pieces keep it
+# busy. The pieces depend on the shapes alone, never on the number of threads,
+# so results do not either. (What each size measured: docs/performance.md.)
 CACHE_BYTES = {"numpy": 512 * 2**10, "cupy": 64 * 2**20}
-COL_BYTES = 64 * 2**20
+COL_BYTES = {"numpy": 64 * 2**20, "cupy": 64 * 2**20}
 # The forward's pieces are also cut to at most SMALL_GEMM multiply-adds, the size
 # below which OpenBLAS multiplies without packing its operands.
 SMALL_GEMM = {"numpy": 10**6, "cupy": None}
-# OpenBLAS runs a product with few rows (O = 6 in LeNet-5's first conv) at a
-# fraction of its speed, so a stride-1 conv computes B neighbouring output rows
-# together as B·O channels (row blocking, see Conv2d): B is the smallest power
-# of two with B·O >= BLOCK_ROWS, at most OH and MAX_BLOCK (the blocked weight
-# has B·kh' rows for W's kh, so a large B multiplies mostly zeros). A GPU does
-# not need it.
-BLOCK_ROWS = {"numpy": 24, "cupy": None}
-MAX_BLOCK = 8
-# Only a product of at least BLOCK_MACS multiply-adds is blocked: below it the
-# deal's Python work outweighs what the product gains (LeNet-5 on 1×28×28 at
-# batch 2: the training step 13 % slower blocked; at batch 8 even).
-BLOCK_MACS = 2 * 10**6
 
 
 def _pair(v, name):
@@ -72,95 +62,33 @@ def _check_nchw(op, x):
         raise InputError(f"{op}: expected input of shape (N, C, H, W), got {x.shape}")
 
 
-def _copy_rows(xp, dst, src):
-    """dst[...] = src. NumPy copies short rows element by element; viewed as one
-    opaque element each, a row is one memcpy (LeNet-5's rows of 28 floats: 40 %
-    less time). That needs one dtype and contiguous rows; otherwise (an upstream
-    gradient that is a broadcast view, CuPy, which has no such dtype) a plain copy."""
-    if module_name(xp) != "numpy" or dst.dtype != src.dtype or \
-            dst.strides[-1] != dst.itemsize or src.strides[-1] != src.itemsize:
-        dst[...] = src
-        return
-    row = np.dtype((np.void, dst.shape[-1] * dst.itemsize))
-    dst.view(row)[..., 0] = src.view(row)[..., 0]
-
-
-def _finite(xp, a):
-    return bool(xp.isfinite(a).all())
-
-
-def _phases(size, pad, block):
-    """Where the rows of an image go when dealt into ``block`` phases: (s, h, p)
-    with h + pad = block·p + s, for the rows h (a slice with step B) of phase s
-    and their places p (a slice). With pad = 0 it also puts a blocked output
-    back in order: row p of channel o·B + r is row B·p + r of y's channel o."""
-    out = []
-    for s in range(block):
-        h0 = (s - pad) % block
-        if h0 < size:
-            p0, n = (h0 + pad) // block, len(range(h0, size, block))
-            out.append((s, slice(h0, None, block), slice(p0, p0 + n)))
-    return out
-
-
-def _taps(kh, block):
-    """Where W's rows sit in the blocked weight: (r, s, a, i) with
-    W′[o·B + r, c·B + s, a] = W[o, c, i] for i = B·a + s − r (a a slice, i a
-    slice with step B); W′'s other rows are zero. Returns (kh′, taps)."""
-    height = -(-(kh + block - 1) // block)
-    out = []
-    for r in range(block):
-        for s in range(block):
-            a = [a for a in range(height) if 0 <= block * a + s - r < kh]
-            if a:
-                i0 = block * a[0] + s - r
-                out.append((r, s, slice(a[0], a[-1] + 1), slice(i0, i0 + block * (len(a) - 1) + 1, block)))
-    return height, out
-
-
-class Blocking(NamedTuple):
-    """The conv that Conv2d runs: B, W′'s kernel (kh′, kw), its output's OH′ =
-    ⌈OH/B⌉ rows, and where W's rows sit in W′ (``_taps``). B = 1: the plain conv."""
-    block: int
-    kernel: tuple
-    rows: int
-    taps: list
-
-
-def _blocking(kernel, OH, block):
-    height, taps = _taps(kernel[0], block)
-    return Blocking(block, (height, kernel[1]), -(-OH // block), taps)
-
-
 class Conv2d(Function):
-    """y = W ⋆ x + b via im2col: one (O, C·kh·kw) @ (C·kh·kw, n·OH·Wv) product
-    per piece of n samples.
+    """y = W ⋆ x + b via im2col, as DeZero's conv: gather every window into the
+    columns of one matrix, multiply by W as a matrix, add b. The backward is
+    three products of the same matrices: dl/dW = dl/dy · colᵀ, dl/dcol = Wᵀ ·
+    dl/dy, scattered back onto the input (col2im) as dl/dx, and dl/db = Σ dl/dy.
 
-    Work is done channel-major, (C, N, H, W): a sample range is then one slice,
-    and the output comes out as (O, N, OH, OW), returned as an (N, O, OH, OW)
-    view. The layers after it (ReLU, BN, pooling) keep that memory order, so
-    the next conv finds its input channel-major already.
+    The fast path beside that reading, each part in its own method:
 
-    Hp and Wp are the padded input's height and width. With stride 1 the windows
-    run over all Wv = Wp columns, not just the OW that fit: image rows then
-    follow each other as one long row, and each im2col row copies as one run
-    per sample (about 2.4x faster than OH runs of OW). The last kw − 1 outputs
-    of each row straddle two image rows; they are computed, dropped from y, and
-    get zero gradient. A spare zero row below the image keeps the last row's
-    windows inside the array. With another stride, Wv = OW.
-
-    Row blocking (stride 1, B > 1; ``Blocking``): B neighbouring output rows are
-    computed together, so that the product has B·O rows. The padded input's
-    rows are dealt into B phases, x′[c·B + s, p] = x[c, B·p + s] (space-to-depth
-    along H; x′ has Hp′ rows), and the output rows y[o, B·p + r] are the
-    channels o·B + r of a plain stride-1 conv of x′, OH′ = ⌈OH/B⌉ rows, with the
-    weight W′[o·B + r, c·B + s, a] = W[o, c, B·a + s − r] of kh′ = ⌈(kh+B−1)/B⌉
-    rows, zero where B·a + s − r is outside W. dl/dW gathers back along the
-    same taps, dl/dx along the same phases. Whole rows move, so the deal costs
-    about one copy of x and of y. The zero taps still read x′: the rows below
-    the image must be zeros (no NaN bytes), and an inf or NaN in x would make
-    0·inf = NaN where the plain conv has a number. So a non-finite x is
-    convolved unblocked, and so is a non-finite dl/dy on its way to dl/dx."""
+    - Pieces. im2col is built and multiplied in pieces of whole samples
+      (``_pieces``), and the pieces run on the backend's thread pool
+      (``backend.parallel``). What crosses pieces, dl/dW, is summed in the
+      pieces' order: the same result on any number of threads.
+    - Channel-major. Work is done as (C, N, H, W): a sample range is then one
+      slice, and the output comes out as (O, N, OH, OW), returned as an
+      (N, O, OH, OW) view. The layers after it (ReLU, BN, pooling) keep that
+      memory order, so the next conv finds its input channel-major already.
+    - Wide rows. With stride 1 the windows run over all Wv = Wp columns of the
+      padded input (Hp × Wp), not just the OW that fit: image rows then follow
+      each other as one long row, and each im2col row copies as one run per
+      sample (about 2.4× faster than OH runs of OW). The last kw − 1 outputs of
+      each row straddle two image rows; they are computed, dropped from y, and
+      get zero gradient. A spare zero row below the image keeps the last row's
+      windows inside the array. With another stride, Wv = OW.
+    - Row blocking (``row_blocking``): B neighbouring output rows computed as
+      B·O channels of a conv of x′, the input's rows dealt into B phases, with
+      the blocked weight W′. ``self.plan`` says which B; B = 1 is the plain conv.
+      An inf or NaN upstream gradient goes to dl/dx unblocked (0·inf, see there)."""
 
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = _pair(stride, "conv2d stride"), _pair(padding, "conv2d padding")
@@ -172,148 +100,152 @@ class Conv2d(Function):
                              f"input of shape {x.shape}: expected in = {x.shape[1]} channels")
         if b is not None and b.shape != (W.shape[0],):
             raise InputError(f"conv2d: bias has shape {b.shape}, expected ({W.shape[0]},)")
-        N, O = x.shape[0], W.shape[0]
+        xp, (N, O) = self.xp, (x.shape[0], W.shape[0])
         self.out = OH, OW = out_size("conv2d", x.shape, W.shape[2:], self.stride, self.padding)
         self.x_shape, self.W = x.shape, W
-        self.blocking = g = _blocking(W.shape[2:], OH, self._block(x, W, OH))
-        B = g.block
-        self.Wm = Wm = self._blocked_weight(g)                    # (O·B, C·B·kh′·kw)
-        self.xc = self._pad_channel_major(x, g)                   # (C·B, N, Hp′, Wp)
-        windows = self._windows(self.xc, g)                       # (C·B, kh′, kw, N, OH′, Wv)
+        B = row_blocking.choose_block(xp, x, O, W.shape[2:], OH, self.stride, self.padding)
+        self.plan = plan = row_blocking.plan(W.shape[2:], OH, B)
+        self.Wm = Wm = row_blocking.blocked_weight(xp, W, plan)   # W′, (O·B, C·B·kh′·kw)
+        shape = self._padded_shape(plan)
+        dealt = xp.zeros((shape[0] // B, B) + shape[1:], dtype=x.dtype)   # (C, B, N, Hp′, Wp)
+        self.xc = dealt.reshape(shape)                            # x′, (C·B, N, Hp′, Wp)
+        windows = self._windows(self.xc, plan)                    # (C·B, kh′, kw, N, OH′, Wv)
+        (ph, pw), x_c = self.padding, x.transpose(1, 0, 2, 3)     # (C, N, H, W)
+        coarse = backend.shares(N)                                # the copies: one piece a thread
+
+        def deal(n):                                              # x → x′, samples n
+            row_blocking.deal(xp, dealt[:, :, n, :, pw:pw + x.shape[3]], x_c[:, n], ph, B)
+        backend.parallel(deal, coarse, xp)
         # each piece's product goes straight into its slice of one wide output
-        # (matmul's out=); the bias is added there, then the rows are cropped to
-        # OW columns and put in order, one copy
-        y_wide = self.xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH′, Wv)
-        for n in self._pieces(windows, CACHE_BYTES[module_name(self.xp)], SMALL_GEMM[module_name(self.xp)], O * B):
+        y_wide = xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH′, Wv)
+
+        def product(n):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
-            self.xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
-        y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])
+            xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
+        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp)
+        y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])        # (O, B, N, OH′, Wv)
         if B == 1 and b is None:
             return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
-        y = self.xp.empty((O, N, OH, OW), dtype=x.dtype)
-        if b is not None:
-            y_wide += b.reshape(O, 1, 1, 1, 1)
-        for r, h, p in _phases(OH, 0, B):                         # channels o·B + r → rows B·p + r
-            _copy_rows(self.xp, y[:, :, h], y_wide[:, r, :, p, :OW])
+        y = xp.empty((O, N, OH, OW), dtype=x.dtype)
+
+        def finish(n):           # the bias added to the wide rows, then cropped and put in order
+            if b is not None:
+                y_wide[:, :, n] += b.reshape(O, 1, 1, 1, 1)
+            row_blocking.undeal(xp, y[:, n], y_wide[:, :, n, :, :OW], 0, B)   # channels o·B + r → rows B·p + r
+        backend.parallel(finish, coarse, xp)
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
 
     def backward(self, gy):
-        O, C = self.W.shape[:2]
-        g, Wm = self.blocking, self.Wm
-        windows = self._windows(self.xc, g)                       # (C·B, kh′, kw, N, OH′, Wv)
-        gyc = self._wide_gradient(gy, g, windows.shape[3:])       # (O·B, N, OH′, Wv)
-        gWm = self.xp.zeros((Wm.shape[1], Wm.shape[0]), dtype=gy.dtype)   # (C·B·kh′·kw, O·B)
-        for n in self._pieces(windows, CACHE_BYTES[module_name(self.xp)]):
-            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
-            gWm += col @ gyc[:, n].reshape(Wm.shape[0], -1).T  # dl/dW′ = dl/dy · colᵀ, kept transposed: faster
-        gWb = gWm.T.reshape((O, g.block, C, g.block) + g.kernel)
-        gW = self.xp.zeros_like(self.W)
-        for r, s, a, i in g.taps:                                 # W′ holds each row of W B times: add them up
-            gW[:, :, i] += gWb[:, r, :, s, a]
+        plan = self.plan
+        windows = self._windows(self.xc, plan)                    # (C·B, kh′, kw, N, OH′, Wv)
+        gyc = self._wide_gradient(gy, plan, windows.shape[3:])    # (O·B, N, OH′, Wv)
+        gW = self._weight_gradient(gyc, windows)
         gx = None
         if self.needs_grad[0]:                  # not for the first layer: its input needs none
-            gx = self._input_gradient(gy, g, gyc) if g.block == 1 or _finite(self.xp, gy) else \
-                self._input_gradient(gy, _blocking(self.W.shape[2:], self.out[0], 1))   # 0·inf: see the class
+            gx = self._input_gradient(gyc, plan) if plan.block == 1 or _finite(self.xp, gy) else \
+                self._input_gradient(None, row_blocking.plan(self.W.shape[2:], self.out[0], 1), gy)
         grads = (gx, gW)
         if len(self.needs_grad) == 3:   # dl/db = Σ dl/dy over (N, OH, OW): einsum, 2× NumPy's pairwise sum
+            O = self.W.shape[0]
             grads += (self.xp.einsum("omhw->o", gyc.reshape((O, -1) + gyc.shape[2:])),)   # m = B·N
         return grads
 
-    def _input_gradient(self, gy, g, gyc=None):
-        """dl/dx by the conv run with blocking g: dl/dcol = W′ᵀ · dl/dy, then
-        col2im, which scatters it back, adding where windows overlap."""
-        Wm = self.Wm if g is self.blocking else self._blocked_weight(g)
-        gxc = self.xp.zeros(self._padded_shape(g), dtype=gy.dtype)   # (C·B, N, Hp′, Wp)
-        g_windows = self._windows(gxc, g)      # the same windows, over the gradient
+    def _weight_gradient(self, gyc, windows):
+        """dl/dW′ = dl/dy · colᵀ, one product per piece, then summed in the
+        pieces' order; then dl/dW from dl/dW′."""
+        Wm = self.Wm
+
+        def piece(n):
+            col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
+            return col @ gyc[:, n].reshape(Wm.shape[0], -1).T    # kept transposed: faster
+        parts = backend.parallel(piece, self._pieces(windows, CACHE_BYTES), self.xp)
+        gWm = parts[0]                                            # (C·B·kh′·kw, O·B)
+        for part in parts[1:]:
+            gWm += part
+        return row_blocking.weight_gradient(self.xp, gWm.T, self.W.shape, self.plan)
+
+    def _input_gradient(self, gyc, plan, gy=None):
+        """dl/dx by the conv run with ``plan``: dl/dcol = W′ᵀ · dl/dy, then
+        col2im, which scatters it back, adding where windows overlap; each piece
+        of samples on its own. dl/dy comes as ``gyc``, else from ``gy``."""
+        xp, (N, C, H, W), (ph, pw), B = self.xp, self.x_shape, self.padding, plan.block
+        Wm = self.Wm if plan is self.plan else row_blocking.blocked_weight(xp, self.W, plan)
+        shape = self._padded_shape(plan)
+        g_dealt = xp.zeros((C, B) + shape[1:], dtype=(gy if gyc is None else gyc).dtype)
+        gxc = g_dealt.reshape(shape)                              # dl/dx′, (C·B, N, Hp′, Wp)
+        g_windows = self._windows(gxc, plan)    # the same windows, over the gradient
         if gyc is None:
-            gyc = self._wide_gradient(gy, g, g_windows.shape[3:])
-        for n in self._pieces(g_windows, COL_BYTES):
-            gcol = Wm.T @ gyc[:, n].reshape(Wm.shape[0], -1)
+            gyc = self._wide_gradient(gy, plan, g_windows.shape[3:])
+
+        def piece(n):
+            gcol = Wm.T @ gyc[:, n].reshape(Wm.shape[0], -1)     # dl/dcol
             gcol = gcol.reshape(g_windows.shape[:3] + (-1,) + g_windows.shape[-2:])
-            for i in range(g.kernel[0]):
-                for j in range(g.kernel[1]):
+            for i in range(plan.kernel[0]):
+                for j in range(plan.kernel[1]):
                     g_windows[:, i, j, n] += gcol[:, i, j]
-        return self._unpad(gxc, g)
+        backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp)
+        if B == 1:
+            return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+        gx = xp.empty((C, N, H, W), dtype=gxc.dtype)
 
-    def _block(self, x, W, OH):
-        (N, C, _, Wd), O = x.shape, W.shape[0]
-        macs = O * C * W.shape[2] * W.shape[3] * N * OH * (Wd + 2 * self.padding[1])
-        rows, B = BLOCK_ROWS[module_name(self.xp)], 1
-        if self.stride == (1, 1) and rows and macs >= BLOCK_MACS:
-            while B * O < rows and 2 * B <= min(OH, MAX_BLOCK):
-                B *= 2
-        return B if B == 1 or _finite(self.xp, x) else 1          # 0·inf: see the class
+        def undeal(n):                                            # the phases put back in order
+            row_blocking.undeal(xp, gx[:, n], g_dealt[:, :, n, :, pw:pw + W], ph, B)
+        backend.parallel(undeal, backend.shares(N), xp)
+        return gx.transpose(1, 0, 2, 3)                           # (N, C, H, W)
 
-    def _blocked_weight(self, g):
-        """W′ as a matrix, (O·B, C·B·kh′·kw)."""
-        O, C = self.W.shape[:2]
-        Wb = self.xp.zeros((O, g.block, C, g.block) + g.kernel, dtype=self.W.dtype)
-        for r, s, a, i in g.taps:
-            Wb[:, r, :, s, a] = self.W[:, :, i]
-        return Wb.reshape(O * g.block, -1)
-
-    def _wide_gradient(self, gy, g, wide):
+    def _wide_gradient(self, gy, plan, wide):
         """dl/dy laid out as the product's output, (O·B, N, OH′, Wv): rows dealt
         into blocks, the dropped columns and rows zero."""
-        O, B, OW = gy.shape[1], g.block, self.out[1]
+        O, B, OW = gy.shape[1], plan.block, self.out[1]
         gyc = self.xp.zeros((O, B) + tuple(wide), dtype=gy.dtype)
-        for r, h, p in _phases(self.out[0], 0, B):
-            _copy_rows(self.xp, gyc[:, r, :, p, :OW], gy.transpose(1, 0, 2, 3)[:, :, h])
+        gy_c = gy.transpose(1, 0, 2, 3)                           # (O, N, OH, OW)
+
+        def piece(n):
+            row_blocking.deal(self.xp, gyc[:, :, n, :, :OW], gy_c[:, n], 0, B)
+        backend.parallel(piece, backend.shares(gy.shape[0]), self.xp)
         return gyc.reshape((O * B,) + tuple(wide))
 
-    def _padded_shape(self, g):
+    def _padded_shape(self, plan):
         """(C·B, N, Hp′, Wp): x′ holds the padded input's rows, zero rows for a
         short last block's dropped outputs, and with stride 1 the spare row."""
         N, C, H, W = self.x_shape
-        (ph, pw), B = self.padding, g.block
+        (ph, pw), B = self.padding, plan.block
         spare = 1 if self.stride == (1, 1) else 0
-        height = max(-(-(H + 2 * ph) // B), g.rows + g.kernel[0] - 1) + spare
+        height = max(-(-(H + 2 * ph) // B), plan.out_rows + plan.kernel[0] - 1) + spare
         return C * B, N, height, W + 2 * pw
 
-    def _pad_channel_major(self, x, g):
-        """x padded, channel-major, its rows dealt into B phases: x′, (C·B, N, Hp′, Wp)."""
-        N, C, H, W = x.shape
-        (ph, pw), B = self.padding, g.block
-        shape = self._padded_shape(g)
-        xc = self.xp.zeros((C, B) + shape[1:], dtype=x.dtype)
-        for s, h, p in _phases(H, ph, B):
-            _copy_rows(self.xp, xc[:, s, :, p, pw:pw + W], x.transpose(1, 0, 2, 3)[:, :, h])
-        return xc.reshape(shape)
-
-    def _unpad(self, gxc, g):
-        """dl/dx from dl/dx′ (C·B, N, Hp′, Wp): the phases put back, the padding cropped."""
-        N, C, H, W = self.x_shape
-        (ph, pw), B = self.padding, g.block
-        if B == 1:
-            return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
-        gxc = gxc.reshape((C, B) + gxc.shape[1:])
-        gx = self.xp.empty((C, N, H, W), dtype=gxc.dtype)
-        for s, h, p in _phases(H, ph, B):
-            gx[:, :, h] = gxc[:, s, :, p, pw:pw + W]
-        return gx.transpose(1, 0, 2, 3)
-
-    def _windows(self, xc, g):
+    def _windows(self, xc, plan):
         """A view of x′ (C·B, N, Hp′, Wp) whose element (c, i, j, n, oh, ow) is
         xc[c, n, oh·sh + i, ow·sw + j]: the input each offset (i, j) of W′'s
         kernel meets, for every output. ow runs to Wv. im2col of samples n is
         ``windows[:, :, :, n].reshape(C·B·kh′·kw, -1)``, one copy."""
-        kh, kw = g.kernel
+        kh, kw = plan.kernel
         C, N, _, Wp = xc.shape
         sC, sN, sH, sW = xc.strides
         wide = Wp if self.stride == (1, 1) else self.out[1]
         return self.xp.lib.stride_tricks.as_strided(
-            xc, (C, kh, kw, N, g.rows, wide), (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
+            xc, (C, kh, kw, N, plan.out_rows, wide), (sC, sH, sW, sN, sH * self.stride[0], sW * self.stride[1]))
 
-    @staticmethod
-    def _pieces(windows, limit, max_macs=None, rows=None):
-        """Sample ranges whose im2col fits in ``limit`` bytes and, given
+    def _pieces(self, windows, limit, max_macs=None, rows=None):
+        """Sample ranges whose im2col fits in ``limit[backend]`` bytes and, given
         ``max_macs``, whose product with ``rows`` rows has at most that many multiply-adds."""
+        name = module_name(self.xp)
         C, kh, kw, N, OH, Wv = windows.shape
         col_size = C * kh * kw * OH * Wv                          # per sample
-        step = max(1, limit // (col_size * windows.itemsize))
-        if max_macs:
-            step = max(1, min(step, max_macs // (col_size * rows)))
+        step = max(1, limit[name] // (col_size * windows.itemsize))
+        if max_macs and max_macs[name]:
+            step = max(1, min(step, max_macs[name] // (col_size * rows)))
         return [slice(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
+
+
+def ranges(n, bytes_each, limit):
+    """Ranges of n items of ``bytes_each`` bytes, about ``limit`` bytes each (at least one item)."""
+    step = max(1, limit // max(1, bytes_each))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _finite(xp, a):
+    return bool(xp.isfinite(a).all())
 
 
 def conv2d(x, W, b=None, stride=1, padding=0):
@@ -372,22 +304,26 @@ def _along(axis, start, step, n):
     return (slice(None),) * axis + (slice(start, start + step * (n - 1) + 1, step),)
 
 
-def _max_along(xp, x, axis, k, s, n, label=None, dtype=None):
+def _max_along(xp, x, axis, k, s, n, label=None, dtype=None, out=None, arg_out=None):
     """1-D max pool of x along ``axis`` (window k, stride s, n outputs) and,
     given ``label``, label(j) of each window's offset j of its first maximum:
     the last offset to raise the running max strictly. Labels grow with j, so
-    that is a running max of label(j)·[x_j > max], in ``dtype``."""
+    that is a running max of label(j)·[x_j > max], in ``dtype``. Written into
+    ``out`` and ``arg_out`` where given."""
     m = x[_along(axis, 0, s, n)]
     arg = None
     if label is not None:
-        arg = xp.empty_like(m, dtype=dtype)
+        arg = xp.empty_like(m, dtype=dtype) if arg_out is None else arg_out
         arg[...] = label(0)
     for j in range(1, k):
         x_j = x[_along(axis, j, s, n)]
         if label is not None:
             xp.maximum(arg, (x_j > m) * label(j), out=arg)
         # the first maximum makes the output array (in x's memory order), the rest update it
-        m = xp.maximum(m, x_j) if j == 1 else xp.maximum(m, x_j, out=m)
+        m = xp.maximum(m, x_j, out=out) if j == 1 else xp.maximum(m, x_j, out=m)
+    if k == 1 and out is not None:
+        out[...] = m
+        m = out
     return m, arg
 
 
@@ -407,13 +343,6 @@ def _dense_like(a, like):
     return True
 
 
-def _copy_like(xp, a, like):
-    """a, copied into the memory order of ``like``."""
-    out = xp.empty_like(like, dtype=a.dtype)
-    out[...] = a
-    return out
-
-
 class MaxPool2d(_Pool):
     """A 2-D max is a max along W, then a max of those along H (separable, like
     a box blur): kw + kh slices instead of kh·kw. Each pass finds its offset of
@@ -424,35 +353,53 @@ class MaxPool2d(_Pool):
 
     def forward(self, x):
         self.x = x = self._pad(x, _lowest(x.dtype))
-        (kh, kw), (sh, sw), (OH, OW) = self.kernel, self.stride, self.out
+        xp, (kh, kw), (sh, sw), (OH, OW) = self.xp, self.kernel, self.stride, self.out
+        y = xp.empty_like(x[:, :, :OH, :OW])                              # in x's memory order
         if not self.needs_grad[0]:      # inference: the maxima alone
-            m, _ = _max_along(self.xp, x, 3, kw, sw, OW)                  # (N, C, Hp, OW)
-            return _max_along(self.xp, m, 2, kh, sh, OH)[0]               # (N, C, OH, OW)
+            def piece(c):
+                m, _ = _max_along(xp, x[c], 3, kw, sw, OW)                # (N, C, Hp, OW)
+                _max_along(xp, m, 2, kh, sh, OH, out=y[c])                # (N, C, OH, OW)
+            backend.parallel(piece, self._pieces(x), xp)
+            return y
         # argmax, the window offset i·kw + j of each first maximum: along W the
         # offsets j label themselves; along H row i is labelled i·kw plus the
         # label its column got. Only argmax is kept (arg_w would double the memory)
         t = np.min_scalar_type(kh * kw - 1).type
-        m, arg_w = _max_along(self.xp, x, 3, kw, sw, OW, label=t, dtype=t)
-        y, self.argmax = _max_along(self.xp, m, 2, kh, sh, OH, dtype=t,
-                                    label=lambda i: arg_w[_along(2, i, sh, OH)] + t(i * kw))
+        self.argmax = xp.empty_like(y, dtype=t)
+
+        def piece(c):
+            m, arg_w = _max_along(xp, x[c], 3, kw, sw, OW, label=t, dtype=t)
+            _max_along(xp, m, 2, kh, sh, OH, dtype=t, label=lambda i: arg_w[_along(2, i, sh, OH)] + t(i * kw),
+                       out=y[c], arg_out=self.argmax[c])
+        backend.parallel(piece, self._pieces(x), xp)
         return y
 
     def backward(self, gy):
-        if not _dense_like(gy, self.argmax):
-            gy = _copy_like(self.xp, gy, self.argmax)
+        xp, argmax = self.xp, self.argmax
+        dense = _dense_like(gy, argmax)
+        gy_dense = gy if dense else xp.empty_like(argmax, dtype=gy.dtype)   # in argmax's memory order
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         tiled = self.stride == self.kernel and \
             (self.out[0] * self.stride[0], self.out[1] * self.stride[1]) == self.x.shape[2:]
         # in x's memory order, for the layers below; when the windows tile x, every
         # pixel is written below and the zeros would be wasted
-        gx = self.xp.empty_like(self.x) if tiled else self.xp.zeros_like(self.x)
-        for k in range(self.kernel[0] * self.kernel[1]):
-            idx = window(*divmod(k, self.kernel[1]), self.stride, self.out)
-            if overlap:       # a pixel can win in two windows: add
-                gx[idx] += gy * (self.argmax == k)
-            else:             # every pixel is in one window at most: write in place
-                self.xp.multiply(gy, self.argmax == k, out=gx[idx])
+        gx = xp.empty_like(self.x) if tiled else xp.zeros_like(self.x)
+
+        def piece(c):
+            if not dense:            # a gappy upstream gradient: copied first, the loop below is faster
+                gy_dense[c] = gy[c]
+            gx_c, gy_c, argmax_c = gx[c], gy_dense[c], argmax[c]
+            for k in range(self.kernel[0] * self.kernel[1]):
+                idx = window(*divmod(k, self.kernel[1]), self.stride, self.out)
+                if overlap:       # a pixel can win in two windows: add
+                    gx_c[idx] += gy_c * (argmax_c == k)
+                else:             # every pixel is in one window at most: write in place
+                    xp.multiply(gy_c, argmax_c == k, out=gx_c[idx])
+        backend.parallel(piece, self._pieces(self.x), xp)
         return self._crop(gx)
+
+    def _pieces(self, x):
+        return backend.outer_pieces(x, axes=(0, 1))
 
 
 class AvgPool2d(_Pool):

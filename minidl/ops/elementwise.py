@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .. import backend
 from ..backend import get_array_module
 from ..errors import InputError
 from ..tensor import Function, Tensor, _as_tensors
@@ -192,12 +193,25 @@ class Where(Function):
 
 
 class ReLU(Function):
+    """On the thread pool, one piece of the activation a thread (``backend.outer_pieces``)."""
+
     def forward(self, x):
-        self.y = self.xp.maximum(x, 0)
+        xp = self.xp
+        self.y = xp.empty_like(x)
+
+        def piece(c):
+            xp.maximum(x[c], 0, out=self.y[c])
+        backend.parallel(piece, backend.outer_pieces(x), xp)
         return self.y
 
     def backward(self, gy):
-        return gy * (self.y > 0)
+        xp = self.xp
+        gx = xp.empty_like(self.y, dtype=gy.dtype)
+
+        def piece(c):
+            xp.multiply(gy[c], self.y[c] > 0, out=gx[c])
+        backend.parallel(piece, backend.outer_pieces(self.y), xp)
+        return gx
 
 
 class Sigmoid(Function):
@@ -367,7 +381,6 @@ def where(cond, a, b):
     """a where cond holds, else b; a and b tensors or Python numbers. Two Python
     ints give an int64 tensor and two floats a float32 one, as in PyTorch; the
     values live where cond does."""
-    from .. import backend
     cond = cond.data if isinstance(cond, Tensor) else cond
     values = [v for v in (a, b) if isinstance(v, Tensor)]
     device = values[0].device if values else backend.device_of(cond) if hasattr(cond, "dtype") else None

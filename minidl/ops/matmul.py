@@ -7,10 +7,25 @@ is removed from the result:
     (n,) @ (B, n, p) -> (B, p)      (B, m, n) @ (n,) -> (B, m)"""
 import numpy as np
 
+from .. import backend
 from ..errors import InputError
 from ..tensor import Function
 from .elementwise import sum_to
 from .shape import transpose
+
+# Products run on the backend's thread pool, BLAS on one thread (see
+# backend.parallel); a 2-D product with many rows in pieces of ROWS rows.
+ROWS = 256
+
+
+def _product(xp, a, b):
+    """a @ b: the rows of a 2-D ``a`` in pieces, each piece's product on its own."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] < 2 * ROWS:
+        return backend.parallel(lambda _: a @ b, [None], xp)[0]
+    y = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+    pieces = [slice(i, i + ROWS) for i in range(0, a.shape[0], ROWS)]
+    backend.parallel(lambda rows: xp.matmul(a[rows], b, out=y[rows]), pieces, xp)
+    return y
 
 
 class MatMul(Function):
@@ -24,7 +39,7 @@ class MatMul(Function):
         self.a_shape, self.b_shape = a.shape, b.shape
         self.a = a[None, :] if a.ndim == 1 else a         # a row vector (1, n)
         self.b = b[:, None] if b.ndim == 1 else b         # a column vector (n, 1)
-        y = self.a @ self.b
+        y = _product(self.xp, self.a, self.b)
         self.y_shape = y.shape                            # (..., m, p), with a vector's 1 kept
         drop = ({y.ndim - 2} if a.ndim == 1 else set()) | ({y.ndim - 1} if b.ndim == 1 else set())
         return y.reshape([n for i, n in enumerate(y.shape) if i not in drop])
@@ -32,8 +47,8 @@ class MatMul(Function):
     def backward(self, gy):
         a, b = self.a, self.b
         gy = gy.reshape(self.y_shape)     # the axes a vector gained, back as length 1
-        ga = gy @ b.swapaxes(-1, -2)      # dl/da = dl/dy · bᵀ
-        gb = a.swapaxes(-1, -2) @ gy      # dl/db = aᵀ · dl/dy
+        ga = _product(self.xp, gy, b.swapaxes(-1, -2))     # dl/da = dl/dy · bᵀ
+        gb = _product(self.xp, a.swapaxes(-1, -2), gy)     # dl/db = aᵀ · dl/dy
         return sum_to(ga, a.shape).reshape(self.a_shape), sum_to(gb, b.shape).reshape(self.b_shape)
 
 

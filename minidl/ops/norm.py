@@ -51,12 +51,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ..backend import get_array_module
+from ..backend import get_array_module, module_name
 from ..errors import InputError
 from ..tensor import Config, Function, Tensor
 from .elementwise import add, einsum_sum_to, mul, pow, sub, sum_product_to, sum_to
 from .reduce import count, mean, normalize_axis, var
 from .shape import astype, reshape
+from .conv import CACHE_BYTES, ranges
 
 
 class StagedTerms(NamedTuple):
@@ -94,7 +95,7 @@ def backward_staged(gy, x, gamma, eps, axes):
     return StagedTerms(mu, var, sigma, x_hat, g_beta, g_gamma, g_xhat, g_var, g_mu, g_x)
 
 
-def backward_compact(gy, x_hat, sigma, gamma, axes):
+def backward_compact(gy, x_hat, sigma, gamma, axes, out=None):
     """dl/dx, dl/dγ, dl/dβ by the closed form, from the forward's x̂ and σ:
 
         dl/dx = (dl/dx̂ − mean(dl/dx̂) − x̂ · mean(dl/dx̂ · x̂)) / σ
@@ -102,7 +103,7 @@ def backward_compact(gy, x_hat, sigma, gamma, axes):
     (the last line of the derivation, divided through by m): the upstream
     gradient loses its mean and its component along x̂, then is scaled by 1/σ.
     Every term is its own array and keeps its value; only dl/dx, the result, is
-    built up in place (fewer passes over the data)."""
+    built up in place (fewer passes over the data), in ``out`` where given."""
     m = count(x_hat.shape, axes)
     g_beta = einsum_sum_to(gy, gamma.shape)                                # dl/dβ, γ's shape
     g_gamma = sum_product_to(gy, x_hat, gamma.shape)                       # dl/dγ, γ's shape
@@ -114,7 +115,7 @@ def backward_compact(gy, x_hat, sigma, gamma, axes):
     else:
         mean_g_xhat = sum_to(g_xhat, sigma.shape) / m                      # σ's shape
         mean_g_xhat_xhat = sum_product_to(g_xhat, x_hat, sigma.shape) / m  # σ's shape
-    g_x = x_hat * -mean_g_xhat_xhat                                        # − x̂·mean(dl/dx̂·x̂)
+    g_x = get_array_module(x_hat).multiply(x_hat, -mean_g_xhat_xhat, out=out)   # − x̂·mean(dl/dx̂·x̂)
     g_x += g_xhat                                                          # + dl/dx̂
     g_x -= mean_g_xhat                                                     # − mean(dl/dx̂)
     g_x /= sigma                                                           # dl/dx, (N, C, H, W)
@@ -134,27 +135,59 @@ class Normalize(Function):
         self.axes, self.eps = axes, eps
 
     def forward(self, x, gamma, beta):
-        m = count(x.shape, self.axes)
+        xp, m = self.xp, count(x.shape, self.axes)
         stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
-        self.mu = einsum_sum_to(x, stat_shape) / m                         # μ, (1, C, 1, 1)
-        x_mu = x - self.mu                                                 # x − μ, (N, C, H, W)
-        self.var = sum_product_to(x_mu, x_mu, stat_shape) / m              # σ², biased, (1, C, 1, 1)
-        self.sigma = self.xp.sqrt(self.var + self.eps)                     # σ = √(σ² + ε)
-        # x − μ is needed no more: it becomes x̂ in its own memory, no new array
-        self.x_hat = x_mu                                                  # x̂, (N, C, H, W)
-        self.x_hat /= self.sigma
+        self.mu = xp.empty(stat_shape, dtype=x.dtype)                      # μ, (1, C, 1, 1)
+        self.var = xp.empty(stat_shape, dtype=x.dtype)                     # σ², biased, (1, C, 1, 1)
+        self.x_hat = xp.empty_like(x)                                      # x̂, (N, C, H, W)
+        y = xp.empty_like(x)
         self.gamma, self.beta_shape = gamma, beta.shape
-        y = self.x_hat * gamma
-        y += beta
+
+        def piece(c):            # the statistics c and the values of x they average, on their own
+            mu, var = self.mu[c], self.var[c]
+            mu[...] = einsum_sum_to(x[c], mu.shape) / m                    # μ
+            x_mu = xp.subtract(x[c], mu, out=self.x_hat[c])                # x − μ, in x̂'s memory
+            var[...] = sum_product_to(x_mu, x_mu, mu.shape) / m            # σ², biased
+            x_mu /= xp.sqrt(var + self.eps)                                # x̂ = (x − μ)/σ
+            xp.multiply(x_mu, _part(gamma, c), out=y[c])                   # y = γ·x̂ + β
+            y[c] += _part(beta, c)
+        backend.parallel(piece, self._pieces(x, gamma.shape, beta.shape), xp)
+        self.sigma = xp.sqrt(self.var + self.eps)                          # σ = √(σ² + ε)
         return y
 
     def backward(self, gy):
-        g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
-        return g_x, g_gamma, self._beta_gradient(gy, g_beta)
+        xp = self.xp
+        pieces = self._pieces(gy, self.gamma.shape, self.beta_shape)
+        if len(pieces) == 1:
+            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
+            return g_x, g_gamma, self._beta_gradient(gy, g_beta)
+        g_x, g_gamma, g_beta = xp.empty_like(self.x_hat), xp.empty_like(self.gamma), xp.empty_like(self.gamma)
+
+        def piece(c):
+            _, g_gamma[c], g_beta[c] = backward_compact(gy[c], self.x_hat[c], self.sigma[c], self.gamma[c],
+                                                        self.axes, out=g_x[c])
+        backend.parallel(piece, pieces, xp)
+        return g_x, g_gamma, g_beta
+
+    def _pieces(self, x, gamma_shape, beta_shape):
+        """Index ranges along the first axis the statistics do not average over
+        (BatchNorm's channels), about CACHE_BYTES of x each; one piece, all of x,
+        unless γ and β hold one value per statistic (BatchNorm with its γ and β)."""
+        stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+        if gamma_shape != stat_shape or beta_shape != stat_shape:
+            return [(Ellipsis,)]
+        cut = next(i for i in range(x.ndim) if i not in self.axes)
+        n = x.shape[cut]
+        return [(slice(None),) * cut + (part,) for part in ranges(n, x.nbytes // n, CACHE_BYTES[module_name(self.xp)])]
 
     def _beta_gradient(self, gy, g_beta):
         """dl/dβ in β's shape: γ's, unless one of them is a constant number."""
         return g_beta if self.beta_shape == self.gamma.shape else sum_to(gy, self.beta_shape)
+
+
+def _part(a, c):
+    """a[c] where a holds one value per statistic, a itself where it is one number."""
+    return a[c] if getattr(a, "ndim", 0) else a
 
 
 class NormalizeStaged(Normalize):
