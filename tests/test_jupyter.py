@@ -23,6 +23,11 @@ LESSON_NAMES = ["conditioning", "batchnorm_backward", "lenet5_batchnorm", "norma
                 "bn_placement", "deep_signal", "smoothness", "weight_init", "bn_regularization"]
 
 
+def python_path():
+    """This checkout first, then what the suite was given (the CuPy stand-in in CI's second pass)."""
+    return os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +40,7 @@ class Server:
     def __init__(self, root, home, jupytext):
         self.port, self.token = free_port(), uuid.uuid4().hex
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-                   JUPYTER_RUNTIME_DIR=str(home / "runtime"), PYTHONPATH=ROOT)
+                   JUPYTER_RUNTIME_DIR=str(home / "runtime"), PYTHONPATH=python_path())
         os.makedirs(env["JUPYTER_CONFIG_DIR"], exist_ok=True)
         if jupytext:    # the README's setting; it tells JupyterLab's front end to open .py files as notebooks
             subprocess.run([sys.executable, "-c", "from jupytext_config.__main__ import main; main()",
@@ -97,7 +102,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     for name in LESSON_NAMES:
         shutil.copy(os.path.join(ROOT, "lessons", f"{name}.py"), root / f"{name}.py")
-    env = dict(os.environ, PYTHONPATH=ROOT, MINIDL_PROGRESS="0")
+    env = dict(os.environ, PYTHONPATH=python_path(), MINIDL_PROGRESS="0")
     for command in (["lessons.handout", "--quick", "batchnorm_backward", "--out", str(root / "handouts")],
                     ["lessons.homework", "handout", "--out", str(root / "homework")]):
         subprocess.run([sys.executable, "-m", *command], env=env, check=True, capture_output=True, timeout=600,
