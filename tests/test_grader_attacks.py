@@ -68,7 +68,8 @@ os.write(fd, b'{"step": "load", "framework": "minidl"}\\n'
     assert run.returncode == 0, run.stderr[-2000:]
     with open(tmp_path / "out" / "grades.csv", newline="") as f:
         rows = {r["submission"]: r for r in csv.DictReader(f)}
-    assert rows["b_honest.py"]["score"] == "14" and rows["a_forger.py"]["score"] == "0"
+    # the forger is the skeleton plus its forged record: it earns no more than the skeleton's γ and β (2)
+    assert rows["b_honest.py"]["score"] == "14" and int(rows["a_forger.py"]["score"]) <= 2
 
 
 @needs_bwrap

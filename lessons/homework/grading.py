@@ -52,7 +52,12 @@ def grade_one(entry, exam, time_limit, memory_limit, sandbox=True):
     except Exception as e:        # the sandbox itself failed: this row says so, the class goes on
         return {"row": dict(row, status="error"), "protections": "",
                 "feedback": f"The grader could not run this submission: {type(e).__name__}: {e}\n"}
-    report = exam.mark(records)
+    try:
+        report = exam.mark(records)
+    except Exception as e:        # a result no check foresaw must not stop the class: this row says so
+        return {"row": dict(row, status="error", sandboxed=run.sandboxed, seconds=round(run.seconds, 2)),
+                "protections": run.protections,
+                "feedback": f"The grader could not read this submission's results ({type(e).__name__}): score 0.\n"}
     if run.status == "exited":
         status = "graded" if "done" in records else "error"
     else:

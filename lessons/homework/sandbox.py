@@ -525,10 +525,11 @@ def _watch(process, results_r, stdin, time_limit, group):
                 break
         if not process.stdin.closed:
             process.stdin.close()
+        # its process group first (bubblewrap's, whose pid namespace dies with it): where no controller
+        # could be made, the group below holds no process and this is all that ends the run
+        _kill_session(process)
         if group is not None:
             group.close()
-        else:
-            _kill_session(process)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         # what is still buffered in the pipes; a writer that escaped the group cannot hold them open past a second

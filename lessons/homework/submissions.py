@@ -46,11 +46,22 @@ def printable(text):
                                        f"\\u{ord(m.group()):04x}"), text)
 
 
+_NAME_ESCAPES = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def shown_name(name):
-    """A file name as the gradebook shows it: undecodable bytes as ``\\xNN``, control characters escaped."""
-    raw = os.fsencode(name)
-    text = raw.decode("utf-8", "backslashreplace")
-    return printable(text)
+    """A file name as the gradebook shows it, one to one (rows, feedback files and
+    the runs are keyed by it): undecodable bytes as ``\\xNN``, control characters
+    (newlines too) and bidirectional overrides escaped, a backslash doubled, so
+    no name can show as another's."""
+    def escape(m):
+        c = m.group()
+        if c == "\\":
+            return "\\\\"
+        if "\udc80" <= c <= "\udcff":            # an undecodable byte, kept by surrogateescape
+            return f"\\x{ord(c) - 0xdc00:02x}"
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    return _NAME_ESCAPES.sub(escape, os.fsencode(name).decode("utf-8", "surrogateescape"))
 
 
 def _json_kind(value):
