@@ -299,14 +299,12 @@ for pid in children:
 print("four children of 600 MB")
 '''
 
+# written through its descriptor, never mapped: no address space is used, only the memfd's pages
 MEMFD = '''
-import mmap, os
-size = 2400 << 20
+import os
 fd = os.memfd_create("hidden")
-os.ftruncate(fd, size)
-memory = mmap.mmap(fd, size)
-for offset in range(0, size, 1 << 20):
-    memory[offset:offset + (1 << 20)] = b"x" * (1 << 20)
+for _ in range(2400):
+    os.write(fd, b"x" * (1 << 20))
 print("2.4 GB in a memfd")
 '''
 
@@ -327,6 +325,14 @@ def test_memory_over_all_processes_shared_memory_and_files_ends_as_memory_limit(
     r = run(code, memory_limit=1024)
     assert r.status == "memory limit", r
     assert "2.4 GB" not in r.output and "four children" not in r.output, r.output
+
+
+def test_one_allocation_larger_than_the_whole_limit_fails_at_once_as_an_error():
+    """Refused by the address-space cap before any page is touched (with or without a
+    control group): the child sees MemoryError, its run is an error, never a silent pass."""
+    r = run("block = bytearray(600 << 20)\nprint('allocated')", memory_limit=256)
+    assert r.status == "exited" and r.returncode != 0, r
+    assert "MemoryError" in r.output and "allocated" not in r.output, r.output
 
 
 def test_without_control_groups_the_closest_limits_hold_and_the_run_says_what_is_missing(monkeypatch):

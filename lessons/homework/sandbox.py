@@ -20,6 +20,9 @@ the kernel's control groups (cgroup v2's memory and pids controllers, or v1's,
 whichever this machine mounts and this user may write): memory (shared memory
 and the scratch folder's files included) and the process count, with the time
 limit (wall clock, and CPU time per process) ending every process of the group.
+Each process's address space is capped at the memory limit too, so one
+allocation that could never fit fails at once (the child sees MemoryError and
+its run ends as an error) rather than filling memory up to the limit first.
 Where no control group can be made, the closest limits stand in (address space
 and file size per process, the process count per user) and ``Run.protections``
 says which protection is missing. The status comes from what this process
@@ -359,9 +362,9 @@ def _start_script(group, time_limit, memory_limit, sandboxed):
     its limits, then becomes the command (no Python code runs between fork and exec,
     so the child can be started from any thread)."""
     lines = [f"echo 0 > {shlex.quote(procs)} || exit 125" for procs in (group.procs_files() if group else ())]
-    limits = [f"ulimit -t {_cpu_limit(time_limit)}"]
-    if group is None or "memory" not in group.controllers:
-        limits.append(f"ulimit -v {int(memory_limit) * 1024}")
+    # no one process may map more than the whole submission may hold: an allocation that could never
+    # fit fails at once (MemoryError, an error row) instead of first filling memory up to the limit
+    limits = [f"ulimit -t {_cpu_limit(time_limit)}", f"ulimit -v {int(memory_limit) * 1024}"]
     if group is None or "memory" not in group.controllers or not sandboxed:
         limits.append(f"ulimit -f {int(memory_limit) * 2048}")     # a file on disk, or in RAM no group counts
     if (group is None or "pids" not in group.controllers) and os.geteuid() != 0:
