@@ -44,7 +44,7 @@
 # %%
 """GroupNorm vs BatchNorm across batch sizes (Wu & He 2018, Figure 1; the course's slides, decks 002 and 003).
 
-    python -m lessons.batch_size             # 35 runs, about 3.1 minutes on 2 cores (about 6 with --workers 1)
+    python -m lessons.batch_size             # 35 runs; wall time recorded in docs/results/batch_size.md
     python -m lessons.batch_size --quick     # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

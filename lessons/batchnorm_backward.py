@@ -35,7 +35,7 @@
 # %%
 """The BatchNorm backward derived term by term and proven three ways (the course's slides, deck 003).
 
-    python -m lessons.batchnorm_backward                  # about 3 s; graphs, plots and step-through pages in runs/
+    python -m lessons.batchnorm_backward                  # seconds; graphs, plots and step-through pages in runs/
     python -m lessons.batchnorm_backward --check my_bn.py:BatchNorm2d
     python -m lessons.batchnorm_backward --check my_bn.py:batchnorm_backward
 
@@ -54,7 +54,7 @@ import numpy as np
 import minidl as md
 from minidl.ops import norm
 from lessons import homework as grader
-from lessons.chapter import say, show_figure, show_table, write_json, write_text
+from lessons.chapter import say, show_figure, show_table, table, write_json, write_text
 from lessons.record import record_run
 from lessons.settings import settings, summary_header
 
@@ -479,10 +479,24 @@ except ValueError as e:
 write_json(f"{s.out}/results.json", results)
 figures = {"gradcheck": "gradcheck_errors.png", "autograd graph": "graph_autograd.png",
            "hand-derived": "graph_hand_derived.png", "the step at x̂": "graph_step_xhat.png"}
-write_text(f"{s.out}/summary.md", summary_header(s, "BatchNorm backward") + "\n".join(
-    f"- {k}: {v}" for k, v in results.items()) + "\n\nStep through the passes: [BN](steps_bn.html), "
-    "[conv → BN → ReLU](steps_block.html)\n\n" + " ".join(     # only pictures that exist
-    f"![{k}]({f})" for k, f in figures.items() if os.path.exists(f"{s.out}/{f}")) + "\n")
+agreement = [(f"{grad}, {pair}", f"{d:.1e}") for grad in ("dl/dx", "dl/dγ", "dl/dβ")
+             for pair, d in results[grad].items()]
+agreement += [(f"{term}, the stepper's retained gradient vs hand-derived", f"{d:.1e}")
+              for term, d in results["retained_vs_hand_derived"].items()]
+write_text(f"{s.out}/summary.md", summary_header(s, "BatchNorm backward") + "\n\n".join([
+    "All in float64, with a random upstream gradient dl/dy.",
+    table(["gradient, compared", "max |difference|"], agreement),
+    table(["form", "gradcheck: worst relative error"],
+          [(f, f"{e:.1e}") for f, e in results["gradcheck_worst_relative_error"].items()]),
+    "The step of the backward pass that completes each term: " + ", ".join(
+        f"{t} at step {n}" for t, n in sorted(results["term_completed_at_step"].items(), key=lambda item: item[1])) + ".",
+    f"Ops in the graph: {results['ops_in_graph']['autograd']} for autograd of the forward, "
+    f"{results['ops_in_graph']['hand_derived']} hand-derived. The conv's bias before BN gets a gradient of at most "
+    f"{results['conv_bias_grad_max_abs']:.1e}; an upstream gradient of ones gives max |dl/dx| = "
+    f"{results['ones_upstream_max_abs_dx']:.1e}. A one-sample batch in train mode: "
+    f"`{results.get('single_sample_error', 'no error: a defect')}`",
+    "Step through the passes: [BN](steps_bn.html), [conv → BN → ReLU](steps_block.html)",
+    " ".join(f"![{k}]({f})" for k, f in figures.items() if os.path.exists(f"{s.out}/{f}"))]) + "\n")   # drawn only
 print(f"plots, graphs, results.json and summary.md in {s.out}/")
 record_run(s)                 # with --record: docs/results/batchnorm_backward.md, which the README quotes
 if s.check:

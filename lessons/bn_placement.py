@@ -42,7 +42,7 @@
 """BatchNorm before or after the activation, with and without γ/β, and with
 ReLU, sigmoid, tanh or no activation (the course's slides, deck 003).
 
-    python -m lessons.bn_placement            # 70 runs, about 4.0 minutes on 2 cores (about 8 with --workers 1)
+    python -m lessons.bn_placement            # 70 runs; wall time recorded in docs/results/bn_placement.md
     python -m lessons.bn_placement --quick    # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

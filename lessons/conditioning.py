@@ -43,7 +43,7 @@
 # %%
 """Gradient descent on house prices, badly vs well scaled (the course's slides, deck 000).
 
-    python -m lessons.conditioning                       # about 4 s; plots in runs/conditioning/
+    python -m lessons.conditioning                       # seconds; plots in runs/conditioning/
     python -m lessons.conditioning --csv my_houses.csv   # your own data: columns area,price
 """
 import csv

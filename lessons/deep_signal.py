@@ -43,7 +43,7 @@
 # %%
 """Signal propagation: dead ReLUs, residual variance, RescaleNet (the course's slides, deck 000).
 
-    python -m lessons.deep_signal            # about 95 s on 2 cores (2.7 min with --workers 1)
+    python -m lessons.deep_signal            # wall time recorded in docs/results/deep_signal.md
     python -m lessons.deep_signal --quick    # seconds, synthetic images
 """
 import math

@@ -52,8 +52,8 @@
     python -m lessons.lenet5_batchnorm --quick                # seconds, synthetic data
     python -m lessons.lenet5_batchnorm --norm my_bn.py:BatchNorm2d   # the homework: your module
 
-Default run on Fashion-MNIST (no CIFAR-10 here): 20 epochs × 3 models, about 12.3
-minutes on 2 cores (17.6 with --workers 1, measured before row blocking). Interrupted runs resume from their last epoch's
+Default run on Fashion-MNIST (no CIFAR-10 here): 20 epochs × 3 models; its wall time and
+results are recorded in docs/results/lenet5_batchnorm.md. Interrupted runs resume from their last epoch's
 checkpoint in --out, only when made with the same data and settings.
 """
 import contextlib

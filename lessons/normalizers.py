@@ -37,7 +37,7 @@
 """The normalizer family: the N/C/HW cube, Meta Normalization, Switchable and
 Sparse Switchable Norm in LeNet-5, and BN's backward as a projection (the course's slides, decks 001 and 002).
 
-    python -m lessons.normalizers            # about 20 s on 2 cores (Fashion-MNIST)
+    python -m lessons.normalizers            # Fashion-MNIST; wall time in docs/results/normalizers.md
     python -m lessons.normalizers --quick    # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

@@ -36,7 +36,7 @@
 # %%
 """Loss-landscape smoothness with and without BN, and noisy BN (Santurkar et al.; the course's slides, decks 001, 003).
 
-    python -m lessons.smoothness            # about 55 s on 2 cores (1.8 min with --workers 1)
+    python -m lessons.smoothness            # wall time recorded in docs/results/smoothness.md
     python -m lessons.smoothness --quick    # seconds, synthetic images
 """
 import matplotlib.pyplot as plt

@@ -37,7 +37,7 @@
 # %%
 """Weight-initialization sensitivity with and without BN (the course's slides, deck 003).
 
-    python -m lessons.weight_init            # 20 runs, about 25 s on 2 cores (40 s with --workers 1)
+    python -m lessons.weight_init            # 20 runs; wall time in docs/results/weight_init.md
     python -m lessons.weight_init --quick    # seconds, synthetic images
 """
 import math
