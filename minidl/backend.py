@@ -330,13 +330,27 @@ def one_blas_thread():
     return _OneBlasThread()
 
 
-def parallel(function, pieces, xp=np):
+# Handing a share of a region to a pool thread costs 40-70 µs on the machines here
+# (a region of two no-op pieces; the thread is woken, then the caller), the time
+# NumPy takes to copy about 2 MB: a thread joins a region only for each GRAIN_BYTES
+# of the data it works on (PyTorch's at::parallel_for has its grain size too).
+GRAIN_BYTES = 4 << 20
+
+
+def threads_for(nbytes):
+    """How many threads a region over ``nbytes`` bytes of data uses: one per
+    GRAIN_BYTES, at least one, at most get_num_threads()."""
+    return max(1, min(_num_threads, int(nbytes) // GRAIN_BYTES))
+
+
+def parallel(function, pieces, xp=np, nbytes=None):
     """[function(piece) for piece in pieces], on up to get_num_threads()
-    threads: the calling one takes the first share of the pieces, the pool's
-    threads the others, each a run of neighbouring pieces. BLAS runs one thread
+    threads (``threads_for(nbytes)`` given the bytes the pieces work on): the
+    calling one takes the first share of the pieces, the pool's threads the
+    others, each a run of neighbouring pieces. BLAS runs one thread
     throughout, on one thread too, so that results never depend on the count.
     On CuPy (``xp``) one after another: the GPU runs each piece's kernels itself."""
-    threads = min(_num_threads, len(pieces))
+    threads = min(_num_threads if nbytes is None else threads_for(nbytes), len(pieces))
     if xp is not np:
         return [function(piece) for piece in pieces]
     with one_blas_thread():
@@ -352,13 +366,13 @@ def parallel(function, pieces, xp=np):
         return results + [r for f in futures for r in f.result()]
 
 
-def shares(n):
-    """range(n) in get_num_threads() runs of neighbouring indices, as even as can
-    be: the pieces of exact work (copies, a max, a product of two numbers), whose
-    results cannot depend on how it is cut. One piece on one thread: every piece
-    costs its Python calls (measured: LeNet-5's deals of rows in pieces of 3
-    samples took the first conv's forward from 1.0 to 2.4 ms)."""
-    k = max(1, min(_num_threads, n))
+def shares(n, nbytes):
+    """range(n) in ``threads_for(nbytes)`` runs of neighbouring indices, as even
+    as can be: the pieces of exact work (copies, a max, a product of two numbers)
+    over ``nbytes`` bytes, whose results cannot depend on how it is cut. One piece
+    on one thread: every piece costs its Python calls (measured: LeNet-5's deals
+    of rows in pieces of 3 samples took the first conv's forward from 1.0 to 2.4 ms)."""
+    k = max(1, min(threads_for(nbytes), n))
     return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
@@ -369,7 +383,7 @@ def outer_pieces(a, axes=None):
     if a.ndim == 0:
         return [(Ellipsis,)]
     axis = max(axes or range(a.ndim), key=lambda i: (a.shape[i] > 1, a.strides[i], -i))
-    return [(slice(None),) * axis + (part,) for part in shares(a.shape[axis])]
+    return [(slice(None),) * axis + (part,) for part in shares(a.shape[axis], a.nbytes)]
 
 
 def _after_fork_in_child():

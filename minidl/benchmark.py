@@ -6,6 +6,7 @@
     python -m minidl.benchmark --input 1x28x28  # the lessons' MNIST shape
     python -m minidl.benchmark --ops --block-rows 0 24   # per-op CPU time, row blocking off / on
     python -m minidl.benchmark --ops --threads 1 2       # per-op time on 1 and 2 threads
+    python -m minidl.benchmark --ops --threads 2 --grain 1 4194304   # every region shared out / the grain
 
 Prints images/s (median over rounds) for a training step (forward, backward,
 SGD with momentum) and for inference on CIFAR-shaped input (``--input``), the ratio to
@@ -21,7 +22,9 @@ run their independent models, one thread each) against PyTorch on all cores
 step (CPU time, median over ``--rounds``; no PyTorch), and the step's wall
 time. With ``--block-rows`` it switches the convolutions' row blocking
 (``minidl.ops.row_blocking.BLOCK_ROWS``; 0 is off), with ``--threads`` the
-number of threads, between settings step by step in the one process. Between
+number of threads, with ``--grain`` the bytes of data a region needs for each
+thread it takes (``minidl.backend.GRAIN_BYTES``; 1 shares every region out),
+between settings step by step in the one process. Between
 processes, and between runs of one process, a step's time drifts by 10 % and
 more on a shared machine; alternating inside one process resolves a few per
 cent. On n threads an op's CPU time is the sum over its threads: compare the
@@ -128,7 +131,8 @@ def op_times(batch, norm, image, settings, rounds, iters):
     """{setting: {op.forward / op.backward / step / wall: [seconds per step, one per round]}}
     (CPU time, the step's wall time as "wall"), the ``settings`` alternating step
     by step (their order reversed every other round). A setting is a pair
-    (BLOCK_ROWS of the convolutions, 0 for none; the number of threads)."""
+    (BLOCK_ROWS of the convolutions, 0 for none; the number of threads), or a
+    triple with backend.GRAIN_BYTES third."""
     import minidl as md
     from minidl.ops import row_blocking
     from minidl.tensor import Function
@@ -151,16 +155,18 @@ def op_times(batch, norm, image, settings, rounds, iters):
                  for m in ("forward", "backward") if m in cls.__dict__]
     for cls, m, method in originals:
         setattr(cls, m, timed(method, f"{cls.__name__}.{m}"))
+    from minidl import backend as engine
     backend = md.get_backend()
-    saved = row_blocking.BLOCK_ROWS[backend], md.get_num_threads()
+    saved = row_blocking.BLOCK_ROWS[backend], md.get_num_threads(), engine.GRAIN_BYTES
     times = {setting: {} for setting in settings}
     try:
         train, _ = minidl_steps(batch, norm, image)
         for r in range(rounds):
             for setting in (settings if r % 2 == 0 else settings[::-1]):
-                rows, threads = setting
+                rows, threads, *grain = setting
                 row_blocking.BLOCK_ROWS[backend] = rows or None
                 md.set_num_threads(threads)
+                engine.GRAIN_BYTES = grain[0] if grain else saved[2]
                 train()              # untimed: the first step after the other setting
                 spent.clear()
                 t0, w0 = time.process_time(), time.perf_counter()
@@ -172,6 +178,7 @@ def op_times(batch, norm, image, settings, rounds, iters):
     finally:
         row_blocking.BLOCK_ROWS[backend] = saved[0]
         md.set_num_threads(saved[1])
+        engine.GRAIN_BYTES = saved[2]
         for cls, m, method in originals:
             setattr(cls, m, method)
     return times
@@ -182,11 +189,13 @@ def print_op_times(args, backend):
     from minidl.ops import row_blocking
     rows = args.block_rows or [row_blocking.BLOCK_ROWS[backend] or 0]
     threads = args.threads or [md.get_num_threads()]
-    settings = [(r, t) for r in rows for t in threads]
-    label = lambda r, t: " ".join(([f"rows {r}"] if args.block_rows else []) +   # noqa: E731
-                                  ([f"{t} threads"] if args.threads else [])) or "ms"
+    grains = args.grain or [md.backend.GRAIN_BYTES]
+    settings = [(r, t, g) for r in rows for t in threads for g in grains]
+    label = lambda r, t, g: " ".join(([f"rows {r}"] if args.block_rows else []) +   # noqa: E731
+                                     ([f"{t} threads"] if args.threads else []) +
+                                     ([f"grain {_size(g)}"] if args.grain else [])) or "ms"
     alternating = [what for what, given in (("the convolutions' BLOCK_ROWS", args.block_rows),
-                                            ("the threads", args.threads)) if given]
+                                            ("the threads", args.threads), ("the grain", args.grain)) if given]
     print(f"backend {backend}, numpy {np.__version__}, BLAS threads: "
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'BLAS default')} (one inside minidl's ops); per-op CPU "
           f"time of a training step and the step's wall time, ms, median of {args.rounds} rounds of {args.iters} steps"
@@ -199,10 +208,15 @@ def print_op_times(args, backend):
             names = ["wall", "step"] + sorted((n for n in first if n not in ("step", "wall")),
                                               key=lambda n: -statistics.median(first[n]))
             print(f"\nLeNet5{'+BN' if norm else ''}, batch {batch}, input {args.input}")
-            print(f"{'':<24}" + "".join(f"{label(*s):>18}" for s in settings))
+            width = max(18, 2 + max(len(label(*s)) for s in settings))
+            print(f"{'':<24}" + "".join(f"{label(*s):>{width}}" for s in settings))
             for name in names:
                 print(f"{'step, wall' if name == 'wall' else name:<24}" +
-                      "".join(f"{statistics.median(times[s].get(name, [0.0])) * 1e3:>18.2f}" for s in settings))
+                      "".join(f"{statistics.median(times[s].get(name, [0.0])) * 1e3:>{width}.2f}" for s in settings))
+
+
+def _size(nbytes):
+    return f"{nbytes >> 20} MB" if nbytes >= 1 << 20 and nbytes % (1 << 20) == 0 else f"{nbytes} B"
 
 
 # ---- a worker: one library, one process -------------------------------------
@@ -295,6 +309,8 @@ def main(argv=None):
                    help="per-op CPU time inside minidl's training step, in this process (no PyTorch)")
     p.add_argument("--block-rows", type=int, nargs="+", default=None,
                    help="with --ops: the convolutions' BLOCK_ROWS settings to alternate (0: no row blocking)")
+    p.add_argument("--grain", type=int, nargs="+", default=None,
+                   help="with --ops: backend.GRAIN_BYTES settings to alternate (1: every region shared out)")
     p.add_argument("--worker", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     backend = args.backend or os.environ.get("MINIDL_BACKEND", "numpy")
@@ -302,6 +318,8 @@ def main(argv=None):
         return worker(args.worker, backend)
     if args.block_rows and not args.ops:
         p.error("--block-rows goes with --ops")
+    if args.grain and (not args.ops or min(args.grain) < 1):
+        p.error(f"--grain goes with --ops and takes positive byte counts, got {args.grain}")
     if args.threads and min(args.threads) < 1:
         p.error(f"--threads: expected positive counts, got {args.threads}")
     if args.ops:

@@ -34,7 +34,8 @@ def test_op_times_alternate_row_blocking_in_one_process_and_restore_it():
     from minidl.ops import conv, row_blocking
     saved, forward = row_blocking.BLOCK_ROWS[md.get_backend()], conv.Conv2d.forward
     threads = md.get_num_threads()
-    settings = [(0, 1), (24, 1), (24, 2)]
+    grain = md.backend.GRAIN_BYTES
+    settings = [(0, 1), (24, 1), (24, 2), (24, 2, 1)]
     times = op_times(2, "batch", "1x28x28", settings, rounds=2, iters=1)
     assert list(times) == settings
     for per_op in times.values():
@@ -43,7 +44,7 @@ def test_op_times_alternate_row_blocking_in_one_process_and_restore_it():
         # the ops ran inside the timed steps: their sum is part of the step's time
         assert sum(v[0] for k, v in per_op.items() if k not in ("step", "wall")) <= per_op["step"][0] * 1.05
     assert row_blocking.BLOCK_ROWS[md.get_backend()] == saved and conv.Conv2d.forward is forward
-    assert md.get_num_threads() == threads
+    assert md.get_num_threads() == threads and md.backend.GRAIN_BYTES == grain
 
 
 def test_benchmark_ops_prints_one_column_per_setting():
@@ -53,6 +54,11 @@ def test_benchmark_ops_prints_one_column_per_setting():
         capture_output=True, text=True, timeout=120, env=dict(os.environ), check=True).stdout
     assert ("the convolutions' BLOCK_ROWS and the threads alternating step by step: rows 0 1 threads, "
             "rows 0 2 threads, rows 24 1 threads, rows 24 2 threads") in out
+    grains = subprocess.run(
+        [sys.executable, "-m", "minidl.benchmark", "--ops", "--threads", "2", "--grain", "1", "4194304",
+         "--batch-sizes", "2", "--rounds", "1", "--iters", "1", "--input", "1x28x28"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ), check=True).stdout
+    assert "the threads and the grain alternating step by step: 2 threads grain 1 B, 2 threads grain 4 MB" in grains
     for model in ("LeNet5", "LeNet5+BN"):
         assert f"{model}, batch 2, input 1x28x28" in out
     for row in ("step", "step, wall"):

@@ -38,7 +38,9 @@ def train_lenet(norm, dtype, num_threads, steps=2, batch=16):
 
 @pytest.mark.parametrize("norm", [None, "batch"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_training_is_bit_identical_on_one_and_two_threads(threads, norm, dtype):
+def test_training_is_bit_identical_on_one_and_two_threads(threads, norm, dtype, monkeypatch):
+    # every region shared out at this small batch: the default grain would keep most on one thread
+    monkeypatch.setattr(backend, "GRAIN_BYTES", 1)
     one, two = train_lenet(norm, dtype, 1), train_lenet(norm, dtype, 2)
     assert len(one) == (10 if norm is None else 10 + 4 * 4)     # BN: γ, β, running mean and variance
     for name in one:
@@ -125,8 +127,22 @@ def test_a_forked_child_starts_its_own_pool(threads):
     assert os.WEXITSTATUS(status) == 0
 
 
-def test_a_product_of_many_rows_goes_in_pieces_the_same_on_any_threads(threads):
+def test_a_region_takes_a_thread_for_each_grain_of_its_data(threads, monkeypatch):
+    import threading
+    md.set_num_threads(4)
+    monkeypatch.setattr(backend, "GRAIN_BYTES", 100)
+    assert [backend.threads_for(n) for n in (0, 99, 100, 250, 399, 400, 10**6)] == [1, 1, 1, 2, 3, 4, 4]
+    ran_on = lambda i: threading.get_ident()        # noqa: E731
+    assert len(set(backend.parallel(ran_on, list(range(8)), nbytes=99))) == 1      # under a grain: the caller alone
+    assert len(set(backend.parallel(ran_on, list(range(8)), nbytes=250))) == 2
+    assert backend.shares(10, 99) == [slice(0, 10)] and backend.shares(10, 250) == [slice(0, 5), slice(5, 10)]
+    md.set_num_threads(1)
+    assert backend.threads_for(10**6) == 1
+
+
+def test_a_product_of_many_rows_goes_in_pieces_the_same_on_any_threads(threads, monkeypatch):
     from minidl.ops.matmul import ROWS
+    monkeypatch.setattr(backend, "GRAIN_BYTES", 1)          # shared out, small as it is
     a, b = (np.random.default_rng(i).standard_normal(s) for i, s in enumerate([(2 * ROWS + 3, 40), (40, 7)]))
     results = []
     for n in (1, 2):

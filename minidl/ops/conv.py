@@ -111,18 +111,16 @@ class Conv2d(Function):
         self.xc = dealt.reshape(shape)                            # x′, (C·B, N, Hp′, Wp)
         windows = self._windows(self.xc, plan)                    # (C·B, kh′, kw, N, OH′, Wv)
         (ph, pw), x_c = self.padding, x.transpose(1, 0, 2, 3)     # (C, N, H, W)
-        coarse = backend.shares(N)                                # the copies: one piece a thread
-
         def deal(n):                                              # x → x′, samples n
             row_blocking.deal(xp, dealt[:, :, n, :, pw:pw + x.shape[3]], x_c[:, n], ph, B)
-        backend.parallel(deal, coarse, xp)
+        backend.parallel(deal, backend.shares(N, x.nbytes), xp)       # the copies: one piece a thread
         # each piece's product goes straight into its slice of one wide output
         y_wide = xp.empty((O * B,) + windows.shape[3:], dtype=x.dtype)   # (O·B, N, OH′, Wv)
 
         def product(n):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
             xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
-        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp)
+        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp, _col_bytes(windows))
         y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])        # (O, B, N, OH′, Wv)
         if B == 1 and b is None:
             return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
@@ -132,7 +130,7 @@ class Conv2d(Function):
             if b is not None:
                 y_wide[:, :, n] += b.reshape(O, 1, 1, 1, 1)
             row_blocking.undeal(xp, y[:, n], y_wide[:, :, n, :, :OW], 0, B)   # channels o·B + r → rows B·p + r
-        backend.parallel(finish, coarse, xp)
+        backend.parallel(finish, backend.shares(N, y.nbytes), xp)
         return y.transpose(1, 0, 2, 3)                            # (N, O, OH, OW)
 
     def backward(self, gy):
@@ -158,7 +156,7 @@ class Conv2d(Function):
         def piece(n):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
             return col @ gyc[:, n].reshape(Wm.shape[0], -1).T    # kept transposed: faster
-        parts = backend.parallel(piece, self._pieces(windows, CACHE_BYTES), self.xp)
+        parts = backend.parallel(piece, self._pieces(windows, CACHE_BYTES), self.xp, _col_bytes(windows))
         gWm = parts[0]                                            # (C·B·kh′·kw, O·B)
         for part in parts[1:]:
             gWm += part
@@ -183,14 +181,14 @@ class Conv2d(Function):
             for i in range(plan.kernel[0]):
                 for j in range(plan.kernel[1]):
                     g_windows[:, i, j, n] += gcol[:, i, j]
-        backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp)
+        backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp, _col_bytes(g_windows))
         if B == 1:
             return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
         gx = xp.empty((C, N, H, W), dtype=gxc.dtype)
 
         def undeal(n):                                            # the phases put back in order
             row_blocking.undeal(xp, gx[:, n], g_dealt[:, :, n, :, pw:pw + W], ph, B)
-        backend.parallel(undeal, backend.shares(N), xp)
+        backend.parallel(undeal, backend.shares(N, gx.nbytes), xp)
         return gx.transpose(1, 0, 2, 3)                           # (N, C, H, W)
 
     def _wide_gradient(self, gy, plan, wide):
@@ -202,7 +200,7 @@ class Conv2d(Function):
 
         def piece(n):
             row_blocking.deal(self.xp, gyc[:, :, n, :, :OW], gy_c[:, n], 0, B)
-        backend.parallel(piece, backend.shares(gy.shape[0]), self.xp)
+        backend.parallel(piece, backend.shares(gy.shape[0], gyc.nbytes), self.xp)
         return gyc.reshape((O * B,) + tuple(wide))
 
     def _padded_shape(self, plan):
@@ -236,6 +234,11 @@ class Conv2d(Function):
         if max_macs and max_macs[name]:
             step = max(1, min(step, max_macs[name] // (col_size * rows)))
         return [slice(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
+
+
+def _col_bytes(windows):
+    """The bytes of the im2col matrix a product over ``windows`` builds, piece by piece."""
+    return windows.size * windows.itemsize
 
 
 def ranges(n, bytes_each, limit):

@@ -24,7 +24,7 @@ def _product(xp, a, b):
         return backend.parallel(lambda _: a @ b, [None], xp)[0]
     y = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
     pieces = [slice(i, i + ROWS) for i in range(0, a.shape[0], ROWS)]
-    backend.parallel(lambda rows: xp.matmul(a[rows], b, out=y[rows]), pieces, xp)
+    backend.parallel(lambda rows: xp.matmul(a[rows], b, out=y[rows]), pieces, xp, a.nbytes + y.nbytes)
     return y
 
 

@@ -151,7 +151,7 @@ class Normalize(Function):
             x_mu /= xp.sqrt(var + self.eps)                                # x̂ = (x − μ)/σ
             xp.multiply(x_mu, _part(gamma, c), out=y[c])                   # y = γ·x̂ + β
             y[c] += _part(beta, c)
-        backend.parallel(piece, self._pieces(x, gamma.shape, beta.shape), xp)
+        backend.parallel(piece, self._pieces(x, gamma.shape, beta.shape), xp, x.nbytes)
         self.sigma = xp.sqrt(self.var + self.eps)                          # σ = √(σ² + ε)
         return y
 
@@ -166,7 +166,7 @@ class Normalize(Function):
         def piece(c):
             _, g_gamma[c], g_beta[c] = backward_compact(gy[c], self.x_hat[c], self.sigma[c], self.gamma[c],
                                                         self.axes, out=g_x[c])
-        backend.parallel(piece, pieces, xp)
+        backend.parallel(piece, pieces, xp, gy.nbytes)
         return g_x, g_gamma, g_beta
 
     def _pieces(self, x, gamma_shape, beta_shape):
