@@ -302,12 +302,15 @@ integer_ticks(ax.xaxis)
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))       # beside the curves, not over them
 plots = {"loss": show_figure(fig, f"{s.out}/loss.png")}
 bn_runs = [label for label in results if label != "no BN"]
+findings = []                 # what the chapter says of this run, repeated in summary.md
 if len(bn_runs) == 2:
     gap = np.max(np.abs(np.subtract(*[results[label]["step_loss"] for label in bn_runs])))
     val_gap = np.max(np.abs(np.subtract(*[results[label]["val_loss"] for label in bn_runs])))
     same = "are identical" if gap == 0 else f"differ by at most {gap:.3g}"
-    say(f"{bn_runs[0]} and {bn_runs[1]}: the training losses {same} over "
-        f"{len(results[bn_runs[0]]['step_loss'])} steps; the validation losses differ by up to {val_gap:.3g}.")
+    findings.append(f"{bn_runs[0]} and {bn_runs[1]}: the training losses {same} over "
+                    f"{len(results[bn_runs[0]]['step_loss'])} steps; the validation losses differ by up to "
+                    f"{val_gap:.3g}.")
+    say(findings[-1])
 
 # %% [markdown]
 # ## 4. Accuracy per epoch
@@ -344,11 +347,12 @@ for ax, what in zip(axes, ("running_mean", "running_var")):
     ax.legend()
 plots["running stats"] = show_figure(fig, f"{s.out}/running_stats.png")
 total_steps = len(results["no BN"]["step_loss"])
-say(f"This run made {total_steps} updates: the initial running statistics still weigh "
-    f"{0.99 ** total_steps:.2g} at decay 0.99 and {0.9 ** total_steps:.2g} at decay 0.9."
-    + (" At decay 0.99 that is far from negligible, so eval mode normalizes with stale statistics: this "
-       "is why decay 0.99 can score far below decay 0.9 in a short run."
-       if 0.99 ** total_steps > 0.05 and not s.quick else ""))
+findings.append(f"This run made {total_steps} updates: the initial running statistics still weigh "
+                f"{0.99 ** total_steps:.2g} at decay 0.99 and {0.9 ** total_steps:.2g} at decay 0.9."
+                + (" At decay 0.99 that is far from negligible, so eval mode normalizes with stale statistics: "
+                   "this is why decay 0.99 can score far below decay 0.9 in a short run."
+                   if 0.99 ** total_steps > 0.05 and not s.quick else ""))
+say(findings[-1])
 
 # %% [markdown]
 # ## 6. The result table beside the course's
@@ -367,14 +371,16 @@ table = show_table(["model", "test accuracy", "data", "final training loss", "fi
 ranked = sorted(results, key=lambda label: -results[label]["test_acc"][-1])
 ranking = (f"Ours, by test accuracy on {dataset}: {' > '.join(ranked)}; the course's three on CIFAR-10: "
            f"{' > '.join(sorted(COURSE_CIFAR10, key=lambda label: -COURSE_CIFAR10[label]))}.")
-say(verdict(ranking + " One run each: whether this order would hold over other random seeds, this "
-            "lesson does not measure (the BN-placement lesson shows how far seeds move such numbers).",
-            [h["test_acc"][-1] for h in results.values()], s.quick))
+findings.append(verdict(ranking + " One run each: whether this order would hold over other random seeds, "
+                        "this lesson does not measure (the BN-placement lesson shows how far seeds move such "
+                        "numbers).", [h["test_acc"][-1] for h in results.values()], s.quick))
+say(findings[-1])
 write_json(f"{s.out}/results.json", {"dataset": dataset, "epochs": s.epochs, "batch_size": s.batch_size,
                                      "lr": s.lr, "runs": results})
 write_text(f"{s.out}/summary.md", summary_header(s, f"LeNet-5 with and without BatchNorm on {dataset}") +
            f"{s.epochs} epochs, batch {s.batch_size}, SGD lr {s.lr}, momentum {MOMENTUM}, weight decay "
            f"{WEIGHT_DECAY}, cosine schedule, seed {s.seed}; the same initial weights and data order for all "
-           f"three runs.\n\n{table}\n\n" + " ".join(f"![{k}]({v})" for k, v in plots.items()) + "\n")
+           f"three runs.\n\n{table}\n\n" + "".join(f + "\n\n" for f in findings if f) +
+           " ".join(f"![{k}]({v})" for k, v in plots.items()) + "\n")
 print(f"plots, results.json and summary.md in {s.out}/")
 record_run(s)                 # with --record: docs/results/lenet5_batchnorm.md, which the README quotes
