@@ -330,9 +330,18 @@ def test_memory_over_all_processes_shared_memory_and_files_ends_as_memory_limit(
 def test_one_allocation_larger_than_the_whole_limit_fails_at_once_as_an_error():
     """Refused by the address-space cap before any page is touched (with or without a
     control group): the child sees MemoryError, its run is an error, never a silent pass."""
-    r = run("block = bytearray(600 << 20)\nprint('allocated')", memory_limit=256)
+    size = 256 + sandbox.MAPPED_RESERVE + 64          # MB: beyond the cap where a group counts memory too
+    r = run(f"block = bytearray({size} << 20)\nprint('allocated')", memory_limit=256)
     assert r.status == "exited" and r.returncode != 0, r
     assert "MemoryError" in r.output and "allocated" not in r.output, r.output
+
+
+@needs_group("memory")
+def test_address_space_mapped_and_never_touched_is_allowed_beyond_the_limit():
+    """What libraries map without using (PyTorch on one thread: 600 MB mapped, 230 MB
+    used) is no memory the group counts: within MAPPED_RESERVE it is allowed."""
+    r = run("import mmap\nm = mmap.mmap(-1, 600 << 20)\nm[0] = 1\nprint('mapped')", memory_limit=256)
+    assert r.status == "exited" and r.returncode == 0 and r.output == "mapped\n", r
 
 
 def test_without_control_groups_the_closest_limits_hold_and_the_run_says_what_is_missing(monkeypatch):

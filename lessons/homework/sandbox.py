@@ -20,9 +20,10 @@ the kernel's control groups (cgroup v2's memory and pids controllers, or v1's,
 whichever this machine mounts and this user may write): memory (shared memory
 and the scratch folder's files included) and the process count, with the time
 limit (wall clock, and CPU time per process) ending every process of the group.
-Each process's address space is capped at the memory limit too, so one
-allocation that could never fit fails at once (the child sees MemoryError and
-its run ends as an error) rather than filling memory up to the limit first.
+Each process's address space is capped too (at the memory limit plus
+MAPPED_RESERVE, what libraries map and never touch), so one allocation that
+could never fit fails at once (the child sees MemoryError and its run ends as an
+error) rather than filling memory up to the limit first.
 Where no control group can be made, the closest limits stand in (address space
 and file size per process, the process count per user) and ``Run.protections``
 says which protection is missing. The status comes from what this process
@@ -46,6 +47,9 @@ import time
 
 INSTALL_BWRAP = "install bubblewrap to sandbox each submission: apt-get install bubblewrap"
 TIME_LIMIT, MEMORY_LIMIT = 60, 2048     # seconds, MB: a correct module grades in a few seconds and ~300 MB
+# MB of address space a process may map beyond the memory limit where a control group counts its
+# memory: what Python, NumPy and PyTorch map and never touch (PyTorch on one thread: 600 MB mapped, 230 used)
+MAPPED_RESERVE = 1024
 PIDS_LIMIT = 256                        # processes and threads of one submission: a fork bomb stops here
 OUTPUT_LIMIT = 1 << 20                  # bytes of a submission's output kept; the rest is read and dropped
 RESULTS_LIMIT = 64 << 20                # bytes of its results pipe kept
@@ -362,9 +366,12 @@ def _start_script(group, time_limit, memory_limit, sandboxed):
     its limits, then becomes the command (no Python code runs between fork and exec,
     so the child can be started from any thread)."""
     lines = [f"echo 0 > {shlex.quote(procs)} || exit 125" for procs in (group.procs_files() if group else ())]
-    # no one process may map more than the whole submission may hold: an allocation that could never
-    # fit fails at once (MemoryError, an error row) instead of first filling memory up to the limit
-    limits = [f"ulimit -t {_cpu_limit(time_limit)}", f"ulimit -v {int(memory_limit) * 1024}"]
+    # an allocation that could never fit fails at once (MemoryError, an error row) instead of first
+    # filling memory up to the limit; where a control group counts memory, the address space keeps
+    # MAPPED_RESERVE more for what libraries map and never touch
+    counted = group is not None and "memory" in group.controllers
+    address_space = int(memory_limit) + (MAPPED_RESERVE if counted else 0)
+    limits = [f"ulimit -t {_cpu_limit(time_limit)}", f"ulimit -v {address_space * 1024}"]
     if group is None or "memory" not in group.controllers or not sandboxed:
         limits.append(f"ulimit -f {int(memory_limit) * 2048}")     # a file on disk, or in RAM no group counts
     if (group is None or "pids" not in group.controllers) and os.geteuid() != 0:
