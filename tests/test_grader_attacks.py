@@ -119,3 +119,112 @@ def test_the_time_limit_ends_a_run_where_no_control_group_can_be_made():
     except subprocess.TimeoutExpired:
         pytest.fail("a 2 s time limit did not end the run within 60 s")
     assert done.stdout.strip() == "time limit", done.stderr[-2000:]
+
+
+# ---- a fresh-eye attack on the grader after #37 (second session) ----------------------------
+TRAIN_ONLY = '''import numpy as np
+import minidl as md
+
+class BatchNorm2d(md.nn.Module):
+    """Only the training forward: no moving statistics, no buffers, no eval mode."""
+    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
+        super().__init__()
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = md.nn.Parameter(np.ones(shape, np.float32))
+        self.beta = md.nn.Parameter(np.zeros(shape, np.float32))
+        self.eps = eps
+    def forward(self, X):
+        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        mean = X.mean(axis=axes, keepdims=True)
+        var = ((X - mean) ** 2).mean(axis=axes, keepdims=True)
+        return self.gamma * (X - mean) / (var + self.eps) ** 0.5 + self.beta
+'''
+
+# the runner is the process's __main__: its table of operations rewritten to report statistics that
+# start at 1e30 and decay with the momentum (within the tolerance of any moving average from there),
+# an eval output normalized with them, a state_dict that keeps them and no graph
+PATCHES_THE_RUNNER = '''
+import sys
+R = sys.modules["__main__"]
+if hasattr(R, "Step"):
+    S, _forward = R.Step, R.Step.forward
+    def _stats(self):
+        n, m = getattr(self, "_n", 0), self.plan["constructor"]["momentum"]
+        C = self.plan["constructor"]["num_features"]
+        v = {"shape": [1, C], "dtype": "float32", "data": [1e30 * m ** n] * C}
+        return {"found": True, "mean_name": "moving_mean", "var_name": "moving_var", "mean": v, "var": v}
+    def _fwd(self, x, grad):
+        if self.module.training:
+            self._n = getattr(self, "_n", 0) + 1
+            return _forward(self, x, grad)
+        M = 1e30 * self.plan["constructor"]["momentum"] ** self._n
+        g, b = self.fw.numpy(self.module.gamma), self.fw.numpy(self.module.beta)
+        return {"y": R.encode((self.inputs[x] - M) / np.sqrt(M + 1e-5) * g + b)}
+    R.OPS.update(stats=_stats, forward=_fwd, graph=lambda self: {"on_graph": []},
+                 save_load=lambda self: {"state_keys": ["moving_mean", "moving_var"], "plain": [],
+                                         "load_error": None, "restored": _stats(self)})
+'''
+
+# computes nothing: statistics that start at 1e30 and only decay, so every batch's share is far below
+# the tolerance of a check that starts from the module's own start
+HUGE_START = '''import numpy as np
+import minidl as md
+
+class BatchNorm2d(md.nn.Module):
+    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
+        super().__init__()
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = md.nn.Parameter(np.ones(shape, np.float32))
+        self.beta = md.nn.Parameter(np.zeros(shape, np.float32))
+        self.register_buffer("moving_mean", np.full(shape, 1e30, np.float32))
+        self.register_buffer("moving_var", np.full(shape, 1e30, np.float32))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, X):
+        if self.training:
+            with md.no_grad():
+                self.moving_mean = self.moving_mean * self.momentum
+                self.moving_var = self.moving_var * self.momentum
+        return X
+'''
+
+
+@needs_bwrap
+def test_made_up_statistics_earn_nothing_from_the_module_or_from_a_patched_runner(tmp_path):
+    """Found by a fresh-eye review: HUGE_START scored 4/14 (the skeleton 2); TRAIN_ONLY with
+    PATCHES_THE_RUNNER scored 14/14 (TRAIN_ONLY alone 8): eval, state_dict and the graph rested
+    on statistics only the submission's process reported."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    files = {"skeleton.py": SKELETON, "huge_start.py": HUGE_START, "train_only.py": TRAIN_ONLY,
+             "train_only_patched.py": TRAIN_ONLY + PATCHES_THE_RUNNER, "correct.py": PLANTED}
+    for name, code in files.items():
+        (folder / name).write_text(code)
+    r = grade(folder, tmp_path / "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        score = {row["submission"]: int(row["score"]) for row in csv.DictReader(f)}
+    assert score["correct.py"] == 14 and score["skeleton.py"] == 2, score
+    assert score["huge_start.py"] <= score["skeleton.py"], score
+    assert score["train_only_patched.py"] <= score["train_only.py"] < 14, score
+
+
+@needs_bwrap
+def test_names_that_look_alike_show_apart_and_a_second_run_keeps_their_rows(tmp_path):
+    """Found by a fresh-eye review: "=bob.py" was written "'=bob.py", as a file named
+    "'=bob.py" showed in a spreadsheet; a word joiner (U+2060) in a name was invisible;
+    and the second run regraded "=bob.py", its row's key no longer its name."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    names = {"=bob.py": PLANTED, "'=bob.py": SKELETON, "alice.py": PLANTED, "alice\u2060.py": SKELETON}
+    for name, code in names.items():
+        (folder / name).write_text(code)
+    first = grade(folder, tmp_path / "out")
+    assert first.returncode == 0, first.stderr[-2000:]
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        shown = [row["submission"] for row in csv.DictReader(f)]
+    # as a spreadsheet shows a cell: one leading quote hidden
+    displayed = [cell[1:] if cell.startswith("'") else cell for cell in shown]
+    assert len(set(displayed)) == 4 and "alice\\u2060.py" in displayed, displayed
+    again = grade(folder, tmp_path / "out")
+    assert again.returncode == 0 and "grading the other 0" in again.stdout + again.stderr, again.stdout[-2000:]

@@ -24,13 +24,24 @@ def read(path):
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "submission" not in reader.fieldnames:
             return {}
-        return {row["submission"]: row for row in reader}
+        return {cell_text(row["submission"]): {k: cell_text(v) for k, v in row.items()} for row in reader}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 def spreadsheet_text(cell):
     """A cell a spreadsheet shows as text: one that starts with = + - @ would be
-    read as a formula (a submission chooses its name and its output)."""
-    return "'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+    read as a formula (a submission chooses its name and its output), so it gets
+    the quote a spreadsheet hides; one that starts with a quote gets another, so
+    "'=a.py" and "=a.py" never show the same."""
+    return "'" + cell if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell
+
+
+def cell_text(cell):
+    """What ``spreadsheet_text`` was given: the gradebook read back keys its rows
+    by the names it was written with."""
+    return cell[1:] if isinstance(cell, str) and cell[:1] == "'" and cell[1:2] in FORMULA_STARTS else cell
 
 
 def write(path, rows):

@@ -12,7 +12,11 @@ statistic, which term of the graph.
 
 A line that rests on what the module says about itself (eval's statistics,
 ``state_dict``, the graph) first asks that the training forwards of its step
-normalize (γ·x̂ + β per channel): only a module that computes earns it."""
+normalize (γ·x̂ + β per channel), and that the moving statistics it reports be
+the ones the judge computes itself from the batches it sent (from the
+skeleton's start, 0 and 1, under any of the conventions the moving-averages
+line names): only a module that computes earns it, and a runner patched to
+report made-up statistics earns nothing from them."""
 import numpy as np
 
 import minidl as md
@@ -66,7 +70,7 @@ LINES = (
     ("eval mode", [("forward", "b0", False), ("forward", "b1", False), ("stats",), ("eval",), ("forward", "x", False),
                    ("stats",)]),
     ("saved by state_dict", [("forward", "b0", False), ("forward", "b1", False), ("stats",), ("save_load",)]),
-    ("off the graph", [("forward", "b0", True), ("forward", "b1", True), ("graph",)]),
+    ("off the graph", [("forward", "b0", True), ("forward", "b1", True), ("stats",), ("graph",)]),
     ("gradients", [("forward", "x", True), ("backward", "dy")]),
 )
 LINE_NAMES = tuple(name for name, _ in LINES)
@@ -206,6 +210,39 @@ def _stats(s, shape):
     return names[0], names[1], mean.reshape(cs), var.reshape(cs)
 
 
+START = {"mean": 0.0, "var": 1.0}       # the skeleton's moving statistics before any batch (d2l's and PyTorch's too)
+CONVENTIONS = {("course", "biased"): (MOMENTUM, False), ("course", "unbiased"): (MOMENTUM, True),
+               ("reversed", "biased"): (1 - MOMENTUM, False), ("reversed", "unbiased"): (1 - MOMENTUM, True)}
+
+
+def moving_statistics(batches, shape):
+    """{(convention, variance): (mean, var)} after training forwards on ``batches``
+    from the skeleton's start: the judge's own, from the inputs it sent."""
+    axes = _axes(shape)
+    count = int(np.prod([shape[a] for a in axes]))
+    cs = N.channel_shape(shape)
+    out = {}
+    for key, (w_old, unbiased) in CONVENTIONS.items():
+        mu, v = np.full(cs, START["mean"]), np.full(cs, START["var"])
+        for x in batches:
+            bv = x.var(axes, keepdims=True) * (count / (count - 1) if unbiased else 1)
+            mu, v = w_old * mu + (1 - w_old) * x.mean(axes, keepdims=True), w_old * v + (1 - w_old) * bv
+        out[key] = (mu, v)
+    return out
+
+
+def _recomputed(r, i, batches):
+    """The statistics reported at op ``i``, Blocked unless they are a moving
+    average of ``batches`` the judge computes itself (any convention)."""
+    names = r.stats(i)
+    mean, var = names[2], names[3]
+    for mu, v in moving_statistics([r.input(b) for b in batches], r.shape).values():
+        if _relative(mean, mu) < TOLERANCE and _relative(var, v) < TOLERANCE:
+            return names
+    raise Blocked("needs moving statistics that are a moving average of the batches from the skeleton's start "
+                  "(0 and 1), which this step's were not (see the moving averages line)")
+
+
 # ---- the lines --------------------------------------------------------------------------------
 def check_parameters(r):
     facts = r.op(0)
@@ -247,17 +284,13 @@ def check_training_forward(r):
 def check_moving_averages(r):
     r.op(1)
     _, _, mean, var = r.stats(2)
-    shape, axes, m = r.shape, _axes(r.shape), MOMENTUM
-    batches = [r.input(f"b{i}") for i in range(3)]
-    count = int(np.prod([shape[a] for a in axes]))
-    candidates = {}
-    for convention, (w_old, w_new) in (("course", (m, 1 - m)), ("reversed", (1 - m, m))):
-        for variance in ("biased", "unbiased"):
-            mu, v = mean.copy(), var.copy()
-            for x in batches:
-                bv = x.var(axes, keepdims=True) * (count / (count - 1) if variance == "unbiased" else 1)
-                mu, v = w_old * mu + w_new * x.mean(axes, keepdims=True), w_old * v + w_new * bv
-            candidates[(convention, variance)] = (mu, v)
+    axes, m = _axes(r.shape), MOMENTUM
+    if not (np.all(mean == START["mean"]) and np.all(var == START["var"])):
+        # the judge's averages start where the skeleton's do: a start of its own (1e30 hides any batch's
+        # share within the tolerance) is not the homework's module
+        raise LineFailed(f"the moving statistics start at mean {np.ravel(mean)[:3]}, variance {np.ravel(var)[:3]}: "
+                         "start them at 0 and 1 (zeros and ones shaped like gamma), as the skeleton does")
+    candidates = moving_statistics([r.input(f"b{i}") for i in range(3)], r.shape)
     for i in (3, 4, 5):
         r.op(i)
     _, _, got_mean, got_var = r.stats(6)
@@ -300,7 +333,7 @@ def check_moving_averages(r):
 def check_eval(r):
     r.op(1)
     r.normalizing((2, 3))
-    _, _, mean, var = r.stats(4)
+    _, _, mean, var = _recomputed(r, 4, ("b0", "b1"))
     r.op(5)
     y = r.y(6)
     _, _, mean_after, var_after = r.stats(7)
@@ -324,7 +357,7 @@ def check_eval(r):
 def check_saved(r):
     r.op(1)
     r.normalizing((2, 3))
-    mean_name, var_name, mean, var = r.stats(4)
+    mean_name, var_name, mean, var = _recomputed(r, 4, ("b0", "b1"))
     saved = r.op(5)
     state, plain = field(saved, "state_keys", list), field(saved, "plain", list)
     missing = [n for n in (mean_name, var_name) if n not in state]
@@ -351,7 +384,8 @@ def check_saved(r):
 def check_off_graph(r):
     r.op(1)
     r.normalizing((2, 3))
-    on = field(r.op(4), "on_graph", list)
+    _recomputed(r, 4, ("b0", "b1"))
+    on = field(r.op(5), "on_graph", list)
     if on:
         raise LineFailed(f"self.{on[0]} is on the autograd graph (it requires a gradient): every step's graph "
                          "stays attached to the next. Update the moving statistics under no_grad")

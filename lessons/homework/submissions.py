@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 
 MAX_BYTES = 1 << 20          # a homework is a few kilobytes; a notebook with outputs, some hundreds
@@ -46,22 +47,27 @@ def printable(text):
                                        f"\\u{ord(m.group()):04x}"), text)
 
 
-_NAME_ESCAPES = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# what shows as nothing, or as a neighbour: control and format characters (word joiners, bidirectional
+# overrides, soft hyphens), spaces other than the plain one, combining marks (e + U+0301 shows as é)
+_HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs", "Mn", "Me"}
 
 
 def shown_name(name):
     """A file name as the gradebook shows it, one to one (rows, feedback files and
-    the runs are keyed by it): undecodable bytes as ``\\xNN``, control characters
-    (newlines too) and bidirectional overrides escaped, a backslash doubled, so
-    no name can show as another's."""
-    def escape(m):
-        c = m.group()
+    the runs are keyed by it): undecodable bytes as ``\\xNN``, every character that
+    shows as nothing or as its neighbour (control and format characters, newlines,
+    bidirectional overrides, word joiners, spaces but the plain one, combining
+    marks) escaped, a backslash doubled, so no name can show as another's but by
+    letters of other scripts that look alike."""
+    def escape(c):
         if c == "\\":
             return "\\\\"
         if "\udc80" <= c <= "\udcff":            # an undecodable byte, kept by surrogateescape
             return f"\\x{ord(c) - 0xdc00:02x}"
-        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-    return _NAME_ESCAPES.sub(escape, os.fsencode(name).decode("utf-8", "surrogateescape"))
+        if c == " " or unicodedata.category(c) not in _HIDDEN:
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+    return "".join(escape(c) for c in os.fsencode(name).decode("utf-8", "surrogateescape"))
 
 
 def _json_kind(value):
