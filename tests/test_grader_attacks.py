@@ -122,17 +122,20 @@ def test_the_time_limit_ends_a_run_where_no_control_group_can_be_made():
 
 
 # ---- a fresh-eye attack on the grader after #37 (second session) ----------------------------
-TRAIN_ONLY = '''import numpy as np
+# the skeleton's constructor, γ and β, as a module written from scratch would have it
+CONSTRUCTOR = '''import numpy as np
 import minidl as md
 
 class BatchNorm2d(md.nn.Module):
-    """Only the training forward: no moving statistics, no buffers, no eval mode."""
     def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
         super().__init__()
         shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
         self.gamma = md.nn.Parameter(np.ones(shape, np.float32))
         self.beta = md.nn.Parameter(np.zeros(shape, np.float32))
-        self.eps = eps
+'''
+
+# only the training forward: no moving statistics, no buffers, no eval mode
+TRAIN_ONLY = CONSTRUCTOR + '''        self.eps = eps
     def forward(self, X):
         axes = (0,) if X.ndim == 2 else (0, 2, 3)
         mean = X.mean(axis=axes, keepdims=True)
@@ -167,16 +170,7 @@ if hasattr(R, "Step"):
 
 # computes nothing: statistics that start at 1e30 and only decay, so every batch's share is far below
 # the tolerance of a check that starts from the module's own start
-HUGE_START = '''import numpy as np
-import minidl as md
-
-class BatchNorm2d(md.nn.Module):
-    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
-        super().__init__()
-        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
-        self.gamma = md.nn.Parameter(np.ones(shape, np.float32))
-        self.beta = md.nn.Parameter(np.zeros(shape, np.float32))
-        self.register_buffer("moving_mean", np.full(shape, 1e30, np.float32))
+HUGE_START = CONSTRUCTOR + '''        self.register_buffer("moving_mean", np.full(shape, 1e30, np.float32))
         self.register_buffer("moving_var", np.full(shape, 1e30, np.float32))
         self.momentum, self.eps = momentum, eps
 
