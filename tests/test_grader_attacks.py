@@ -222,3 +222,33 @@ def test_names_that_look_alike_show_apart_and_a_second_run_keeps_their_rows(tmp_
     assert len(set(displayed)) == 4 and "alice\\u2060.py" in displayed, displayed
     again = grade(folder, tmp_path / "out")
     assert again.returncode == 0 and "grading the other 0" in again.stdout + again.stderr, again.stdout[-2000:]
+
+
+def test_a_library_batch_norm_the_code_names_is_noted_for_the_teacher():
+    """Subclassing md.nn.BatchNorm earned 12/14 with no word to the teacher, and a
+    backward submission could return minidl.ops.norm.backward_staged itself."""
+    from homework_class import TORCH_HOMEWORK
+    from lessons.homework.submissions import borrowed
+    subclass = "import minidl as md\nclass BatchNorm2d(md.nn.BatchNorm):\n    pass\n"
+    imported = "from minidl.ops.norm import backward_staged as bs\ndef batchnorm_backward(*a):\n    return bs(*a)\n"
+    assert borrowed(subclass) == ["md.nn.BatchNorm"]
+    assert borrowed(imported) == ["minidl.ops.norm.backward_staged"]
+    assert borrowed("import torch.nn.functional as F\ny = F.batch_norm(x, m, v)\n") == ["F.batch_norm"]
+    for own in (PLANTED, SKELETON, TORCH_HOMEWORK, "class BatchNorm2d(:"):      # their own class, or no code
+        assert borrowed(own) == [], own
+
+
+@needs_bwrap
+def test_the_gradebook_names_what_a_submission_borrows(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "subclass.py").write_text("import minidl as md\n\nclass BatchNorm2d(md.nn.BatchNorm):\n"
+                                        "    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):\n"
+                                        "        super().__init__(num_features, num_dims, decay=momentum, eps=eps)\n")
+    (folder / "correct.py").write_text(PLANTED)
+    r = grade(folder, tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert rows["subclass.py"]["borrows"] == "md.nn.BatchNorm" and rows["correct.py"]["borrows"] == ""
+    assert "1 submission(s) name a library's own batch norm" in (tmp_path / "out" / "summary.txt").read_text()

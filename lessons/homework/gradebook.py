@@ -11,7 +11,7 @@ import re
 
 from lessons.homework.submissions import printable
 
-COLUMNS = ("submission", "score", "max_score", "status", "failed_lines", "copies", "sandboxed", "seconds",
+COLUMNS = ("submission", "score", "max_score", "status", "failed_lines", "copies", "borrows", "sandboxed", "seconds",
            "seed", "sha256")
 STATUSES = ("graded", "error", "time limit", "memory limit")
 
@@ -83,6 +83,9 @@ def summarize(rows, names, protections=""):
     copies = sum(1 for r in graded if r.get("copies"))
     if copies:
         lines.append(f"{copies} submission(s) share their code with another (the copies column names them).")
+    borrowing = sum(1 for r in graded if r.get("borrows"))
+    if borrowing:
+        lines.append(f"{borrowing} submission(s) name a library's own batch norm (the borrows column names it).")
     unsandboxed = sorted({r["sandboxed"] for r in graded if r["sandboxed"] not in ("yes", "not run")})
     lines += [f"Not sandboxed: {why}" for why in unsandboxed]
     if not unsandboxed and any(r["sandboxed"] == "yes" for r in graded):

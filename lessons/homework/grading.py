@@ -44,7 +44,8 @@ def grade_one(entry, exam, time_limit, memory_limit, sandbox=True):
     """One submission's gradebook row and feedback: {"row": ..., "feedback": text}.
     Never raises: whatever happens is the row's status."""
     row = dict(submission=entry.shown, max_score=exam.max_score, score=0, failed_lines="", seed=exam.seed,
-               copies="; ".join(entry.copies), sha256=entry.sha256, sandboxed="not run", seconds="")
+               copies="; ".join(entry.copies), borrows="; ".join(entry.borrows), sha256=entry.sha256,
+               sandboxed="not run", seconds="")
     if entry.error:
         return {"row": dict(row, status="error"), "feedback": entry.error + "\n", "protections": ""}
     try:
