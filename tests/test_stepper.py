@@ -314,6 +314,11 @@ def test_the_bn_graph_fits_a_projector_in_chromium(browser, tmp_path):
         assert width <= 1280, f"step {k}: the page is {width} px wide; it scrolls sideways at 1280×720"
         smallest = root.evaluate(SMALLEST_TEXT)[0]
         assert smallest[0] >= 12, f"step {k + 1}: {smallest[1]!r} is {smallest[0]:.1f} px tall"
+        # graph, panel and the terms it completes on one screen (step 2 completes two: side by side)
+        bottom = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+            '[data-minidl-steps] .graph > svg, [data-minidl-steps] [data-role=step-panel] *')]
+            .map(e => e.getBoundingClientRect().bottom))""")
+        assert bottom <= 720, f"step {k + 1}: the page reaches {bottom:.0f} px, below a 1280×720 screen"
     graph = page.locator("[data-minidl-steps] .graph > svg").bounding_box()
     assert graph["x"] + graph["width"] <= 1280 and graph["y"] + graph["height"] <= 720   # the whole graph on screen
 

@@ -199,13 +199,17 @@ class StepThrough:
 
     @staticmethod
     def _terms_html(completed):
-        """The terms this step completes: each its name, its formula and its values."""
-        return "".join(
+        """The terms this step completes: each its name, its formula and its values,
+        side by side where the width allows (BN's step 2 completes dl/dγ and dl/dx̂:
+        stacked, they took the panel below a 720 px screen)."""
+        if not completed:
+            return ""
+        return '<div class="terms-done">' + "".join(
             f'<div class="term-done" data-term="{html.escape(name)}"><h4><b>{html.escape(name)}</b> is complete'
             f' (the gradient at <span class="name">{html.escape(box.title)}</span>)</h4><div class="term-body">'
             + (f'<div class="formula-box">{formula}</div><span class="equals">=</span>' if formula else "")
             + _values_html(g, box.title) + "</div></div>"
-            for (name, _), formula, box, g in completed)
+            for (name, _), formula, box, g in completed) + "</div>"
 
     @staticmethod
     def _complete(done):
