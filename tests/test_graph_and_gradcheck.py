@@ -1,6 +1,5 @@
 """md.draw_graph (the computational graph as a picture) and md.gradcheck on a
 layer, the obvious way."""
-import os
 import re
 import shutil
 

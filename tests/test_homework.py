@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import IN_CI
-from homework_class import PLANTED, SKELETON, TORCH_HOMEWORK, write_class, write_forgeries, write_odd_files
+from homework_class import PLANTED, TORCH_HOMEWORK, write_class, write_forgeries, write_odd_files
 from lessons.homework import cli as homework
 from lessons.homework.sandbox import sandbox_problem
 

@@ -12,7 +12,7 @@ import pytest
 
 import minidl as md
 import minidl.functional as F
-from conftest import against_torch, check_op, host, randn
+from conftest import against_torch, check_op, host
 
 
 def same_code(f):

@@ -146,7 +146,6 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy ``state`` into this module. Missing or unexpected keys (with
         strict) and every shape mismatch are reported together, by name."""
-        name = type(self).__name__
         if not isinstance(state, dict):
             hint = (f"; load the file first: model.load_state_dict(md.load({state!r}))"
                     if isinstance(state, (str, bytes)) or hasattr(state, "__fspath__") else "")
