@@ -330,9 +330,9 @@ def one_blas_thread():
     return _OneBlasThread()
 
 
-# Handing a share of a region to a pool thread costs 40-70 µs on the machines here
+# Handing a share of a region to a pool thread costs 42-125 µs on the machines here
 # (a region of two no-op pieces; the thread is woken, then the caller), the time
-# NumPy takes to copy about 2 MB: a thread joins a region only for each GRAIN_BYTES
+# NumPy takes to copy 1-3 MB: a thread joins a region only for each GRAIN_BYTES
 # of the data it works on (PyTorch's at::parallel_for has its grain size too).
 GRAIN_BYTES = 4 << 20
 

@@ -122,17 +122,10 @@ def test_the_time_limit_ends_a_run_where_no_control_group_can_be_made():
 
 
 # ---- a fresh-eye attack on the grader after #37 (second session) ----------------------------
-# the skeleton's constructor, γ and β, as a module written from scratch would have it
-CONSTRUCTOR = '''import numpy as np
-import minidl as md
+# the skeleton's constructor up to γ and β (homework_bn.py's, before its moving statistics)
+CONSTRUCTOR = PLANTED.split('        self.register_buffer("moving_mean"')[0]
+assert "self.beta = md.nn.Parameter" in CONSTRUCTOR and "register_buffer" not in CONSTRUCTOR
 
-class BatchNorm2d(md.nn.Module):
-    def __init__(self, num_features, num_dims, momentum=0.9, eps=1e-5):
-        super().__init__()
-        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
-        self.gamma = md.nn.Parameter(np.ones(shape, np.float32))
-        self.beta = md.nn.Parameter(np.zeros(shape, np.float32))
-'''
 
 # only the training forward: no moving statistics, no buffers, no eval mode
 TRAIN_ONLY = CONSTRUCTOR + '''        self.eps = eps

@@ -111,6 +111,7 @@ class Conv2d(Function):
         self.xc = dealt.reshape(shape)                            # x′, (C·B, N, Hp′, Wp)
         windows = self._windows(self.xc, plan)                    # (C·B, kh′, kw, N, OH′, Wv)
         (ph, pw), x_c = self.padding, x.transpose(1, 0, 2, 3)     # (C, N, H, W)
+
         def deal(n):                                              # x → x′, samples n
             row_blocking.deal(xp, dealt[:, :, n, :, pw:pw + x.shape[3]], x_c[:, n], ph, B)
         backend.parallel(deal, backend.shares(N, x.nbytes), xp)       # the copies: one piece a thread
@@ -120,7 +121,8 @@ class Conv2d(Function):
         def product(n):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col: (C·B·kh′·kw, n·OH′·Wv)
             xp.matmul(Wm, col, out=y_wide[:, n].reshape(O * B, -1))
-        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp, _col_bytes(windows))
+        backend.parallel(product, self._pieces(windows, CACHE_BYTES, SMALL_GEMM, O * B), xp,
+                         windows.nbytes)                  # a view's nbytes: the im2col its pieces build
         y_wide = y_wide.reshape((O, B) + y_wide.shape[1:])        # (O, B, N, OH′, Wv)
         if B == 1 and b is None:
             return y_wide[:, 0, :, :, :OW].transpose(1, 0, 2, 3)
@@ -156,7 +158,7 @@ class Conv2d(Function):
         def piece(n):
             col = windows[:, :, :, n].reshape(Wm.shape[1], -1)   # im2col again, in cache
             return col @ gyc[:, n].reshape(Wm.shape[0], -1).T    # kept transposed: faster
-        parts = backend.parallel(piece, self._pieces(windows, CACHE_BYTES), self.xp, _col_bytes(windows))
+        parts = backend.parallel(piece, self._pieces(windows, CACHE_BYTES), self.xp, windows.nbytes)
         gWm = parts[0]                                            # (C·B·kh′·kw, O·B)
         for part in parts[1:]:
             gWm += part
@@ -181,7 +183,7 @@ class Conv2d(Function):
             for i in range(plan.kernel[0]):
                 for j in range(plan.kernel[1]):
                     g_windows[:, i, j, n] += gcol[:, i, j]
-        backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp, _col_bytes(g_windows))
+        backend.parallel(piece, self._pieces(g_windows, COL_BYTES), xp, g_windows.nbytes)
         if B == 1:
             return gxc[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
         gx = xp.empty((C, N, H, W), dtype=gxc.dtype)
@@ -234,11 +236,6 @@ class Conv2d(Function):
         if max_macs and max_macs[name]:
             step = max(1, min(step, max_macs[name] // (col_size * rows)))
         return [slice(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
-
-
-def _col_bytes(windows):
-    """The bytes of the im2col matrix a product over ``windows`` builds, piece by piece."""
-    return windows.size * windows.itemsize
 
 
 def ranges(n, bytes_each, limit):
