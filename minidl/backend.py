@@ -188,7 +188,9 @@ def manual_seed(seed):
 
 
 def rng():
-    return _rng
+    """minidl's generator (init, shuffling, dropout); inside a piece of
+    nn.SplitBatch the piece's own, so its draws do not depend on which piece ran first."""
+    return getattr(_piece, "rng", None) or _rng
 
 
 def device_rng():
@@ -384,6 +386,83 @@ def outer_pieces(a, axes=None):
         return [(Ellipsis,)]
     axis = max(axes or range(a.ndim), key=lambda i: (a.shape[i] > 1, a.strides[i], -i))
     return [(slice(None),) * axis + (part,) for part in shares(a.shape[axis], a.nbytes)]
+
+
+# ---- pieces of one batch, side by side (nn.SplitBatch) ----------------------
+# An op's own pieces are too small for two threads here (the hand-off and the GIL
+# eat them, docs/performance.md); nn.SplitBatch gives each thread a piece of the
+# batch for a whole forward and backward instead. What spans the batch, BatchNorm's
+# sums, is summed over the pieces in their order by every piece alike (``all_sum``):
+# the pieces depend on the batch alone, the threads only run them, so results do
+# not depend on the number of threads.
+_piece = threading.local()      # .pieces, .rank: the batch piece this thread runs, if any
+
+
+class BatchPieces:
+    """The pieces of one batch (``sizes``, samples each), run one thread each, at
+    most ``threads`` of them at a time: a piece waiting for the others' sums lets
+    another run, so one thread runs any number of pieces, in turns."""
+
+    def __init__(self, sizes, threads):
+        self.sizes = [int(n) for n in sizes]      # Python ints: an np.int64 count would make μ float64
+        self.total = sum(self.sizes)
+        self.running = threading.Semaphore(threads)
+        self.barrier = threading.Barrier(len(self.sizes))
+        self.slots = [None] * len(self.sizes)
+
+    def all_sum(self, rank, value):
+        """Σ over the pieces of their ``value`` (arrays of one shape), in the
+        pieces' order, the same to the last bit in every piece."""
+        self.slots[rank] = value
+        self.running.release()
+        try:
+            self.barrier.wait()                     # every piece's value is in
+            total = self.slots[0]
+            for v in self.slots[1:]:
+                total = total + v
+            self.barrier.wait()                     # every piece has read them before any writes again
+        finally:
+            self.running.acquire()
+        return total
+
+    def run(self, rank, work, seed=None):
+        """work() as piece ``rank`` of the batch, in this thread."""
+        self.running.acquire()
+        _piece.pieces, _piece.rank = self, rank
+        _piece.rng = None if seed is None else np.random.default_rng(seed)
+        inside, _inside.active = getattr(_inside, "active", False), True   # the piece is this thread's share
+        try:
+            return work()
+        except BaseException:
+            self.barrier.abort()                    # the others stop waiting for this piece's sums
+            raise
+        finally:
+            _inside.active, _piece.pieces, _piece.rng = inside, None, None
+            self.running.release()
+
+
+def batch_piece():
+    """(BatchPieces, rank) of the piece of a batch this thread runs, else None."""
+    pieces = getattr(_piece, "pieces", None)
+    return None if pieces is None else (pieces, _piece.rank)
+
+
+def whole_batch(shape):
+    """``shape`` with the whole batch's size first where this thread runs a piece of it."""
+    piece = batch_piece()
+    return tuple(shape) if piece is None else (piece[0].total,) + tuple(shape[1:])
+
+
+def check_not_across_pieces(op, axes, shape):
+    """A reduction over the batch inside a piece would see only the piece: an error
+    (BatchNorm's statistics are summed over the pieces; nothing else is)."""
+    piece = batch_piece()
+    if piece is not None and 0 in axes and shape and shape[0] == piece[0].sizes[piece[1]]:
+        raise RuntimeError(
+            f"{op}: reduces over the batch (axis 0 of shape {tuple(shape)}) inside nn.SplitBatch, where "
+            f"each thread holds {shape[0]} of the batch's {piece[0].total} samples and would see only "
+            "those. SplitBatch sums BatchNorm's statistics over its pieces and nothing else: run this "
+            "module without SplitBatch")
 
 
 def _after_fork_in_child():

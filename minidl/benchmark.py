@@ -48,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -63,13 +64,16 @@ PAUSE_S = 0.3
 INPUTS = {"3x32x32": (3, 32), "1x28x28": (1, 28)}     # (channels, size): CIFAR, MNIST
 
 
-def minidl_steps(batch, norm, image="3x32x32"):
+def minidl_steps(batch, norm, image="3x32x32", pieces=None):
+    """(train, infer) step functions of a LeNet-5 on one batch; with ``pieces``,
+    the network runs as md.nn.SplitBatch(model, pieces)."""
     import minidl as md
     import minidl.functional as F
     md.manual_seed(0)
     channels, size = INPUTS[image]
-    model = md.models.LeNet5(in_channels=channels, input_size=size, norm=norm)
-    opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    net = md.models.LeNet5(in_channels=channels, input_size=size, norm=norm)
+    model = md.nn.SplitBatch(net, pieces) if pieces else net
+    opt = md.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
     x = md.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = md.Tensor(rng.integers(0, 10, batch))
@@ -245,17 +249,38 @@ def worker(library, backend):
         if req["what"] == "memory":
             print(json.dumps({"mb": peak_memory_mb(req["batch"])}), flush=True)
             continue
-        key = (req["batch"], req["norm"], req["input"])
-        if key not in steps:
-            steps[key] = make(*key)
-        step = steps[key][0 if req["mode"] == "train" else 1]
-        step()   # untimed: the first step after the other library ran
+        split = req.get("split", 1)     # models side by side, one thread and 1/split of the batch each
+        key = (req["batch"] // split, req["norm"], req["input"]) + ((req["pieces"],) if req.get("pieces") else ())
+        if (key, split) not in steps:
+            steps[key, split] = [make(*key) for _ in range(split)]
+        run = [s[0 if req["mode"] == "train" else 1] for s in steps[key, split]]
+        side_by_side(run, 1)   # untimed: the first step after the other library ran
         sync()
         t0 = time.perf_counter()
-        for _ in range(req["iters"]):
-            step()
+        side_by_side(run, req["iters"])
         sync()
         print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+
+
+def side_by_side(steps, iters):
+    """Each step function ``iters`` times, each in a thread of its own (the
+    first in this one): independent models training at once, nothing shared."""
+    errors = []
+
+    def loop(step):
+        try:
+            for _ in range(iters):
+                step()
+        except BaseException as e:      # a side thread's error ends the request, as the first one's would
+            errors.append(e)
+    others = [threading.Thread(target=loop, args=(step,)) for step in steps[1:]]
+    for t in others:
+        t.start()
+    loop(steps[0])
+    for t in others:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 class Worker:
@@ -311,11 +336,19 @@ def main(argv=None):
                    help="with --ops: the convolutions' BLOCK_ROWS settings to alternate (0: no row blocking)")
     p.add_argument("--grain", type=int, nargs="+", default=None,
                    help="with --ops: backend.GRAIN_BYTES settings to alternate (1: every region shared out)")
+    p.add_argument("--pieces", type=int, default=None,
+                   help="minidl's network as md.nn.SplitBatch(model, PIECES): each thread a piece of the batch")
+    p.add_argument("--ceiling", action="store_true",
+                   help="what n threads can give one training step at most, against n processes and PyTorch")
     p.add_argument("--worker", choices=["minidl", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     backend = args.backend or os.environ.get("MINIDL_BACKEND", "numpy")
     if args.worker:
         return worker(args.worker, backend)
+    if args.pieces is not None and (args.pieces < 1 or args.ops or args.ceiling):
+        p.error(f"--pieces takes a positive count and goes without --ops and --ceiling, got {args.pieces}")
+    if args.ceiling and (args.ops or backend != "numpy"):
+        p.error("--ceiling measures the CPU's threads: it goes without --ops, on NumPy")
     if args.block_rows and not args.ops:
         p.error("--block-rows goes with --ops")
     if args.grain and (not args.ops or min(args.grain) < 1):
@@ -326,20 +359,18 @@ def main(argv=None):
         import minidl as md
         md.use_backend(backend)
         return print_op_times(args, backend)
+    if args.ceiling:
+        return ceiling(args, backend)
 
-    ours = Worker("minidl", backend)
-    theirs = None
-    if not args.no_torch:
-        try:
-            theirs = Worker("torch", backend)
-        except RuntimeError:
-            pass
+    ours, theirs = Worker("minidl", backend), torch_worker(args, backend)
     gpu = backend == "cupy"
     counts = [None] if gpu else args.threads or thread_counts()
     print(f"backend {backend}, {cores()} CPU cores, numpy {np.__version__} "
           f"(BLAS threads: {ours.info['blas']}, one inside minidl's ops)"
           + (f", torch {theirs.info['version']}" if theirs
              else ", PyTorch not importable" + (" with CUDA" if gpu else "") + ": no ratio"))
+    if args.pieces:
+        print(f"minidl's network runs as md.nn.SplitBatch(model, {args.pieces}): a piece of each batch per thread")
     print(f"input {args.input}; method: each library in its own process, at each thread count "
           f"(md.set_num_threads, torch.set_num_threads); {args.rounds} alternating rounds per setting, "
           f"each one untimed step then {args.iters} timed steps"
@@ -357,7 +388,8 @@ def main(argv=None):
                         for worker_, rates in ((ours, a), (theirs, b)):
                             if worker_ is not None:
                                 time.sleep(PAUSE_S)
-                                rates.append(batch * args.iters / worker_.ask(**req)["seconds"])
+                                extra = {"pieces": args.pieces} if worker_ is ours and args.pieces else {}
+                                rates.append(batch * args.iters / worker_.ask(**req, **extra)["seconds"])
                     line = (f"{'LeNet5' + ('+BN' if norm else ''):<14}{batch:>6} {mode:<6}{threads or '-':>8}"
                             f"{statistics.median(a):>14.0f}")
                     if theirs:
@@ -374,6 +406,82 @@ def main(argv=None):
             w.close()
     if not gpu and not args.no_cores:
         every_core(args, backend, not args.no_torch and theirs is not None, max(args.batch_sizes))
+
+
+def torch_worker(args, backend):
+    """PyTorch's worker, or None where --no-torch or PyTorch does not start."""
+    if args.no_torch:
+        return None
+    try:
+        return Worker("torch", backend)
+    except RuntimeError:
+        return None
+
+
+def ceiling(args, backend):
+    """How much n threads can give one minidl training step at most, on this
+    machine, against what n processes give and what PyTorch's n threads give.
+    Every figure is a speed-up over one minidl thread training the whole batch:
+
+    - "n threads": md.set_num_threads(n), the ops' own pieces on the pool;
+    - "n threads, SplitBatch(n)": the network as md.nn.SplitBatch(model, n), each
+      thread a piece of the batch for the whole step, BatchNorm's sums shared;
+    - "n threads, 1/n batch": n independent models in one process, each on 1/n
+      of the batch in a thread of its own, sharing nothing: no op splits, no
+      barrier, no gradient to sum. Sharing one step among n threads of one
+      process does not beat it with these ops; the GIL and the smaller products
+      hold it back;
+    - "n processes, 1/n batch": the same models in n processes, each with its
+      own GIL: what the cores give without it;
+    - "to equal torch": PyTorch's n-thread rate over minidl's one-thread rate,
+      the speed-up minidl's n threads need to train as fast as PyTorch's.
+
+    Rounds alternate every setting, each after a pause; figures are medians of
+    the per-round ratios."""
+    n = max(args.threads) if args.threads else cores()
+    if n < 2:
+        raise SystemExit(f"benchmark --ceiling: needs at least 2 threads, got {n} (--threads, or the cores)")
+    ours, theirs = Worker("minidl", backend), torch_worker(args, backend)
+    crowd = [Worker("minidl", backend, 1, blas_threads=1) for _ in range(n)]
+    print(f"ceiling: one training step on {n} threads, input {args.input}, {cores()} cores; speed-ups over "
+          f"one minidl thread on the whole batch, medians of {args.rounds} alternating rounds of "
+          f"{args.iters} steps" + ("" if theirs else "; PyTorch not importable"))
+    head = ["minidl 1 thread img/s", f"{n} threads", f"{n} threads, SplitBatch({n})", f"{n} threads, 1/{n} batch",
+            f"{n} processes, 1/{n} batch"] + (["torch 1 thread", f"torch {n} threads", "to equal torch"] if theirs else [])
+    print(f"{'model':<11}{'batch':>6}" + "".join(f"{h:>{len(h) + 3}}" for h in head))
+    for norm in (None, "batch"):
+        for batch in args.batch_sizes:
+            if batch % n or batch // n < 2:
+                raise SystemExit(f"benchmark --ceiling: batch {batch} does not split into {n} parts of 2 or more")
+            req = dict(what="rate", norm=norm, mode="train", iters=args.iters, input=args.input)
+            rows = {k: [] for k in ("one", "ops", "pieces", "split", "procs", "t1", "tn")}
+            for _ in range(args.rounds):
+                def timed(key, ask, images):
+                    time.sleep(PAUSE_S)
+                    rows[key].append(images * args.iters / ask())
+                timed("one", lambda: ours.ask(batch=batch, threads=1, **req)["seconds"], batch)
+                timed("ops", lambda: ours.ask(batch=batch, threads=n, **req)["seconds"], batch)
+                timed("pieces", lambda: ours.ask(batch=batch, threads=n, pieces=n, **req)["seconds"], batch)
+                timed("split", lambda: ours.ask(batch=batch, threads=1, split=n, **req)["seconds"], batch)
+
+                def processes():                 # all at once: each on its own core
+                    for w in crowd:
+                        w.send(batch=batch // n, **req)
+                    return max(w.receive()["seconds"] for w in crowd)
+                timed("procs", processes, batch)
+                if theirs:
+                    timed("t1", lambda: theirs.ask(batch=batch, threads=1, **req)["seconds"], batch)
+                    timed("tn", lambda: theirs.ask(batch=batch, threads=n, **req)["seconds"], batch)
+            med = statistics.median
+            up = lambda key: med(a / b for a, b in zip(rows[key], rows["one"]))    # noqa: E731
+            cells = [f"{med(rows['one']):.0f}"] + [f"{up(k):.2f}x" for k in ("ops", "pieces", "split", "procs")]
+            if theirs:
+                cells += [f"{med(rows['t1']):.0f}", f"{med(rows['tn']):.0f}", f"{up('tn'):.2f}x"]
+            print(f"{'LeNet5' + ('+BN' if norm else ''):<11}{batch:>6}"
+                  + "".join(f"{c:>{len(h) + 3}}" for c, h in zip(cells, head)), flush=True)
+    for w in [ours, theirs] + crowd:
+        if w is not None:
+            w.close()
 
 
 def cores():

@@ -64,3 +64,40 @@ def test_benchmark_ops_prints_one_column_per_setting():
     for row in ("step", "step, wall"):
         times = re.findall(rf"^{row}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
         assert len(times) == 2 and all(float(t) > 0 for line in times for t in line)
+
+
+def test_benchmark_ceiling_times_threads_halves_and_processes():
+    out = subprocess.run(
+        [sys.executable, "-m", "minidl.benchmark", "--ceiling", "--threads", "2", "--batch-sizes", "4",
+         "--rounds", "1", "--iters", "1", "--input", "1x28x28"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, MINIDL_BACKEND="numpy"),
+        check=True).stdout
+    assert "ceiling: one training step on 2 threads, input 1x28x28" in out
+    assert "2 threads, SplitBatch(2)" in out and "2 threads, 1/2 batch" in out and "2 processes, 1/2 batch" in out
+    rows = re.findall(r"^(LeNet5(?:\+BN)?)\s+4\s+(\d+)((?:\s+[\d.]+x?)+)$", out, re.M)
+    assert [name for name, *_ in rows] == ["LeNet5", "LeNet5+BN"]
+    for _, rate, rest in rows:
+        speedups = [float(c[:-1]) for c in rest.split() if c.endswith("x")]
+        assert int(rate) > 0 and len(speedups) in (4, 5) and min(speedups) > 0
+
+
+def test_side_by_side_runs_every_step_and_raises_a_threads_error():
+    from minidl.benchmark import side_by_side
+    calls = []
+    side_by_side([lambda: calls.append(0), lambda: calls.append(1)], 3)
+    assert sorted(calls) == [0, 0, 0, 1, 1, 1]
+
+    def fails():
+        raise ValueError("in the second thread")
+    try:
+        side_by_side([lambda: None, fails], 1)
+    except ValueError as e:
+        assert "second thread" in str(e)
+    else:
+        raise AssertionError("side_by_side lost the second thread's error")
+
+
+def test_benchmark_ceiling_refuses_one_thread():
+    run = subprocess.run([sys.executable, "-m", "minidl.benchmark", "--ceiling", "--threads", "1", "--no-torch"],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, MINIDL_BACKEND="numpy"))
+    assert run.returncode != 0 and "needs at least 2 threads, got 1" in run.stderr

@@ -4,6 +4,7 @@ from . import init
 from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
                      Sigmoid, Tanh)
 from .module import Module, Parameter, Sequential
+from .split import SplitBatch
 from .norm import (BatchNorm, BatchNorm1d, BatchNorm2d, GroupNorm, Identity, InstanceNorm2d,
                    LayerNorm, RadiusSchedule, SparseSwitchNorm1d, SparseSwitchNorm2d, SwitchNorm1d,
                    SwitchNorm2d, norm_factory)

@@ -95,7 +95,7 @@ def backward_staged(gy, x, gamma, eps, axes):
     return StagedTerms(mu, var, sigma, x_hat, g_beta, g_gamma, g_xhat, g_var, g_mu, g_x)
 
 
-def backward_compact(gy, x_hat, sigma, gamma, axes, out=None):
+def backward_compact(gy, x_hat, sigma, gamma, axes, out=None, total=None):
     """dl/dx, dl/dγ, dl/dβ by the closed form, from the forward's x̂ and σ:
 
         dl/dx = (dl/dx̂ − mean(dl/dx̂) − x̂ · mean(dl/dx̂ · x̂)) / σ
@@ -103,19 +103,26 @@ def backward_compact(gy, x_hat, sigma, gamma, axes, out=None):
     (the last line of the derivation, divided through by m): the upstream
     gradient loses its mean and its component along x̂, then is scaled by 1/σ.
     Every term is its own array and keeps its value; only dl/dx, the result, is
-    built up in place (fewer passes over the data), in ``out`` where given."""
-    m = count(x_hat.shape, axes)
+    built up in place (fewer passes over the data), in ``out`` where given.
+
+    ``total`` sums a piece's sums with the other pieces' (``nn.SplitBatch``: x̂
+    is a piece of the batch, m and the means the whole batch's); dl/dγ and
+    dl/dβ are returned as this piece's share, which SplitBatch adds up."""
+    m = count(backend.whole_batch(x_hat.shape) if total else x_hat.shape, axes)
     g_beta = einsum_sum_to(gy, gamma.shape)                                # dl/dβ, γ's shape
     g_gamma = sum_product_to(gy, x_hat, gamma.shape)                       # dl/dγ, γ's shape
     g_xhat = gy * gamma                                                    # dl/dx̂, (N, C, H, W)
+    xp = get_array_module(x_hat)
     if gamma.shape == sigma.shape:
-        # BatchNorm: γ is constant over the reduced axes, so the two means are
-        # γ·dl/dβ/m and γ·dl/dγ/m, already summed above
-        mean_g_xhat, mean_g_xhat_xhat = gamma * g_beta / m, gamma * g_gamma / m   # (1, C, 1, 1)
+        # BatchNorm: γ is constant over the reduced axes, so Σ dl/dx̂ and Σ dl/dx̂·x̂
+        # are γ·dl/dβ and γ·dl/dγ, already summed above
+        sums = gamma * xp.stack([g_beta, g_gamma])                         # (2, 1, C, 1, 1)
     else:
-        mean_g_xhat = sum_to(g_xhat, sigma.shape) / m                      # σ's shape
-        mean_g_xhat_xhat = sum_product_to(g_xhat, x_hat, sigma.shape) / m  # σ's shape
-    g_x = get_array_module(x_hat).multiply(x_hat, -mean_g_xhat_xhat, out=out)   # − x̂·mean(dl/dx̂·x̂)
+        sums = xp.stack([sum_to(g_xhat, sigma.shape), sum_product_to(g_xhat, x_hat, sigma.shape)])
+    if total:
+        sums = total(sums)                                                 # every piece's share
+    mean_g_xhat, mean_g_xhat_xhat = sums[0] / m, sums[1] / m               # σ's shape
+    g_x = xp.multiply(x_hat, -mean_g_xhat_xhat, out=out)                  # − x̂·mean(dl/dx̂·x̂)
     g_x += g_xhat                                                          # + dl/dx̂
     g_x -= mean_g_xhat                                                     # − mean(dl/dx̂)
     g_x /= sigma                                                           # dl/dx, (N, C, H, W)
@@ -135,7 +142,10 @@ class Normalize(Function):
         self.axes, self.eps = axes, eps
 
     def forward(self, x, gamma, beta):
-        xp, m = self.xp, count(x.shape, self.axes)
+        # inside nn.SplitBatch, statistics over the batch sum every piece's share
+        self.piece = backend.batch_piece() if 0 in self.axes else None
+        total = (lambda s: s) if self.piece is None else (lambda s: self.piece[0].all_sum(self.piece[1], s))
+        xp, m = self.xp, count(backend.whole_batch(x.shape) if self.piece else x.shape, self.axes)
         stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         self.mu = xp.empty(stat_shape, dtype=x.dtype)                      # μ, (1, C, 1, 1)
         self.var = xp.empty(stat_shape, dtype=x.dtype)                     # σ², biased, (1, C, 1, 1)
@@ -145,21 +155,26 @@ class Normalize(Function):
 
         def piece(c):            # the statistics c and the values of x they average, on their own
             mu, var = self.mu[c], self.var[c]
-            mu[...] = einsum_sum_to(x[c], mu.shape) / m                    # μ
+            mu[...] = total(einsum_sum_to(x[c], mu.shape)) / m             # μ
             x_mu = xp.subtract(x[c], mu, out=self.x_hat[c])                # x − μ, in x̂'s memory
-            var[...] = sum_product_to(x_mu, x_mu, mu.shape) / m            # σ², biased
+            var[...] = total(sum_product_to(x_mu, x_mu, mu.shape)) / m     # σ², biased
             x_mu /= xp.sqrt(var + self.eps)                                # x̂ = (x − μ)/σ
             xp.multiply(x_mu, _part(gamma, c), out=y[c])                   # y = γ·x̂ + β
             y[c] += _part(beta, c)
-        backend.parallel(piece, self._pieces(x, gamma.shape, beta.shape), xp, x.nbytes)
+        # a batch piece's channels in one piece: every cut of them would wait for the other pieces' sums
+        pieces = [(Ellipsis,)] if self.piece else self._pieces(x, gamma.shape, beta.shape)
+        backend.parallel(piece, pieces, xp, x.nbytes)
         self.sigma = xp.sqrt(self.var + self.eps)                          # σ = √(σ² + ε)
         return y
 
     def backward(self, gy):
         xp = self.xp
         pieces = self._pieces(gy, self.gamma.shape, self.beta_shape)
-        if len(pieces) == 1:
-            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes)
+        if self.piece or len(pieces) == 1:
+            piece = self.piece and backend.batch_piece()        # the backward's pieces, not the forward's
+            total = piece and (lambda s: piece[0].all_sum(piece[1], s))
+            g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes,
+                                                    total=total)
             return g_x, g_gamma, self._beta_gradient(gy, g_beta)
         g_x, g_gamma, g_beta = xp.empty_like(self.x_hat), xp.empty_like(self.gamma), xp.empty_like(self.gamma)
 
@@ -196,6 +211,9 @@ class NormalizeStaged(Normalize):
     checking the compact one; it keeps x for that."""
 
     def forward(self, x, gamma, beta):
+        if 0 in self.axes and backend.batch_piece() is not None:
+            raise ValueError("normalize: the staged backward takes its means over x itself; inside "
+                             "nn.SplitBatch x is a piece of the batch: use the compact backward")
         self.x = x
         return super().forward(x, gamma, beta)
 
@@ -374,9 +392,13 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
         if running_mean is None:
             raise ValueError(f"{op}: eval mode needs running_mean and running_var")
         return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
-    check_batch_values(op, x.shape, axes)
+    whole = backend.whole_batch(x.shape)                    # x's, or its whole batch's inside nn.SplitBatch
+    check_batch_values(op, whole, axes)
+    if whole != x.shape and backward != "compact":
+        raise ValueError(f"{op}: inside nn.SplitBatch the batch statistics' backward is the compact one "
+                         f"(its sums are added over the pieces), got backward={backward!r}")
     y, mu, var = normalize_batch(x, axes, g, b, eps, backward)
-    update_running_stats(running_mean, running_var, mu, var, count(x.shape, axes), decay,
+    update_running_stats(running_mean, running_var, mu, var, count(whole, axes), decay,
                          unbiased_running_var, op)
     return y
 

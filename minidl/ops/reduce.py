@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import backend
 from ..backend import get_array_module
 from ..errors import InputError, OutOfRangeError
 from ..tensor import Function, Tensor
@@ -74,6 +75,7 @@ class Sum(Function):
 
     def forward(self, x):
         self.axes = normalize_axis("sum", self.axis, x.ndim)
+        backend.check_not_across_pieces("sum", self.axes, x.shape)
         self.shape = x.shape
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
@@ -92,6 +94,7 @@ class Max(Function):
     def forward(self, x):
         self.axes = normalize_axis(self.reduce, self.axis, x.ndim)
         _need_values(self.reduce, x.shape, self.axes)
+        backend.check_not_across_pieces(self.reduce, self.axes, x.shape)
         self.x = x
         self.y = getattr(x, self.reduce)(axis=self.axes, keepdims=True)
         return self.y if self.keepdims else self.y.reshape(
@@ -199,6 +202,7 @@ class Prod(Function):
         self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
+        backend.check_not_across_pieces("prod", self.axes, x.shape)
         self.x = x
         return x.prod(axis=self.axes, keepdims=self.keepdims)
 
