@@ -408,21 +408,24 @@ class BatchPieces:
         self.total = sum(self.sizes)
         self.running = threading.Semaphore(threads)
         self.barrier = threading.Barrier(len(self.sizes))
-        self.slots = [None] * len(self.sizes)
+        # two sets of slots, used in turns: a piece writes its next value into the
+        # other set, which every piece has finished reading once it reached this wait
+        self.slots, self.calls = [[None] * len(self.sizes) for _ in range(2)], [0] * len(self.sizes)
 
     def all_sum(self, rank, value):
         """Σ over the pieces of their ``value`` (arrays of one shape), in the
         pieces' order, the same to the last bit in every piece."""
-        self.slots[rank] = value
+        slots = self.slots[self.calls[rank] % 2]
+        self.calls[rank] += 1
+        slots[rank] = value
         self.running.release()
         try:
             self.barrier.wait()                     # every piece's value is in
-            total = self.slots[0]
-            for v in self.slots[1:]:
-                total = total + v
-            self.barrier.wait()                     # every piece has read them before any writes again
         finally:
             self.running.acquire()
+        total = slots[0]
+        for v in slots[1:]:
+            total = total + v
         return total
 
     def run(self, rank, work, seed=None):

@@ -224,3 +224,24 @@ def test_split_keeps_float32_gradients_float32(threads):
     x = md.Tensor(np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32), requires_grad=True)
     md.nn.SplitBatch(net, 2)(x).sum().backward()
     assert x.grad.dtype == np.float32 and {p.grad.dtype for p in net.parameters()} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("threads_at_once", [1, 3])
+def test_batch_pieces_sums_stay_apart_call_after_call(threads_at_once):
+    """A fast piece's next value never lands in the sum the others are still reading."""
+    import threading
+    pieces, calls = backend.BatchPieces([1, 1, 1], threads=threads_at_once), 300
+    wrong = []
+
+    def work(rank):
+        for i in range(calls):
+            total = pieces.all_sum(rank, np.array([rank * 1000.0 + i]))
+            if total[0] != 3000.0 + 3 * i:           # (0 + 1000 + 2000) + 3i
+                wrong.append((rank, i, total[0]))
+    others = [threading.Thread(target=pieces.run, args=(k, lambda k=k: work(k))) for k in (1, 2)]
+    for t in others:
+        t.start()
+    pieces.run(0, lambda: work(0))
+    for t in others:
+        t.join()
+    assert wrong == []
