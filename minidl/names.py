@@ -111,6 +111,10 @@ NN = {
     "LogSoftmax": "x.log_softmax(axis) (a function, no layer)",
     "AdaptiveAvgPool2d": "nn.GlobalAvgPool2d() for output size 1",
     "Parameter": "md.nn.Parameter",
+    "DataParallel": "nn.SplitBatch(model, pieces): the batch's pieces in threads, BatchNorm over the "
+                    "whole batch (PyTorch's DataParallel normalizes each piece by itself)",
+    "SyncBatchNorm": "nn.BatchNorm2d inside nn.SplitBatch(model, pieces), which sums its statistics "
+                     "over the pieces",
 }
 
 # torch.nn.functional.* -> minidl's spelling, for md.functional.NAME

@@ -322,6 +322,8 @@ def test_torch_max_of_two_tensors_names_maximum():
     (lambda: md.einsum, "module 'minidl' has no attribute 'einsum': minidl has no such op"),
     (lambda: md.nn.LazyLinear, r"minidl's spelling: nn\.Linear\(in_features, out_features\)"),
     (lambda: md.nn.CrossEntropyLoss, r"md\.functional\.cross_entropy\(logits, targets\)"),
+    (lambda: md.nn.DataParallel, r"nn\.SplitBatch\(model, pieces\): the batch's pieces in threads, BatchNorm over "
+                                  r"the whole batch"),
     (lambda: F.adaptive_avg_pool2d, r"x\.mean\(axis=\(2, 3\), keepdims=True\)"),
 ])
 def test_a_missing_name_says_minidl_has_no_such_op(get, says):
