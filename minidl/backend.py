@@ -194,8 +194,13 @@ def rng():
 
 
 def device_rng():
-    """CuPy's generator, seeded by manual_seed (drawn on the device: no copies)."""
+    """CuPy's generator, seeded by manual_seed (drawn on the device: no copies);
+    inside a piece of nn.SplitBatch the piece's own."""
     global _device_rng
+    if getattr(_piece, "seed", None) is not None:
+        if getattr(_piece, "device_rng", None) is None:
+            _piece.device_rng = _load_cupy().random.default_rng(_piece.seed)
+        return _piece.device_rng
     if _device_rng is None:
         seed = None if _seed is None else int(np.random.SeedSequence(_seed).generate_state(1)[0])
         _device_rng = _load_cupy().random.default_rng(seed)
@@ -398,6 +403,14 @@ def outer_pieces(a, axes=None):
 _piece = threading.local()      # .pieces, .rank: the batch piece this thread runs, if any
 
 
+class PiecesApart(RuntimeError):
+    """The pieces of a batch did not make the same sums (nn.SplitBatch)."""
+
+
+class PieceStopped(PiecesApart):
+    """A piece stopped because another failed (nn.SplitBatch raises the other's error)."""
+
+
 class BatchPieces:
     """The pieces of one batch (``sizes``, samples each), run one thread each, at
     most ``threads`` of them at a time: a piece waiting for the others' sums lets
@@ -405,12 +418,12 @@ class BatchPieces:
 
     def __init__(self, sizes, threads):
         self.sizes = [int(n) for n in sizes]      # Python ints: an np.int64 count would make μ float64
-        self.total = sum(self.sizes)
         self.running = threading.Semaphore(threads)
-        self.barrier = threading.Barrier(len(self.sizes))
+        self.ready = threading.Condition()
         # two sets of slots, used in turns: a piece writes its next value into the
-        # other set, which every piece has finished reading once it reached this wait
+        # other set, which every piece has finished reading once it got this sum
         self.slots, self.calls = [[None] * len(self.sizes) for _ in range(2)], [0] * len(self.sizes)
+        self.arrived, self.rounds, self.finished, self.failed = 0, 0, 0, False
 
     def all_sum(self, rank, value):
         """Σ over the pieces of their ``value`` (arrays of one shape), in the
@@ -420,7 +433,22 @@ class BatchPieces:
         slots[rank] = value
         self.running.release()
         try:
-            self.barrier.wait()                     # every piece's value is in
+            with self.ready:
+                round_ = self.rounds
+                self.arrived += 1
+                if self.arrived == len(self.sizes):            # the last value in: every piece may go on
+                    self.arrived, self.rounds = 0, self.rounds + 1
+                    self.ready.notify_all()
+                while self.rounds == round_:
+                    if self.failed:
+                        raise PieceStopped(f"nn.SplitBatch: piece {rank + 1} stopped: another piece failed")
+                    if self.finished:
+                        raise PiecesApart(
+                            f"nn.SplitBatch: piece {rank + 1} of {len(self.sizes)} waited for a sum over the "
+                            "pieces (BatchNorm's statistics) that another piece, already finished, never made: "
+                            "the pieces took different paths through the network (a branch on the batch's "
+                            "size, say)")
+                    self.ready.wait()
         finally:
             self.running.acquire()
         total = slots[0]
@@ -433,27 +461,30 @@ class BatchPieces:
         self.running.acquire()
         _piece.pieces, _piece.rank = self, rank
         _piece.rng = None if seed is None else np.random.default_rng(seed)
+        _piece.seed, _piece.device_rng = seed, None
         inside, _inside.active = getattr(_inside, "active", False), True   # the piece is this thread's share
         try:
-            return work()
+            result = work()
+            self._end(finished=True)        # a piece still waiting for this one's sums would wait forever
+            return result
         except BaseException:
-            self.barrier.abort()                    # the others stop waiting for this piece's sums
+            self._end(failed=True)          # the others stop waiting for this piece's sums
             raise
         finally:
-            _inside.active, _piece.pieces, _piece.rng = inside, None, None
+            _inside.active, _piece.pieces, _piece.rng, _piece.seed, _piece.device_rng = inside, None, None, None, None
             self.running.release()
+
+    def _end(self, finished=False, failed=False):
+        with self.ready:
+            self.finished += finished
+            self.failed = self.failed or failed
+            self.ready.notify_all()
 
 
 def batch_piece():
     """(BatchPieces, rank) of the piece of a batch this thread runs, else None."""
     pieces = getattr(_piece, "pieces", None)
     return None if pieces is None else (pieces, _piece.rank)
-
-
-def whole_batch(shape):
-    """``shape`` with the whole batch's size first where this thread runs a piece of it."""
-    piece = batch_piece()
-    return tuple(shape) if piece is None else (piece[0].total,) + tuple(shape[1:])
 
 
 def check_not_across_pieces(op, axes, shape):
@@ -463,9 +494,10 @@ def check_not_across_pieces(op, axes, shape):
     if piece is not None and 0 in axes and shape and shape[0] == piece[0].sizes[piece[1]]:
         raise RuntimeError(
             f"{op}: reduces over the batch (axis 0 of shape {tuple(shape)}) inside nn.SplitBatch, where "
-            f"each thread holds {shape[0]} of the batch's {piece[0].total} samples and would see only "
+            f"each thread holds {shape[0]} of the batch's {sum(piece[0].sizes)} samples and would see only "
             "those. SplitBatch sums BatchNorm's statistics over its pieces and nothing else: run this "
-            "module without SplitBatch")
+            "module without SplitBatch (if axis 0 here is not the batch, a piece of another size "
+            "would pass: pieces= decides the size)")
 
 
 def _after_fork_in_child():

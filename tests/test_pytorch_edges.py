@@ -245,7 +245,7 @@ def test_normalize_batch_is_stateless_and_returns_the_statistics(backend):
     from minidl.ops import norm as N
     x = randn(8, 3, 2, 2)
     out = N.normalize_batch(md.Tensor(x), (0, 2, 3))
-    assert out._fields == ("y", "mean", "var")
+    assert out._fields == ("y", "mean", "var", "count") and out.count == 8 * 2 * 2
     np.testing.assert_allclose(host(out.mean).ravel(), x.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(host(out.var).ravel(), x.var(axis=(0, 2, 3)), rtol=1e-12)
     with md.frozen_state():                   # the freeze is the running update's business alone

@@ -6,6 +6,7 @@ import pytest
 
 import minidl as md
 import minidl.functional as F
+from conftest import host
 from minidl import backend
 
 
@@ -52,7 +53,7 @@ def test_split_training_is_the_unsplit_networks_up_to_rounding(threads, norm):
     count the whole batch (m/(m − 1) of 12·28·28 values, not 6·28·28): float64 agrees to 1e-12."""
     plain, out = train(norm, "float64", 2, pieces=None)
     split, out_split = train(norm, "float64", 2, pieces=2)
-    np.testing.assert_allclose(out_split.data, out.data, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(out_split), host(out), rtol=1e-10, atol=1e-12)
     for name in plain:
         np.testing.assert_allclose(split[name], plain[name], rtol=1e-10, atol=1e-12, err_msg=name)
     if norm:     # the statistics moved: the comparison above is not of untouched buffers
@@ -77,7 +78,7 @@ def test_split_backward_passes_gradcheck_with_batchnorm(threads):
         x.grad = None
         net.zero_grad()
         run(x).backward(gy)
-        grads.append([x.grad] + [p.grad for p in net.parameters()])
+        grads.append([host(x.grad)] + [host(p.grad) for p in net.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
 
@@ -93,7 +94,7 @@ def test_split_eval_and_no_grad_give_the_unsplit_output(threads):
         expected = net(x).data
         got = md.nn.SplitBatch(net, 2)(x)
     assert not got.requires_grad
-    np.testing.assert_allclose(got.data, expected, rtol=1e-12)
+    np.testing.assert_allclose(host(got), host(expected), rtol=1e-12)
 
 
 def test_split_updates_running_statistics_once_per_step(threads):
@@ -101,9 +102,9 @@ def test_split_updates_running_statistics_once_per_step(threads):
     bn = md.nn.BatchNorm1d(3, decay=0.5)
     x = md.Tensor(np.arange(24, dtype=np.float32).reshape(8, 3))
     md.nn.SplitBatch(bn, 4)(x)
-    mean = x.data.mean(axis=0)
-    np.testing.assert_allclose(bn.running_mean.data, 0.5 * mean, rtol=1e-6)
-    np.testing.assert_allclose(bn.running_var.data, 0.5 + 0.5 * x.data.var(axis=0, ddof=1), rtol=1e-6)
+    x = host(x)
+    np.testing.assert_allclose(host(bn.running_mean), 0.5 * x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(host(bn.running_var), 0.5 + 0.5 * x.var(axis=0, ddof=1), rtol=1e-6)
 
 
 def test_split_dropout_draws_the_same_masks_on_any_number_of_threads(threads):
@@ -147,25 +148,44 @@ class LayersInAList(md.nn.Module):
         super().__init__()
         self.layers = [md.nn.Linear(2, 2)]        # not registered: SplitBatch cannot give it a leaf per piece
 
-    def parameters(self):
-        return self.layers[0].parameters()
-
     def forward(self, x):
         return self.layers[0](x)
 
 
-@pytest.mark.parametrize("module, error, message", [
-    (SumsTheBatch(), RuntimeError, r"sum: reduces over the batch \(axis 0 of shape \(2, 2\)\) inside nn.SplitBatch"),
-    (md.nn.SwitchNorm1d(2), RuntimeError, "reduces over the batch"),
-    (ReturnsTwo(), TypeError, "ReturnsTwo returned tuple"),
-    (md.nn.SplitBatch(md.nn.Linear(2, 2)), RuntimeError, "inside another SplitBatch's piece"),
-    (LayersInAList(), RuntimeError, "reached a parameter outside its registered modules"),
+class HoldsATensor(md.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = md.Tensor(np.ones(2, np.float32), requires_grad=True)   # not a Parameter
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class SetsAnAttribute(md.nn.Module):
+    def forward(self, x):
+        self.last = x                            # each piece's own copy would keep its own piece
+        return x
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (SumsTheBatch, RuntimeError, r"sum: reduces over the batch \(axis 0 of shape \(2, 2\)\) inside nn\.SplitBatch"),
+    (lambda: md.nn.SwitchNorm1d(2), RuntimeError, "reduces over the batch"),
+    (ReturnsTwo, TypeError, "ReturnsTwo returned tuple"),
+    (lambda: md.nn.SplitBatch(md.nn.Linear(2, 2)), RuntimeError, "inside another SplitBatch's piece"),
+    (LayersInAList, RuntimeError, r"LayersInAList reached a tensor of shape \(2,\) that takes a gradient but is "
+                                  "not among its registered parameters"),
+    (HoldsATensor, RuntimeError, "HoldsATensor reached a tensor of shape"),
+    (SetsAnAttribute, RuntimeError, "SetsAnAttribute's forward set its attribute 'last'"),
+    (lambda: md.nn.Sequential(md.nn.Linear(2, 2), SetsAnAttribute()), RuntimeError, "SetsAnAttribute's forward set"),
 ])
-def test_split_names_a_module_it_would_get_wrong(threads, module, error, message):
+def test_split_names_a_module_it_would_get_wrong(threads, make, error, message):
     md.set_num_threads(2)
+    module = make()              # built in the test: on its backend
     x = md.Tensor(np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32), requires_grad=True)
+    grads = [p.grad for p in module.parameters()]
     with pytest.raises(error, match=message):
         md.nn.SplitBatch(module, 2)(x).sum().backward()
+    assert [p.grad for p in module.parameters()] == grads        # refused before any gradient was written
 
 
 def test_split_staged_backward_is_refused_inside_a_piece():
@@ -177,24 +197,26 @@ def test_split_staged_backward_is_refused_inside_a_piece():
         md.nn.SplitBatch(Staged(), 2)(x)
 
 
+class OnPieceSize(md.nn.Module):
+    """BatchNorm on pieces of other sizes than 3; on a piece of 3 an error (``fail``) or BatchNorm alone."""
+    def __init__(self, fail):
+        super().__init__()
+        self.bn, self.fail = md.nn.BatchNorm1d(2), fail
+
+    def forward(self, x):
+        if x.shape[0] == 3 and self.fail:
+            raise ArithmeticError("piece of three")
+        return self.bn(x) if (x.shape[0] == 3) != self.fail else x
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_an_error_in_one_piece_ends_the_step_with_that_error(threads, num_threads):
     """The other pieces wait for its BatchNorm sums no longer: no hang, and the
     error raised is the failing piece's, not the others' broken barrier."""
     md.set_num_threads(num_threads)
-
-    class FailsOnThree(md.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = md.nn.BatchNorm1d(2)
-
-        def forward(self, x):
-            if x.shape[0] == 3:
-                raise ArithmeticError("piece of three")
-            return self.bn(x)
     x = md.Tensor(np.ones((7, 2), np.float32))       # pieces of 2, 2 and 3
     with pytest.raises(ArithmeticError, match="piece of three"):
-        md.nn.SplitBatch(FailsOnThree(), 3)(x)
+        md.nn.SplitBatch(OnPieceSize(fail=True), 3)(x)
     out = md.nn.SplitBatch(md.nn.BatchNorm1d(2), 3)(md.Tensor(np.arange(14, dtype=np.float32).reshape(7, 2)))
     assert out.shape == (7, 2)                       # the pieces' threads are free again
 
@@ -245,3 +267,136 @@ def test_batch_pieces_sums_stay_apart_call_after_call(threads_at_once):
     for t in others:
         t.join()
     assert wrong == []
+
+
+def unsplit_and_split(make, x, pieces=3, grad=True):
+    """(output, x.grad, parameters' grads, buffers) of ``make()`` run unsplit and as SplitBatch, float64."""
+    results = []
+    for split in (False, True):
+        md.manual_seed(0)
+        net = make().astype("float64")
+        xt = md.Tensor(x, requires_grad=grad)
+        y = (md.nn.SplitBatch(net, pieces) if split else net)(xt)
+        y.backward(np.linspace(-1, 1, y.size).reshape(y.shape))   # a host gradient: moved to y's device
+        results.append([host(t) for t in [y.data, xt.grad] + [p.grad for p in net.parameters()]
+                        + [b.data for _, b in net.named_buffers()]])
+    return results
+
+
+class Tied(md.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = md.nn.Linear(3, 3), md.nn.Linear(3, 3)
+        self.b.weight = self.a.weight                # one weight, two layers
+
+    def forward(self, x):
+        return self.b(self.a(x).tanh())
+
+
+class Tokens(md.nn.Module):
+    """BatchNorm over every position of every sample: (N, C, L) → (N·L, C)."""
+    def __init__(self):
+        super().__init__()
+        self.bn = md.nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        N, C, L = x.shape
+        return self.bn(x.transpose(0, 2, 1).reshape(N * L, C)).reshape(N, L, C)
+
+
+class Doubled(md.nn.Module):
+    """BatchNorm over the batch beside a copy of it: 2N rows."""
+    def __init__(self):
+        super().__init__()
+        self.bn = md.nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.bn(md.cat([x, x * 2], 0))[:x.shape[0]]
+
+
+class Counts(md.nn.Module):
+    """Keeps a step count in a buffer it reassigns, as the homework's BatchNorm does its statistics."""
+    def __init__(self):
+        super().__init__()
+        self.lin = md.nn.Linear(3, 3)
+        self.register_buffer("steps", np.zeros(1))
+
+    def forward(self, x):
+        self.steps = self.steps + 1
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: md.nn.Sequential(md.nn.Linear(3, 3), md.nn.Tanh(), md.nn.Linear(3, 3)), (7, 3)),
+    (lambda: (lambda lin: md.nn.Sequential(lin, md.nn.Tanh(), lin))(md.nn.Linear(3, 3)), (7, 3)),  # a layer twice
+    (Tied, (7, 3)),
+    (Tokens, (7, 3, 5)),
+    (Doubled, (7, 3)),
+    (lambda: md.nn.BatchNorm1d(3, affine=False), (7, 3)),
+    (lambda: md.nn.BatchNorm1d(3, track_running_stats=False), (7, 3, 2)),
+    (Counts, (7, 3)),
+])
+def test_split_gives_the_unsplit_gradients_and_buffers(threads, make, shape):
+    """A tied weight gets its gradient once, not once per use; BatchNorm's count
+    is the rows each piece brought (N·L, 2N), not the batch's samples; a buffer
+    the forward reassigns is kept once."""
+    md.set_num_threads(2)
+    x = np.random.default_rng(0).standard_normal(shape) + 1
+    plain, split = unsplit_and_split(make, x)
+    assert len(plain) == len(split)
+    for a, b in zip(plain, split):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_split_backward_twice_adds_the_gradient_twice_as_unsplit(threads):
+    md.set_num_threads(2)
+    for split in (False, True):
+        md.manual_seed(0)
+        net = md.nn.Sequential(md.nn.Linear(3, 4), md.nn.BatchNorm1d(4)).astype("float64")
+        y = (md.nn.SplitBatch(net, 2) if split else net)(md.Tensor(np.arange(18.0).reshape(6, 3)))
+        (y * y).sum().backward()
+        y.sum().backward()                       # a second loss from the same output
+        grads = [host(p.grad) for p in net.parameters()]
+        if not split:
+            expected = grads
+    for a, b in zip(expected, grads):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_pieces_taking_different_paths_is_an_error_not_a_hang(threads, num_threads):
+    import threading
+    md.set_num_threads(num_threads)
+    outcome = []
+
+    def step():
+        try:       # pieces of 2, 2 and 3: only the last normalizes
+            md.nn.SplitBatch(OnPieceSize(fail=False), 3)(md.Tensor(np.ones((7, 2), np.float32)))
+        except backend.PiecesApart as e:
+            outcome.append(str(e))
+    t = threading.Thread(target=step, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "SplitBatch hung: a piece waited for sums the others never made"
+    assert outcome and "the pieces took different paths through the network" in outcome[0]
+
+
+def test_split_dropout_is_the_same_on_any_threads_whatever_the_wrapper_s_mode(threads):
+    """The wrapper in eval, the network in training: dropout still draws from the pieces' own generators."""
+    outs = []
+    for n in (1, 2):
+        md.set_num_threads(n)
+        md.manual_seed(0)
+        net = md.nn.Sequential(md.nn.Linear(8, 64), md.nn.Dropout(0.5))
+        split = md.nn.SplitBatch(net, 4).eval()
+        net.train()
+        outs.append(host(split(md.Tensor(np.ones((16, 8), np.float32)))))
+    assert np.array_equal(outs[0], outs[1]) and (outs[0] == 0).any()
+
+
+def test_split_refuses_a_max_over_the_batch(threads):
+    class ArgmaxOverBatch(md.nn.Module):
+        def forward(self, x):
+            return x - x.max(dim=0).values
+    with pytest.raises(RuntimeError, match=r"max: reduces over the batch \(axis 0 of shape \(4, 2\)\)"):
+        md.nn.SplitBatch(ArgmaxOverBatch(), 2)(md.Tensor(np.ones((8, 2), np.float32)))

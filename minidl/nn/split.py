@@ -22,8 +22,16 @@ how many run at once.
 
 Where it differs from PyTorch's ``nn.DataParallel`` (replicas on GPUs, each
 BatchNorm normalizing by its own piece): here BatchNorm sees the whole batch, as
-``SyncBatchNorm`` would. A module that reduces over the batch otherwise (a sum
-over axis 0, Switchable Norm's batch statistics) is refused inside a piece.
+``SyncBatchNorm`` would.
+
+What it asks of the network: apart from BatchNorm, each sample is computed on
+its own. A sum, mean, variance, max or product over axis 0 inside a piece is an
+error (Switchable Norm's batch statistics, the homework's BatchNorm written
+with ``mean(axis=0)``); other ways of mixing samples (``x[0]``, ``x.T @ x``, a
+softmax over axis 0) are not detected and would see only the piece. So are
+errors: a parameter reached outside the registered modules, an attribute the
+forward sets (each piece sets its copy's; a reassigned buffer is kept, the
+first piece's), pieces that take different paths through BatchNorm.
 """
 import concurrent.futures
 import copy
@@ -58,9 +66,9 @@ class SplitBatch(Module):
         if x.ndim == 0 or x.shape[0] < self.pieces:
             raise ValueError(f"SplitBatch: a batch of shape {tuple(x.shape)} does not split into "
                              f"{self.pieces} pieces of at least one sample each")
-        params = self.module.parameters()
+        params = _distinct(self.module.parameters())
         # one number from minidl's generator per forward seeds the pieces' own (dropout)
-        seed = int(backend.rng().integers(2**63)) if self.training else None
+        seed = int(backend.rng().integers(2**62))
         return _Split(self.module, self.pieces, seed)(x, *params)
 
     def extra_repr(self):
@@ -78,9 +86,9 @@ class _Split(Function):
     def forward(self, x, *params):
         N = x.shape[0]
         self.bounds = [N * k // self.n for k in range(self.n + 1)]
-        self.params = self.module.parameters()
+        self.params = _distinct(self.module.parameters())
         modes = {k: getattr(Config, k) for k in vars(_Modes) if not k.startswith("_")}
-        self.replicas, self.leaves, self.outputs = [], [], []
+        self.replicas, self.leaves = [], []
         for k in range(self.n):
             leaves = {id(p): Tensor._wrap(p.data, requires_grad=p.requires_grad) for p in self.params}
             self.replicas.append(_replica(self.module, leaves))
@@ -98,51 +106,47 @@ class _Split(Function):
                                 f"{type(y).__name__} {getattr(y, 'shape', '')} for a piece of "
                                 f"{piece.shape[0]} samples; SplitBatch joins one tensor per piece "
                                 "along axis 0")
+            _check_own_leaves(self.module, y, [piece] + self.leaves[k])
             return piece, y
-        results = self._run(forward_piece)
-        if any(self.needs_grad):
-            self.inputs_, self.outputs = zip(*results)
-        else:
-            self.replicas = self.leaves = None
-        return self.xp.concatenate([y.data for _, y in results])
+        self.inputs_, self.outputs = zip(*self._run(forward_piece))
+        _write_back(self.module, self.replicas[0])
+        y = self.xp.concatenate([y.data for y in self.outputs])
+        if not any(self.needs_grad):
+            self.replicas = self.leaves = self.inputs_ = self.outputs = None
+        return y
 
     def backward(self, gy):
-        before = [p.grad for p in self.params]
+        for t in [*self.inputs_, *(leaf for leaves in self.leaves for leaf in leaves)]:
+            t.grad = None                    # a second backward through this graph counts from zero again
 
         def backward_piece(k):
             y = self.outputs[k]
             if y.requires_grad:
                 y.backward(gy[self.bounds[k]:self.bounds[k + 1]])
         self._run(backward_piece)
-        if any(p.grad is not g for p, g in zip(self.params, before)):
-            raise RuntimeError(f"SplitBatch: {type(self.module).__name__} reached a parameter outside "
-                               "its registered modules and parameters (a list of layers, say); each "
-                               "piece's thread would write its gradient at once: register them (as "
-                               "attributes, or with Sequential) or run it without SplitBatch")
         gx = None
         if self.needs_grad[0]:
             gx = self.xp.concatenate([piece.grad if piece.grad is not None else self.xp.zeros_like(piece.data)
                                       for piece in self.inputs_])
-        grads = []
-        for i in range(len(self.params)):        # added in the pieces' order, whatever thread ran them
-            parts = [leaves[i].grad for leaves in self.leaves if leaves[i].grad is not None]
+        by_id = {}
+        for i, p in enumerate(self.params):      # added in the pieces' order, whatever thread ran them
             total = None
-            for g in parts:
-                total = g.copy() if total is None else total + g
-            grads.append(total)
-        self.replicas = self.leaves = self.outputs = self.inputs_ = None    # the pieces' graphs, freed
-        return (gx, *grads)
+            for leaves in self.leaves:
+                g = leaves[i].grad
+                if g is not None:
+                    total = g.copy() if total is None else total + g
+            by_id[id(p)] = total
+        return (gx, *(by_id[id(p)] for p in self.inputs[1:]))
 
     def _run(self, work):
         """[work(k) for each piece k], piece 0 on this thread and each other on
         one of the split's own threads; at most get_num_threads() run at once."""
         threads = backend.get_num_threads() if self.xp is np else 1
         pieces = backend.BatchPieces(np.diff(self.bounds), threads)
-        seed = self.seed
-        seeds = [None] * self.n if seed is None else [seed + k for k in range(self.n)]
+        seeds = [self.seed + k for k in range(self.n)]
         errors, results = [], []
         # BLAS on one thread, set here: OpenBLAS ignores a thread count set from
-        # another thread once this one has set it (0.3.31), and the pieces are the threads
+        # another thread once the main one has set it (0.3.31), and the pieces are the threads
         with backend.one_blas_thread():
             futures = [] if self.n == 1 else [_executor(self.n).submit(pieces.run, k, lambda k=k: work(k), seeds[k])
                                               for k in range(1, self.n)]
@@ -155,11 +159,50 @@ class _Split(Function):
                     results.append(f.result())
                 except BaseException as e:
                     errors.append(e)
-        if errors:     # the piece that failed first, not the others stopped by it
-            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+        if errors:     # the piece that failed first, not the others it stopped
+            raise min(errors, key=lambda e: (isinstance(e, backend.PiecesApart), isinstance(e, backend.PieceStopped)))
         return results
 
 
+def _distinct(params):
+    """Each parameter once, in order (a tied weight is one parameter)."""
+    return list({id(p): p for p in params}.values())
+
+
+def _check_own_leaves(module, y, own):
+    """Every leaf of a piece's graph that takes a gradient is the piece's input or
+    one of its replica's parameters: any other (a layer in a plain list, a tensor
+    held but not registered) would get every piece's gradient at once, from
+    several threads."""
+    from ..tensor import _topological_order
+    own = {id(t) for t in own}
+    for t in _topological_order(y) if y.requires_grad else ():
+        if t.creator is None and id(t) not in own:
+            raise RuntimeError(
+                f"SplitBatch: {type(module).__name__} reached a tensor of shape {t.shape} that takes a "
+                "gradient but is not among its registered parameters (a layer in a plain list, a tensor "
+                "held but not registered); each piece's thread would write its gradient at once. Register "
+                "it (a Parameter as an attribute, or its layer in Sequential), or run without SplitBatch")
+
+
+def _write_back(module, replica):
+    """The first piece's buffers that its replica reassigned, into the module;
+    any other attribute a forward set is an error (each piece set its own copy)."""
+    for name, value in replica._buffers.items():
+        if value is not module._buffers.get(name):
+            setattr(module, name, value)
+    skip = {"_parameters", "_modules", "_buffers", *module._parameters, *module._modules, *module._buffers}
+    for name, value in replica.__dict__.items():
+        if name not in skip and module.__dict__.get(name, _missing) is not value:
+            raise RuntimeError(
+                f"SplitBatch: {type(module).__name__}'s forward set its attribute {name!r}; every piece "
+                f"ran on a copy of the module and set its own, so none is the whole batch's. Keep state in "
+                f"registered buffers (register_buffer: the first piece's is kept), or run without SplitBatch")
+    for name, sub in module._modules.items():
+        _write_back(sub, replica._modules[name])
+
+
+_missing = object()
 _pools = threading.local()      # each calling thread its own: two splits at once never wait on one pool
 
 
@@ -175,10 +218,12 @@ def _executor(pieces):
 def _replica(module, leaves):
     """A shallow copy of ``module`` and its sub-modules whose parameters are
     ``leaves[id(parameter)]``: the same arrays, a graph of its own. Buffers are
-    shared: the first piece updates them."""
+    the same tensors (the first piece updates them in place); one a piece
+    reassigns is its replica's (the first piece's goes back, ``_write_back``)."""
     r = copy.copy(module)
     object.__setattr__(r, "_parameters", {})
     object.__setattr__(r, "_modules", {})
+    object.__setattr__(r, "_buffers", dict(module._buffers))      # a buffer it reassigns is its own
     for name, p in module._parameters.items():
         r._parameters[name] = leaves[id(p)]
         object.__setattr__(r, name, leaves[id(p)])

@@ -95,7 +95,7 @@ def backward_staged(gy, x, gamma, eps, axes):
     return StagedTerms(mu, var, sigma, x_hat, g_beta, g_gamma, g_xhat, g_var, g_mu, g_x)
 
 
-def backward_compact(gy, x_hat, sigma, gamma, axes, out=None, total=None):
+def backward_compact(gy, x_hat, sigma, gamma, axes, out=None, total=None, m=None):
     """dl/dx, dl/dγ, dl/dβ by the closed form, from the forward's x̂ and σ:
 
         dl/dx = (dl/dx̂ − mean(dl/dx̂) − x̂ · mean(dl/dx̂ · x̂)) / σ
@@ -106,9 +106,10 @@ def backward_compact(gy, x_hat, sigma, gamma, axes, out=None, total=None):
     built up in place (fewer passes over the data), in ``out`` where given.
 
     ``total`` sums a piece's sums with the other pieces' (``nn.SplitBatch``: x̂
-    is a piece of the batch, m and the means the whole batch's); dl/dγ and
-    dl/dβ are returned as this piece's share, which SplitBatch adds up."""
-    m = count(backend.whole_batch(x_hat.shape) if total else x_hat.shape, axes)
+    is a piece of the batch, ``m`` the values of the whole batch each statistic
+    averages); dl/dγ and dl/dβ are returned as this piece's share, which
+    SplitBatch adds up."""
+    m = count(x_hat.shape, axes) if m is None else m
     g_beta = einsum_sum_to(gy, gamma.shape)                                # dl/dβ, γ's shape
     g_gamma = sum_product_to(gy, x_hat, gamma.shape)                       # dl/dγ, γ's shape
     g_xhat = gy * gamma                                                    # dl/dx̂, (N, C, H, W)
@@ -142,10 +143,11 @@ class Normalize(Function):
         self.axes, self.eps = axes, eps
 
     def forward(self, x, gamma, beta):
-        # inside nn.SplitBatch, statistics over the batch sum every piece's share
+        # inside nn.SplitBatch, statistics over the batch sum every piece's share, count included
         self.piece = backend.batch_piece() if 0 in self.axes else None
         total = (lambda s: s) if self.piece is None else (lambda s: self.piece[0].all_sum(self.piece[1], s))
-        xp, m = self.xp, count(backend.whole_batch(x.shape) if self.piece else x.shape, self.axes)
+        xp, self.m = self.xp, int(total(count(x.shape, self.axes)))
+        m = self.m                                                         # values each μ averages
         stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         self.mu = xp.empty(stat_shape, dtype=x.dtype)                      # μ, (1, C, 1, 1)
         self.var = xp.empty(stat_shape, dtype=x.dtype)                     # σ², biased, (1, C, 1, 1)
@@ -174,7 +176,7 @@ class Normalize(Function):
             piece = self.piece and backend.batch_piece()        # the backward's pieces, not the forward's
             total = piece and (lambda s: piece[0].all_sum(piece[1], s))
             g_x, g_gamma, g_beta = backward_compact(gy, self.x_hat, self.sigma, self.gamma, self.axes,
-                                                    total=total)
+                                                    total=total, m=self.m)
             return g_x, g_gamma, self._beta_gradient(gy, g_beta)
         g_x, g_gamma, g_beta = xp.empty_like(self.x_hat), xp.empty_like(self.gamma), xp.empty_like(self.gamma)
 
@@ -270,6 +272,7 @@ class BatchStats(NamedTuple):
     y: Tensor        # γ·x̂ + β
     mean: object     # μ, the batch mean, an array of shape (1, C, 1, 1), outside the graph
     var: object      # σ², the biased batch variance, likewise
+    count: int       # m, the values each statistic averages (the whole batch's inside nn.SplitBatch)
 
 
 def normalize(x, axes, gamma=None, beta=None, eps=1e-5, mean=None, var=None, backward="compact"):
@@ -287,13 +290,13 @@ def normalize(x, axes, gamma=None, beta=None, eps=1e-5, mean=None, var=None, bac
 
 def normalize_batch(x, axes, gamma=None, beta=None, eps=1e-5, backward="compact"):
     """y normalized by its own statistics over ``axes``, returned with them:
-    ``BatchStats(y, mean, var)``. Stateless: nothing is updated (BatchNorm's
+    ``BatchStats(y, mean, var, count)``. Stateless: nothing is updated (BatchNorm's
     running statistics are ``update_running_stats``'s job)."""
     if backward not in BACKWARDS:
         raise ValueError(f"normalize: backward must be one of {sorted(BACKWARDS)}, got {backward!r}")
     f = BACKWARDS[backward](normalize_axis("normalize", axes, x.ndim), eps)
     y = f(x, 1.0 if gamma is None else gamma, 0.0 if beta is None else beta)
-    return BatchStats(y, f.mu, f.var)
+    return BatchStats(y, f.mu, f.var, f.m)
 
 
 def moments(x, axes):
@@ -392,14 +395,15 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
         if running_mean is None:
             raise ValueError(f"{op}: eval mode needs running_mean and running_var")
         return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
-    whole = backend.whole_batch(x.shape)                    # x's, or its whole batch's inside nn.SplitBatch
-    check_batch_values(op, whole, axes)
-    if whole != x.shape and backward != "compact":
+    if backend.batch_piece() is None:        # inside nn.SplitBatch the pieces' counts add up: checked below
+        check_batch_values(op, x.shape, axes)
+    elif backward != "compact":
         raise ValueError(f"{op}: inside nn.SplitBatch the batch statistics' backward is the compact one "
                          f"(its sums are added over the pieces), got backward={backward!r}")
-    y, mu, var = normalize_batch(x, axes, g, b, eps, backward)
-    update_running_stats(running_mean, running_var, mu, var, count(whole, axes), decay,
-                         unbiased_running_var, op)
+    y, mu, var, m = normalize_batch(x, axes, g, b, eps, backward)
+    if m < 2:
+        check_batch_values(op, x.shape, axes)
+    update_running_stats(running_mean, running_var, mu, var, m, decay, unbiased_running_var, op)
     return y
 
 

@@ -127,6 +127,7 @@ class MaxAlong(Function):
 
     def forward(self, x):
         xp, a = self.xp, self.axis
+        backend.check_not_across_pieces(self.arg[3:], (a,), x.shape)        # a: one axis, from 0
         self.indices = getattr(x, self.arg)(axis=a, keepdims=True)               # the first on ties
         # where along the axis the index points: a one-hot mask, (..., n, ...)
         self.hit = xp.arange(x.shape[a]).reshape((-1,) + (1,) * (x.ndim - a - 1)) == self.indices
