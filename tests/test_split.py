@@ -392,6 +392,22 @@ def test_split_dropout_is_the_same_on_any_threads_whatever_the_wrapper_s_mode(th
         net.train()
         outs.append(host(split(md.Tensor(np.ones((16, 8), np.float32)))))
     assert np.array_equal(outs[0], outs[1]) and (outs[0] == 0).any()
+    # the pieces never draw from minidl's own generator: one draw a forward seeds theirs
+    md.manual_seed(1)
+    expected = np.random.default_rng(1)
+    expected.integers(2**62)
+    split(md.Tensor(np.ones((16, 8), np.float32)))
+    assert backend.rng().bit_generator.state == expected.bit_generator.state
+
+
+def test_split_keeps_a_reassigned_buffer_step_after_step(threads):
+    md.set_num_threads(2)
+    net = Counts()
+    split = md.nn.SplitBatch(net, 3)
+    for _ in range(4):
+        split(md.Tensor(np.ones((6, 3), np.float32)))
+    assert host(net.steps).tolist() == [4.0] and net._buffers["steps"] is net.steps
+    assert split.state_dict()["module.steps"].tolist() == [4.0]
 
 
 def test_split_refuses_a_max_over_the_batch(threads):
