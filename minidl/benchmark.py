@@ -7,6 +7,8 @@
     python -m minidl.benchmark --ops --block-rows 0 24   # per-op CPU time, row blocking off / on
     python -m minidl.benchmark --ops --threads 1 2       # per-op time on 1 and 2 threads
     python -m minidl.benchmark --ops --threads 2 --grain 1 4194304   # every region shared out / the grain
+    python -m minidl.benchmark --threads 2 --pieces 2  # minidl's network as md.nn.SplitBatch(model, 2)
+    python -m minidl.benchmark --ceiling       # what 2 threads can give one step, against 2 processes
 
 Prints images/s (median over rounds) for a training step (forward, backward,
 SGD with momentum) and for inference on CIFAR-shaped input (``--input``), the ratio to
