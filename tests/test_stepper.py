@@ -240,7 +240,7 @@ def test_a_tensor_times_itself_receives_both_parts_at_once_in_chromium(browser, 
     [x_mu] = box(page, "x − μ")
     assert f"+ {np.linalg.norm(both):.3g}" in x_mu                 # the box: both parts, as the step sends them
     panel = page.locator("[data-role=step-panel]")
-    assert panel.locator(".send").count() == 1 and panel.inner_text().count("accumulated there before") == 1
+    assert panel.locator(".send").count() == 1 and panel.inner_text().count("already there: ") == 1
     assert "both factors are the same tensor x − μ" in panel.inner_text()
     assert "it receives 2·(x − μ)·g" in panel.inner_text()
     np.testing.assert_allclose(panel_norms(page)[1], np.linalg.norm(both), rtol=1e-12)

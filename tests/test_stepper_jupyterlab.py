@@ -64,6 +64,11 @@ def test_the_stepper_is_readable_and_driven_inside_jupyterlab(notebook):
         expect(stepper).to_have_attribute("data-current", str(k))
         smallest = stepper.evaluate(SMALLEST_TEXT)[0]
         assert smallest[0] >= 12, f"step {k + 1}: {smallest[1]!r} is {smallest[0]:.1f} px tall in JupyterLab"
+    # step 1's three blocks (what arrives at y, what goes to x̂ × γ and to β) share one row of the
+    # output area: "already there" never widens a block (on a second row the panel ended 90 px lower)
+    stepper.locator("input[type=range]").evaluate("r => { r.value = '0'; r.dispatchEvent(new Event('input')); }")
+    tops = stepper.evaluate("r => [...r.querySelectorAll('[data-role=step-panel] .flow > div')].map(d => d.getBoundingClientRect().top)")
+    assert len(tops) == 3 and max(tops) - min(tops) < 1, tops
     # the graph keeps its size and scrolls sideways in the output area, rather than shrinking
     svg = stepper.locator(".graph > svg")
     assert svg.bounding_box()["width"] >= float(stepper.get_attribute("data-width"))

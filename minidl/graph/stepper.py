@@ -191,7 +191,7 @@ class StepThrough:
                     f'<p class="meta">the sum of its {len(parts)} parts, one per input it is '
                     f'(norms {", ".join(f"{norm(p):.4g}" for p in parts)})</p>')
             rows.append(f'<div class="send" data-target="{b.index}"><h4>sends to {name(b)}</h4>'
-                        f'{_values_html(g, b.title)}{both}<p class="before">accumulated there before this step: '
+                        f'{_values_html(g, b.title)}{both}<p class="before">already there: '
                         + (f"norm {norm(had):.4g}" if had is not None else "nothing yet") + "</p></div>")
         rows.append("</div>")
         rows += [f'<p class="completed">{html.escape(grad_name(b.title))} is complete</p>' for b in newly]
