@@ -470,3 +470,30 @@ def test_d2l_batch_norm_from_scratch_trains_and_matches_minidl_s_batchnorm():
             np.testing.assert_allclose(host(ours(X * 0.5)), host(reference(X * 0.5)), rtol=1e-4, atol=1e-5)
     finally:
         md.use_backend(before)
+
+
+def test_a_tied_weight_is_one_parameter_as_in_pytorch():
+    """parameters() and named_parameters() give a shared weight once (an optimizer
+    given them updated it twice a step), state_dict() keeps every name: PyTorch's rules."""
+    torch = pytest.importorskip("torch")
+
+    def tied(nn):
+        a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        b.weight = a.weight
+        return nn.Sequential(a, b, a)                # a layer used twice, too
+    ours, theirs = tied(md.nn), tied(torch.nn)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()] \
+        == ["0.weight", "0.bias", "1.bias"]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    with torch.no_grad():
+        for (_, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+            q.copy_(torch.from_numpy(host(p)))
+    opt, topt = md.optim.SGD(ours.parameters(), lr=0.1), torch.optim.SGD(theirs.parameters(), lr=0.1)
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)
+    ours(md.Tensor(x)).sum().backward()
+    theirs(torch.from_numpy(x)).sum().backward()
+    opt.step()
+    topt.step()
+    for (_, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+        np.testing.assert_allclose(host(p), q.detach().numpy(), rtol=1e-6)
+    ours.load_state_dict(ours.state_dict())          # every name back in, the shared one twice

@@ -44,12 +44,12 @@ class Module:
             self._buffers[name] = value
             object.__setattr__(self, name, value)
             return
+        own = self._parameters if isinstance(value, Parameter) else self._modules if isinstance(value, Module) else None
         for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if table is not own:
+                table.pop(name, None)
+        if own is not None:
+            own[name] = value          # a name reassigned keeps its place in the order, as PyTorch's
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, value):
@@ -108,18 +108,21 @@ class Module:
         return list(self._modules.values())
 
     def _named(self, table):
+        """Every (name, tensor) of ``table`` in the module tree, a shared one under each of its names."""
         for prefix, m in self.named_modules():
             for name, t in getattr(m, table).items():
                 yield (f"{prefix}.{name}" if prefix else name), t
 
     def named_parameters(self):
-        return list(self._named("_parameters"))
+        """(name, parameter) pairs, each parameter once, under its first name, as PyTorch's: a
+        weight two layers share (tied), or a layer used twice, is trained once per step."""
+        return _each_once(self._named("_parameters"))
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self):
-        return list(self._named("_buffers"))
+        return _each_once(self._named("_buffers"))
 
     # ---- modes ------------------------------------------------------------
     def train(self, mode=True):
@@ -139,8 +142,9 @@ class Module:
     # ---- state ------------------------------------------------------------
     def state_dict(self):
         """Parameters then buffers, name -> NumPy array (a copy)."""
-        state = {name: p.numpy().copy() for name, p in self.named_parameters()}
-        state.update({name: b.numpy().copy() for name, b in self.named_buffers()})
+        # every name, a shared tensor's included, as PyTorch's state_dict
+        state = {name: p.numpy().copy() for name, p in self._named("_parameters")}
+        state.update({name: b.numpy().copy() for name, b in self._named("_buffers")})
         return state
 
     def load_state_dict(self, state, strict=True):
@@ -154,7 +158,7 @@ class Module:
         if "model" in state and isinstance(state["model"], dict) and "model" not in dict(self.named_parameters()):
             raise ValueError("load_state_dict: this is a whole checkpoint (its keys: "
                              f"{sorted(state)}); pass its model part: load_state_dict(state['model'])")
-        own = dict(self.named_parameters() + self.named_buffers())
+        own = dict(list(self._named("_parameters")) + list(self._named("_buffers")))
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         wrong = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"
@@ -198,6 +202,11 @@ class Module:
         lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + ")" if not lines else head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _each_once(named):
+    seen = set()
+    return [(name, t) for name, t in named if id(t) not in seen and not seen.add(id(t))]
 
 
 class Sequential(Module):

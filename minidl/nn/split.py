@@ -66,7 +66,7 @@ class SplitBatch(Module):
         if x.ndim == 0 or x.shape[0] < self.pieces:
             raise ValueError(f"SplitBatch: a batch of shape {tuple(x.shape)} does not split into "
                              f"{self.pieces} pieces of at least one sample each")
-        params = _distinct(self.module.parameters())
+        params = self.module.parameters()            # each once: a tied weight is one parameter
         # one number from minidl's generator per forward seeds the pieces' own (dropout)
         seed = int(backend.rng().integers(2**62))
         return _Split(self.module, self.pieces, seed)(x, *params)
@@ -86,7 +86,7 @@ class _Split(Function):
     def forward(self, x, *params):
         N = x.shape[0]
         self.bounds = [N * k // self.n for k in range(self.n + 1)]
-        self.params = _distinct(self.module.parameters())
+        self.params = self.module.parameters()
         modes = {k: getattr(Config, k) for k in vars(_Modes) if not k.startswith("_")}
         self.replicas, self.leaves = [], []
         for k in range(self.n):
@@ -162,11 +162,6 @@ class _Split(Function):
         if errors:     # the piece that failed first, not the others it stopped
             raise min(errors, key=lambda e: (isinstance(e, backend.PiecesApart), isinstance(e, backend.PieceStopped)))
         return results
-
-
-def _distinct(params):
-    """Each parameter once, in order (a tied weight is one parameter)."""
-    return list({id(p): p for p in params}.values())
 
 
 def _check_own_leaves(module, y, own):
