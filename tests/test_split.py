@@ -221,20 +221,25 @@ def test_an_error_in_one_piece_ends_the_step_with_that_error(threads, num_thread
     assert out.shape == (7, 2)                       # the pieces' threads are free again
 
 
-def test_batch_pieces_sum_in_rank_order_on_one_thread():
+def run_side_by_side(pieces, work):
+    """work(rank) as each piece of ``pieces``: piece 0 on this thread, the others on threads of their own."""
     import threading
+    others = [threading.Thread(target=pieces.run, args=(k, lambda k=k: work(k))) for k in range(1, len(pieces.sizes))]
+    for t in others:
+        t.start()
+    pieces.run(0, lambda: work(0))
+    for t in others:
+        t.join()
+
+
+def test_batch_pieces_sum_in_rank_order_on_one_thread():
     pieces = backend.BatchPieces([1, 1, 1], threads=1)
     values = [np.float32(1e8), np.float32(1.0), np.float32(-1e8)]
     results = [None] * 3
 
     def work(rank):
         results[rank] = pieces.all_sum(rank, values[rank])
-    others = [threading.Thread(target=pieces.run, args=(k, lambda k=k: work(k))) for k in (1, 2)]
-    for t in others:
-        t.start()
-    pieces.run(0, lambda: work(0))
-    for t in others:
-        t.join()
+    run_side_by_side(pieces, work)
     # (1e8 + 1) − 1e8 in float32 is 0: the rank order, not the arrival order, decides
     assert results == [np.float32(0.0)] * 3
 
@@ -251,7 +256,6 @@ def test_split_keeps_float32_gradients_float32(threads):
 @pytest.mark.parametrize("threads_at_once", [1, 3])
 def test_batch_pieces_sums_stay_apart_call_after_call(threads_at_once):
     """A fast piece's next value never lands in the sum the others are still reading."""
-    import threading
     pieces, calls = backend.BatchPieces([1, 1, 1], threads=threads_at_once), 300
     wrong = []
 
@@ -260,12 +264,7 @@ def test_batch_pieces_sums_stay_apart_call_after_call(threads_at_once):
             total = pieces.all_sum(rank, np.array([rank * 1000.0 + i]))
             if total[0] != 3000.0 + 3 * i:           # (0 + 1000 + 2000) + 3i
                 wrong.append((rank, i, total[0]))
-    others = [threading.Thread(target=pieces.run, args=(k, lambda k=k: work(k))) for k in (1, 2)]
-    for t in others:
-        t.start()
-    pieces.run(0, lambda: work(0))
-    for t in others:
-        t.join()
+    run_side_by_side(pieces, work)
     assert wrong == []
 
 

@@ -205,8 +205,13 @@ class Module:
 
 
 def _each_once(named):
-    seen = set()
-    return [(name, t) for name, t in named if id(t) not in seen and not seen.add(id(t))]
+    """The (name, tensor) pairs whose tensor has not come before."""
+    seen, once = set(), []
+    for name, t in named:
+        if id(t) not in seen:
+            seen.add(id(t))
+            once.append((name, t))
+    return once
 
 
 class Sequential(Module):

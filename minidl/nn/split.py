@@ -69,7 +69,7 @@ class SplitBatch(Module):
         params = self.module.parameters()            # each once: a tied weight is one parameter
         # one number from minidl's generator per forward seeds the pieces' own (dropout)
         seed = int(backend.rng().integers(2**62))
-        return _Split(self.module, self.pieces, seed)(x, *params)
+        return _Split(self.module, self.pieces, seed, params)(x, *params)
 
     def extra_repr(self):
         return f"pieces={self.pieces}"
@@ -80,13 +80,12 @@ class _Split(Function):
     piece's own backward, in its thread, from its slice of dl/dy. Inputs: x and
     the module's parameters (so their gradients are this op's)."""
 
-    def __init__(self, module, pieces, seed):
-        self.module, self.n, self.seed = module, pieces, seed
+    def __init__(self, module, pieces, seed, params):
+        self.module, self.n, self.seed, self.params = module, pieces, seed, params
 
     def forward(self, x, *params):
         N = x.shape[0]
         self.bounds = [N * k // self.n for k in range(self.n + 1)]
-        self.params = self.module.parameters()
         modes = {k: getattr(Config, k) for k in vars(_Modes) if not k.startswith("_")}
         self.replicas, self.leaves = [], []
         for k in range(self.n):
@@ -128,15 +127,15 @@ class _Split(Function):
         if self.needs_grad[0]:
             gx = self.xp.concatenate([piece.grad if piece.grad is not None else self.xp.zeros_like(piece.data)
                                       for piece in self.inputs_])
-        by_id = {}
-        for i, p in enumerate(self.params):      # added in the pieces' order, whatever thread ran them
+        grads = []
+        for i in range(len(self.params)):        # added in the pieces' order, whatever thread ran them
             total = None
             for leaves in self.leaves:
                 g = leaves[i].grad
                 if g is not None:
                     total = g.copy() if total is None else total + g
-            by_id[id(p)] = total
-        return (gx, *(by_id[id(p)] for p in self.inputs[1:]))
+            grads.append(total)
+        return (gx, *grads)                      # the inputs after x are self.params, in order
 
     def _run(self, work):
         """[work(k) for each piece k], piece 0 on this thread and each other on

@@ -146,8 +146,8 @@ class Normalize(Function):
         # inside nn.SplitBatch, statistics over the batch sum every piece's share, count included
         self.piece = backend.batch_piece() if 0 in self.axes else None
         total = (lambda s: s) if self.piece is None else (lambda s: self.piece[0].all_sum(self.piece[1], s))
-        xp, self.m = self.xp, int(total(count(x.shape, self.axes)))
-        m = self.m                                                         # values each μ averages
+        xp, self.m = self.xp, int(total(count(x.shape, self.axes)))        # values each μ averages
+        m = self.m
         stat_shape = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         self.mu = xp.empty(stat_shape, dtype=x.dtype)                      # μ, (1, C, 1, 1)
         self.var = xp.empty(stat_shape, dtype=x.dtype)                     # σ², biased, (1, C, 1, 1)
@@ -395,13 +395,11 @@ def batch_norm(x, running_mean=None, running_var=None, gamma=None, beta=None, tr
         if running_mean is None:
             raise ValueError(f"{op}: eval mode needs running_mean and running_var")
         return normalize(x, axes, g, b, eps, _running(running_mean, x, cs), _running(running_var, x, cs))
-    if backend.batch_piece() is None:        # inside nn.SplitBatch the pieces' counts add up: checked below
-        check_batch_values(op, x.shape, axes)
-    elif backward != "compact":
+    if backend.batch_piece() is not None and backward != "compact":
         raise ValueError(f"{op}: inside nn.SplitBatch the batch statistics' backward is the compact one "
                          f"(its sums are added over the pieces), got backward={backward!r}")
     y, mu, var, m = normalize_batch(x, axes, g, b, eps, backward)
-    if m < 2:
+    if m < 2:      # m: every piece's values inside nn.SplitBatch, so checked once they are counted
         check_batch_values(op, x.shape, axes)
     update_running_stats(running_mean, running_var, mu, var, m, decay, unbiased_running_var, op)
     return y
